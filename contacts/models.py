@@ -1,0 +1,171 @@
+"""The contact database's tables: the one definition of a contact, an event, a message, an enrolment.
+
+Every other package imports these; none redefines them. Times are stored as UTC and always come
+back timezone-aware, on SQLite as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "Contact",
+    "ContactStatus",
+    "Enrolment",
+    "EnrolmentState",
+    "Event",
+    "Link",
+    "Message",
+    "MessageState",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always UTC-aware in Python, whatever the backend keeps."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: drip stores only timezone-aware times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+
+class ContactStatus(enum.StrEnum):
+    subscribed = "subscribed"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+class MessageState(enum.StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    suppressed = "suppressed"
+
+
+class EnrolmentState(enum.StrEnum):
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class Contact(SQLModel, table=True):
+    """A person we may email; ``email`` is stored normalised so one address is one contact."""
+
+    __tablename__ = "contacts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    fields: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    tags: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    score: int = 0
+    status: ContactStatus = Field(default=ContactStatus.subscribed, sa_type=sa.String(16))
+    consent_source: str | None = Field(default=None, max_length=200)
+    consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    consent_ip: str | None = Field(default=None, max_length=64)
+    owner: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Event(SQLModel, table=True):
+    """Something a contact did or that happened to them; ``dedupe_key`` makes recording idempotent.
+
+    ``routed_at`` stays empty until the event has been delivered to the journeys that can use it,
+    so an event recorded while Temporal was unreachable is routed later rather than lost.
+    """
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    type: str = Field(max_length=32, index=True)
+    name: str = Field(default="", max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    source: str = Field(default="", max_length=200)
+    message_id: str | None = Field(default=None, max_length=64, index=True)
+    dedupe_key: str = Field(max_length=200, unique=True)
+    occurred_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    routed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+class Message(SQLModel, table=True):
+    """The outbox: one row per email a journey step sends, written before SMTP is touched.
+
+    ``key`` (journey, step, visit) is unique, so a retried or re-run activity finds the row and
+    never sends the same email twice; ``id`` is made inside the workflow and becomes the
+    ``Message-ID``, identical across retries.
+    """
+
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(max_length=400, unique=True)
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    campaign_id: str = Field(max_length=200, index=True)
+    campaign_version: str = Field(default="", max_length=80)
+    step_id: str = Field(max_length=200)
+    workflow_id: str = Field(max_length=400, index=True)
+    template: str = Field(max_length=200)
+    subject: str = Field(default="", max_length=1000)
+    state: MessageState = Field(default=MessageState.pending, sa_type=sa.String(16), index=True)
+    header_message_id: str = Field(default="", max_length=300)
+    open_token: str = Field(max_length=80, unique=True)
+    attempts: int = 0
+    error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Link(SQLModel, table=True):
+    """A tracked link: the token in the email maps to exactly this stored URL and nothing else."""
+
+    __tablename__ = "links"
+
+    token: str = Field(primary_key=True, max_length=80)
+    message_id: str = Field(foreign_key="messages.id", index=True, max_length=64)
+    position: int
+    url: str = Field(max_length=4000)
+
+
+class Enrolment(SQLModel, table=True):
+    """One contact's journey through one campaign version; ``workflow_id`` names its workflow."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "contact_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(max_length=200, index=True)
+    campaign_version: str = Field(max_length=80)
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    number: int = 1
+    workflow_id: str = Field(max_length=400, unique=True)
+    state: EnrolmentState = Field(default=EnrolmentState.running, sa_type=sa.String(16))
+    current_step: str | None = Field(default=None, max_length=200)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -1,0 +1,233 @@
+"""Repository functions for contacts, events and enrolments: the only place that writes them.
+
+Routes, activities and the CLI call these rather than building SQL, so the rules (normalised
+emails, idempotent events, timezone-aware times) hold everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlmodel import Session, col, select
+
+from contacts._sql import insert_ignore
+from contacts.errors import InvalidEmail, NotFound
+from contacts.models import Contact, Enrolment, EnrolmentState, Event, utcnow
+
+__all__ = [
+    "end_enrolment",
+    "first_event_id",
+    "get_contact",
+    "get_contact_by_email",
+    "get_event",
+    "list_enrolments",
+    "mark_event_routed",
+    "normalise_email",
+    "record_enrolment",
+    "record_event",
+    "set_enrolment_step",
+    "unrouted_events",
+    "update_contact",
+    "upsert_contact",
+]
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address: trimmed, domain checked, lower-cased.
+
+    The local part is lower-cased too: providers that treat case as significant are vanishingly
+    rare, and two contacts for ``Ann@x`` and ``ann@x`` are a real, common bug.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidEmail("an email address is required")
+    try:
+        info = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from exc
+    return info.normalized.lower()
+
+
+def get_contact(session: Session, contact_id: int) -> Contact:
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        raise NotFound(f"contact {contact_id} does not exist")
+    return contact
+
+
+def get_contact_by_email(session: Session, email: str) -> Contact | None:
+    return session.exec(select(Contact).where(Contact.email == normalise_email(email))).first()
+
+
+def upsert_contact(
+    session: Session,
+    email: str,
+    fields: Mapping[str, Any] | None = None,
+    *,
+    consent_source: str | None = None,
+    consent_ip: str | None = None,
+) -> tuple[Contact, bool]:
+    """Create the contact or merge new field values into it; returns (contact, created).
+
+    Consent is recorded the first time it is given and never overwritten, so the audit trail
+    shows when and where the person first agreed.
+    """
+    address = normalise_email(email)
+    now = utcnow()
+    created = insert_ignore(
+        session,
+        Contact.__table__,  # type: ignore[arg-type]
+        {"email": address, "fields": {}, "tags": [], "score": 0, "status": "subscribed",
+         "created_at": now, "updated_at": now},
+        ["email"],
+    )
+    contact = session.exec(
+        select(Contact).where(Contact.email == address).with_for_update()
+    ).one()
+    changed = False
+    if fields:
+        merged = {**contact.fields, **{k: v for k, v in fields.items() if v not in (None, "")}}
+        if merged != contact.fields:
+            contact.fields = merged
+            changed = True
+    if consent_source and contact.consent_at is None:
+        contact.consent_source, contact.consent_at, contact.consent_ip = consent_source, now, consent_ip
+        changed = True
+    if changed:
+        contact.updated_at = now
+        session.add(contact)
+        session.flush()
+    return contact, created
+
+
+def update_contact(
+    session: Session,
+    contact_id: int,
+    *,
+    add_tags: Iterable[str] = (),
+    remove_tags: Iterable[str] = (),
+    set_fields: Mapping[str, Any] | None = None,
+    unset_fields: Iterable[str] = (),
+) -> Contact:
+    """Apply tag and field changes; idempotent, so an activity retry changes nothing twice."""
+    contact = session.exec(
+        select(Contact).where(Contact.id == contact_id).with_for_update()
+    ).first()
+    if contact is None:
+        raise NotFound(f"contact {contact_id} does not exist")
+    removed = set(remove_tags)
+    tags = [t for t in contact.tags if t not in removed]
+    tags += [t for t in dict.fromkeys(add_tags) if t not in tags and t not in removed]
+    fields = {k: v for k, v in contact.fields.items() if k not in set(unset_fields)}
+    fields.update(set_fields or {})
+    if tags != contact.tags or fields != contact.fields:
+        contact.tags, contact.fields, contact.updated_at = tags, fields, utcnow()
+        session.add(contact)
+        session.flush()
+    return contact
+
+
+def record_event(
+    session: Session,
+    *,
+    contact_id: int,
+    type: str,
+    dedupe_key: str,
+    name: str = "",
+    properties: Mapping[str, Any] | None = None,
+    source: str = "",
+    message_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> tuple[Event, bool]:
+    """Store an event once per ``dedupe_key``; returns (event, created).
+
+    A webhook retried by a shop or an email client fetching the pixel twice gives one row.
+    """
+    now = utcnow()
+    created = insert_ignore(
+        session,
+        Event.__table__,  # type: ignore[arg-type]
+        {"contact_id": contact_id, "type": type, "name": name, "properties": dict(properties or {}),
+         "source": source, "message_id": message_id, "dedupe_key": dedupe_key,
+         "occurred_at": occurred_at or now, "received_at": now},
+        ["dedupe_key"],
+    )
+    event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
+    return event, created
+
+
+def get_event(session: Session, event_id: int) -> Event:
+    event = session.get(Event, event_id)
+    if event is None:
+        raise NotFound(f"event {event_id} does not exist")
+    return event
+
+
+def first_event_id(session: Session, message_id: str, type: str) -> int | None:
+    """The id of the earliest event of ``type`` for a message (e.g. its first open)."""
+    return session.exec(
+        select(sa.func.min(Event.id)).where(Event.message_id == message_id, Event.type == type)
+    ).one()
+
+
+def mark_event_routed(session: Session, event_id: int) -> None:
+    session.execute(
+        sa.update(Event).where(col(Event.id) == event_id).values(routed_at=utcnow())
+    )
+
+
+def unrouted_events(session: Session, *, received_before: datetime, limit: int = 100) -> list[Event]:
+    """Events not yet delivered to journeys, oldest first, for the router's catch-up sweep."""
+    stmt = (
+        select(Event)
+        .where(col(Event.routed_at).is_(None), col(Event.received_at) < received_before)
+        .order_by(col(Event.id))
+        .limit(limit)
+    )
+    return list(session.exec(stmt))
+
+
+def record_enrolment(
+    session: Session, *, campaign_id: str, campaign_version: str, contact_id: int,
+    workflow_id: str, number: int = 1,
+) -> Enrolment:
+    """The enrolment row for a journey; recording the same journey twice returns the first row."""
+    insert_ignore(
+        session,
+        Enrolment.__table__,  # type: ignore[arg-type]
+        {"campaign_id": campaign_id, "campaign_version": campaign_version,
+         "contact_id": contact_id, "number": number, "workflow_id": workflow_id,
+         "state": EnrolmentState.running.value, "started_at": utcnow()},
+        ["workflow_id"],
+    )
+    return session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
+
+
+def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) -> None:
+    session.execute(
+        sa.update(Enrolment).where(col(Enrolment.workflow_id) == workflow_id)
+        .values(current_step=step_id)
+    )
+
+
+def end_enrolment(session: Session, workflow_id: str, state: EnrolmentState) -> None:
+    session.execute(
+        sa.update(Enrolment)
+        .where(col(Enrolment.workflow_id) == workflow_id,
+               col(Enrolment.state) == EnrolmentState.running.value)
+        .values(state=state.value, ended_at=utcnow(), current_step=None)
+    )
+
+
+def list_enrolments(session: Session, *, contact_id: int | None = None,
+                    campaign_id: str | None = None) -> Sequence[Enrolment]:
+    stmt = select(Enrolment).order_by(col(Enrolment.id))
+    if contact_id is not None:
+        stmt = stmt.where(Enrolment.contact_id == contact_id)
+    if campaign_id is not None:
+        stmt = stmt.where(Enrolment.campaign_id == campaign_id)
+    return session.exec(stmt).all()

@@ -1,0 +1,95 @@
+"""The one settings object for every part of drip.
+
+Everything defaults to the embedded dev stack (SQLite under ``.drip/``, the Temporal dev server,
+the local SMTP mailbox) and points at the real thing by configuration, so the same code runs on a
+laptop and against a Temporal cluster, PostgreSQL and an SMTP relay.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "get_settings"]
+
+
+class SettingsError(RuntimeError):
+    """A configuration that cannot work, e.g. production without a secret key."""
+
+
+class Settings(BaseSettings):
+    """drip's configuration, read from ``DRIP_*`` environment variables (and ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIP_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "production"] = "dev"
+    home: Path = Path(".drip")
+    workspace: Path = Path("examples/acme")
+
+    database_url: str = ""
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "drip-journeys"
+    temporal_ui_port: int = 8233
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 1025
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 30.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://localhost:8000"
+
+    secret_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'drip.db'}"
+        self.public_base_url = self.public_base_url.rstrip("/")
+        if self.secret_key is None and self.env == "production":
+            raise SettingsError("DRIP_SECRET_KEY is required when DRIP_ENV=production")
+        return self
+
+    @property
+    def mailbox_dir(self) -> Path:
+        """Where the dev SMTP mailbox stores every message it receives."""
+        return self.home / "mailbox"
+
+    @property
+    def temporal_db(self) -> Path:
+        return self.home / "temporal.db"
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
+
+    def secret(self) -> bytes:
+        """The signing key for tracking and unsubscribe tokens.
+
+        In dev a key is generated once and kept in ``.drip/secret_key`` so links in emails already
+        sent keep working after a restart; production must configure one explicitly.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.home / "secret_key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

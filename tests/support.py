@@ -1,0 +1,125 @@
+"""Helpers shared by the test suite: real SMTP capture, binaries from the venv, free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "acme"
+
+
+def venv_binary(name: str) -> str:
+    """A console script from this interpreter's venv, even when the venv is not on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed; run `make test`, which installs it")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+    raw: bytes
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    def html(self) -> str:
+        part = self.message.get_body(("html",))
+        assert part is not None, "no HTML part"
+        return str(part.get_content())  # type: ignore[attr-defined]
+
+    def text(self) -> str:
+        part = self.message.get_body(("plain",))
+        assert part is not None, "no text part"
+        return str(part.get_content())  # type: ignore[attr-defined]
+
+
+@dataclass
+class Mailbox:
+    """What a real aiosmtpd server received; tests count emails here, never in our tables."""
+
+    messages: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                          msg, raw))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        with self.lock:
+            return [m.subject for m in self.messages]
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if address in m.recipients]
+
+    async def wait_for(self, predicate: Callable[[Mailbox], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; mailbox has {self.subjects()}")
+            await asyncio.sleep(0.05)
+
+
+class SmtpServer:
+    """An in-process aiosmtpd server on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.mailbox = Mailbox()
+        self.port = free_port()
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def copy_workspace(dest: Path, replace: dict[str, str] | None = None) -> Path:
+    """A copy of the demo workspace, optionally with text replaced in the welcome campaign."""
+    target = dest / "acme"
+    shutil.copytree(EXAMPLES, target)
+    if replace:
+        path = target / "campaigns" / "welcome.yaml"
+        text = path.read_text()
+        for old, new in replace.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        path.write_text(text)
+    return target
