@@ -33,7 +33,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; for SQLite the file's folder is created and WAL mode is switched on."""
+    """An engine for ``url``; for SQLite the folder is created and WAL mode switched on."""
     sa_url = sa.make_url(url)
     if sa_url.drivername == "postgresql":
         sa_url = sa_url.set(drivername="postgresql+psycopg")

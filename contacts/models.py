@@ -1,4 +1,4 @@
-"""The contact database's tables: the one definition of a contact, an event, a message, an enrolment.
+"""The contact database's tables: the one definition of a contact, event, message, enrolment.
 
 Every other package imports these; none redefines them. Times are stored as UTC and always come
 back timezone-aware, on SQLite as on PostgreSQL.
@@ -48,7 +48,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 
 class ContactStatus(enum.StrEnum):

@@ -33,7 +33,7 @@ def reserve_message(session: Session, message: Message) -> Message:
     """Insert the outbox row unless one with the same key exists; returns the stored row."""
     values = message.model_dump()
     values["state"] = MessageState.pending.value
-    insert_ignore(session, Message.__table__, values, ["key"])  # type: ignore[arg-type]
+    insert_ignore(session, Message, values, ["key"])
     return session.exec(select(Message).where(Message.key == message.key)).one()
 
 
@@ -42,7 +42,7 @@ def get_message(session: Session, message_id: str) -> Message | None:
 
 
 def begin_send(session: Session, message_id: str) -> bool:
-    """Claim the right to talk to SMTP for this message; False if someone else has it or it is done."""
+    """Claim the right to talk to SMTP for this message; False if another has it, or it is done."""
     result = session.execute(
         sa.update(Message)
         .where(col(Message.id) == message_id, col(Message.state) == MessageState.pending.value)
@@ -60,8 +60,9 @@ def release_send(session: Session, message_id: str, error: str) -> None:
     )
 
 
-def finish_send(session: Session, message_id: str, state: MessageState,
-                error: str | None = None) -> None:
+def finish_send(
+    session: Session, message_id: str, state: MessageState, error: str | None = None
+) -> None:
     values: dict[str, object] = {"state": state.value, "error": error[:2000] if error else None}
     if state is MessageState.sent:
         values["sent_at"] = utcnow()
@@ -69,10 +70,11 @@ def finish_send(session: Session, message_id: str, state: MessageState,
 
 
 def store_links(session: Session, message_id: str, links: Sequence[tuple[str, int, str]]) -> None:
-    """Remember (token, position, url) for each tracked link; re-storing the same links is a no-op."""
+    """Remember (token, position, url) of each tracked link; storing them again is a no-op."""
     for token, position, url in links:
         insert_ignore(
-            session, Link.__table__,  # type: ignore[arg-type]
+            session,
+            Link,
             {"token": token, "message_id": message_id, "position": position, "url": url},
             ["token"],
         )

@@ -80,14 +80,19 @@ def upsert_contact(
     now = utcnow()
     created = insert_ignore(
         session,
-        Contact.__table__,  # type: ignore[arg-type]
-        {"email": address, "fields": {}, "tags": [], "score": 0, "status": "subscribed",
-         "created_at": now, "updated_at": now},
+        Contact,
+        {
+            "email": address,
+            "fields": {},
+            "tags": [],
+            "score": 0,
+            "status": "subscribed",
+            "created_at": now,
+            "updated_at": now,
+        },
         ["email"],
     )
-    contact = session.exec(
-        select(Contact).where(Contact.email == address).with_for_update()
-    ).one()
+    contact = session.exec(select(Contact).where(Contact.email == address).with_for_update()).one()
     changed = False
     if fields:
         merged = {**contact.fields, **{k: v for k, v in fields.items() if v not in (None, "")}}
@@ -95,7 +100,11 @@ def upsert_contact(
             contact.fields = merged
             changed = True
     if consent_source and contact.consent_at is None:
-        contact.consent_source, contact.consent_at, contact.consent_ip = consent_source, now, consent_ip
+        contact.consent_source, contact.consent_at, contact.consent_ip = (
+            consent_source,
+            now,
+            consent_ip,
+        )
         changed = True
     if changed:
         contact.updated_at = now
@@ -150,10 +159,18 @@ def record_event(
     now = utcnow()
     created = insert_ignore(
         session,
-        Event.__table__,  # type: ignore[arg-type]
-        {"contact_id": contact_id, "type": type, "name": name, "properties": dict(properties or {}),
-         "source": source, "message_id": message_id, "dedupe_key": dedupe_key,
-         "occurred_at": occurred_at or now, "received_at": now},
+        Event,
+        {
+            "contact_id": contact_id,
+            "type": type,
+            "name": name,
+            "properties": dict(properties or {}),
+            "source": source,
+            "message_id": message_id,
+            "dedupe_key": dedupe_key,
+            "occurred_at": occurred_at or now,
+            "received_at": now,
+        },
         ["dedupe_key"],
     )
     event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
@@ -175,12 +192,12 @@ def first_event_id(session: Session, message_id: str, type: str) -> int | None:
 
 
 def mark_event_routed(session: Session, event_id: int) -> None:
-    session.execute(
-        sa.update(Event).where(col(Event.id) == event_id).values(routed_at=utcnow())
-    )
+    session.execute(sa.update(Event).where(col(Event.id) == event_id).values(routed_at=utcnow()))
 
 
-def unrouted_events(session: Session, *, received_before: datetime, limit: int = 100) -> list[Event]:
+def unrouted_events(
+    session: Session, *, received_before: datetime, limit: int = 100
+) -> list[Event]:
     """Events not yet delivered to journeys, oldest first, for the router's catch-up sweep."""
     stmt = (
         select(Event)
@@ -192,16 +209,27 @@ def unrouted_events(session: Session, *, received_before: datetime, limit: int =
 
 
 def record_enrolment(
-    session: Session, *, campaign_id: str, campaign_version: str, contact_id: int,
-    workflow_id: str, number: int = 1,
+    session: Session,
+    *,
+    campaign_id: str,
+    campaign_version: str,
+    contact_id: int,
+    workflow_id: str,
+    number: int = 1,
 ) -> Enrolment:
     """The enrolment row for a journey; recording the same journey twice returns the first row."""
     insert_ignore(
         session,
-        Enrolment.__table__,  # type: ignore[arg-type]
-        {"campaign_id": campaign_id, "campaign_version": campaign_version,
-         "contact_id": contact_id, "number": number, "workflow_id": workflow_id,
-         "state": EnrolmentState.running.value, "started_at": utcnow()},
+        Enrolment,
+        {
+            "campaign_id": campaign_id,
+            "campaign_version": campaign_version,
+            "contact_id": contact_id,
+            "number": number,
+            "workflow_id": workflow_id,
+            "state": EnrolmentState.running.value,
+            "started_at": utcnow(),
+        },
         ["workflow_id"],
     )
     return session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
@@ -209,7 +237,8 @@ def record_enrolment(
 
 def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) -> None:
     session.execute(
-        sa.update(Enrolment).where(col(Enrolment.workflow_id) == workflow_id)
+        sa.update(Enrolment)
+        .where(col(Enrolment.workflow_id) == workflow_id)
         .values(current_step=step_id)
     )
 
@@ -217,14 +246,17 @@ def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) 
 def end_enrolment(session: Session, workflow_id: str, state: EnrolmentState) -> None:
     session.execute(
         sa.update(Enrolment)
-        .where(col(Enrolment.workflow_id) == workflow_id,
-               col(Enrolment.state) == EnrolmentState.running.value)
+        .where(
+            col(Enrolment.workflow_id) == workflow_id,
+            col(Enrolment.state) == EnrolmentState.running.value,
+        )
         .values(state=state.value, ended_at=utcnow(), current_step=None)
     )
 
 
-def list_enrolments(session: Session, *, contact_id: int | None = None,
-                    campaign_id: str | None = None) -> Sequence[Enrolment]:
+def list_enrolments(
+    session: Session, *, contact_id: int | None = None, campaign_id: str | None = None
+) -> Sequence[Enrolment]:
     stmt = select(Enrolment).order_by(col(Enrolment.id))
     if contact_id is not None:
         stmt = stmt.where(Enrolment.contact_id == contact_id)

@@ -68,7 +68,8 @@ def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engin
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server: a two-day wait takes milliseconds."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"))
+        test_server_existing_path=venv_binary("temporal-test-server")
+    )
     yield env
     await env.shutdown()
 
@@ -79,8 +80,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"),
         ui=False,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal",
-                               "--sqlite-pragma", "synchronous=normal"],
+        dev_server_extra_args=[
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+        ],
     )
     yield env
     await env.shutdown()

@@ -41,19 +41,42 @@ def postgres_server() -> Iterator[tuple[str, int]]:
     """(host, port) of a PostgreSQL server started for this test session."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (Debian package 'postgresql'; "
-                    "`bash .ci/run` installs it)")
+        pytest.skip(
+            "PostgreSQL is not installed (Debian package 'postgresql'; `bash .ci/run` installs it)"
+        )
     as_postgres = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="drip-pg-"))
     data = base / "data"
     if as_postgres:
         shutil.chown(base, user="postgres", group="postgres")
     port = free_port()
-    _run([str(bindir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust",
-          "--encoding=UTF8", "--locale=C.UTF-8"], as_postgres)
-    _run([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-          f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-         as_postgres)
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ],
+        as_postgres,
+    )
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        as_postgres,
+    )
     try:
         yield "127.0.0.1", port
     finally:

@@ -68,15 +68,16 @@ class Mailbox:
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0
+    data_started: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_started += 1  # the whole message has arrived; the reply has not been sent
         if self.delay:
             await asyncio.sleep(self.delay)
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         with self.lock:
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                          msg, raw))  # type: ignore[arg-type]
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg, raw))  # type: ignore[arg-type]
         return "250 OK"
 
     def subjects(self) -> list[str]:
@@ -87,8 +88,8 @@ class Mailbox:
         with self.lock:
             return [m for m in self.messages if address in m.recipients]
 
-    async def wait_for(self, predicate: Callable[[Mailbox], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, predicate: Callable[[Mailbox], bool], within: float = 30) -> None:
+        deadline = time.monotonic() + within
         while not predicate(self):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; mailbox has {self.subjects()}")

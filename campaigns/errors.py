@@ -1,0 +1,54 @@
+"""Errors of the campaign language, each pointing at a file, line and column.
+
+CampaignError                 base; ``problems`` lists every problem found, not only the first
+├── CampaignSyntaxError       the file is not YAML we accept (syntax, tags, size, duplicate keys)
+├── CampaignSchemaError       a field is missing, unknown or has a wrong value
+└── CampaignReferenceError    a step, template or form named in the file does not exist
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CampaignError",
+    "CampaignReferenceError",
+    "CampaignSchemaError",
+    "CampaignSyntaxError",
+    "Problem",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file, rendered like a compiler error: ``file:line:col: path: msg``."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class CampaignError(Exception):
+    """One or more problems with a workspace file; ``str()`` lists them all, one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class CampaignSyntaxError(CampaignError):
+    """The YAML cannot be read safely."""
+
+
+class CampaignSchemaError(CampaignError):
+    """The YAML is readable but does not describe a valid campaign, form or workspace."""
+
+
+class CampaignReferenceError(CampaignError):
+    """The file names a step, template or form that does not exist."""

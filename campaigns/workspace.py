@@ -1,0 +1,119 @@
+"""A workspace: ``workspace.yaml``, ``forms/*.yaml``, ``campaigns/*.yaml`` and ``emails/*.mjml``.
+
+Loading validates everything and reports every problem of every file at once, so ``drip dev`` and
+``drip campaigns validate`` refuse a broken workspace before anything is deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from campaigns.compile import compile_campaign
+from campaigns.errors import CampaignError, Problem
+from campaigns.loader import load_model, load_yaml
+from campaigns.plan import Plan
+from campaigns.schema import Campaign, FormDefinition, WorkspaceConfig
+from campaigns.validate import check_campaign
+
+__all__ = ["Workspace", "load_workspace"]
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config: WorkspaceConfig
+    forms: dict[str, FormDefinition] = field(default_factory=dict)
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    plans: dict[str, Plan] = field(default_factory=dict)
+    templates: dict[str, Path] = field(default_factory=dict)
+
+    def plans_for_form(self, form_id: str) -> list[Plan]:
+        """Active campaigns a submission of this form enrols into."""
+        return [
+            p
+            for cid, p in sorted(self.plans.items())
+            if p.trigger_form == form_id and self.campaigns[cid].status == "active"
+        ]
+
+    def plans_for_event(self, name: str) -> list[Plan]:
+        return [
+            p
+            for cid, p in sorted(self.plans.items())
+            if p.trigger_event == name and self.campaigns[cid].status == "active"
+        ]
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.parent))
+    except ValueError:
+        return str(path)
+
+
+def load_workspace(root: Path) -> Workspace:
+    """Load and validate a whole workspace; raise CampaignError listing every problem found."""
+    problems: list[Problem] = []
+    config_path = root / "workspace.yaml"
+    config: WorkspaceConfig | None = None
+    try:
+        config = load_model(
+            load_yaml(config_path, display=_display(config_path, root)), WorkspaceConfig
+        )
+    except CampaignError as exc:
+        problems += exc.problems
+
+    templates = {p.stem: p for p in sorted((root / "emails").glob("*.mjml"))}
+
+    forms: dict[str, FormDefinition] = {}
+    for path in sorted((root / "forms").glob("*.yaml")):
+        try:
+            doc = load_yaml(path, display=_display(path, root))
+            form = load_model(doc, FormDefinition)
+        except CampaignError as exc:
+            problems += exc.problems
+            continue
+        if form.id != path.stem:
+            problems.append(
+                Problem(
+                    doc.file,
+                    *doc.position(("id",)),
+                    "id",
+                    f"form id '{form.id}' must match the file name '{path.stem}'",
+                )
+            )
+        forms[form.id] = form
+
+    campaigns: dict[str, Campaign] = {}
+    for path in sorted((root / "campaigns").glob("*.yaml")):
+        try:
+            doc = load_yaml(path, display=_display(path, root))
+            campaign = load_model(doc, Campaign)
+        except CampaignError as exc:
+            problems += exc.problems
+            continue
+        found = check_campaign(doc, campaign, templates=templates, forms=forms)
+        if campaign.id in campaigns:
+            found.append(
+                Problem(
+                    doc.file,
+                    *doc.position(("id",)),
+                    "id",
+                    f"campaign id '{campaign.id}' is used by another file",
+                )
+            )
+        if found:
+            problems += found
+            continue
+        campaigns[campaign.id] = campaign
+
+    if problems or config is None:
+        raise CampaignError(problems)
+    return Workspace(
+        root=root,
+        config=config,
+        forms=forms,
+        campaigns=campaigns,
+        plans={cid: compile_campaign(c) for cid, c in campaigns.items()},
+        templates=templates,
+    )

@@ -1,0 +1,56 @@
+"""``drip campaigns``: validate a workspace before anything is deployed (usable as a CI check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from campaigns import CampaignError, load_workspace
+from drip.settings import get_settings
+
+app = typer.Typer(help="Validate and inspect campaigns.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def validate(
+    workspaces: Annotated[
+        list[Path] | None, typer.Argument(help="workspace folders (default: DRIP_WORKSPACE)")
+    ] = None,
+) -> None:
+    """Check every campaign, form and template reference; exit 1 listing every problem."""
+    roots = workspaces or [get_settings().workspace]
+    failed = False
+    for root in roots:
+        try:
+            ws = load_workspace(root)
+        except CampaignError as exc:
+            failed = True
+            for problem in exc.problems:
+                err.print(f"[red]{problem}[/red]", highlight=False, soft_wrap=True)
+            continue
+        for plan in ws.plans.values():
+            console.print(
+                f"[green]ok[/green] {root}/campaigns/{plan.campaign_id}.yaml "
+                f"({len(plan.steps)} steps, version {plan.version})",
+                highlight=False,
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_campaigns() -> None:
+    """The campaigns of the configured workspace, with their trigger and version."""
+    ws = load_workspace(get_settings().workspace)
+    for cid, plan in sorted(ws.plans.items()):
+        trigger = (
+            f"form {plan.trigger_form}" if plan.trigger_form else f"event {plan.trigger_event}"
+        )
+        console.print(
+            f"{cid:24} {ws.campaigns[cid].status:8} {trigger:24} {plan.version}", highlight=False
+        )

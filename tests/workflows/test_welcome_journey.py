@@ -1,0 +1,133 @@
+"""The welcome journey on Temporal's time-skipping server: two days pass in milliseconds.
+
+Everything is real except the clock: the form is posted to the API, the email is rendered and sent
+to an aiosmtpd server, the open is a GET of the pixel found in the received email. Emails are
+counted from what the SMTP server received, not from our tables.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+from temporalio.testing import WorkflowEnvironment
+
+from campaigns.workspace import Workspace
+from contacts import repository
+from contacts.db import session_scope
+from contacts.models import Enrolment, EnrolmentState, Event, Message, MessageState
+from drip.settings import Settings
+from tests.support import SmtpServer
+from webhooks.main import create_app
+from workflows.client import journey_workflow_id
+from workflows.worker import build_worker
+
+WELCOME = "Welcome to Acme Outdoor, Ann"
+TIPS = "Three trail tips our guides swear by"
+REMINDER = "Did you see this, Ann?"
+
+
+async def _journey(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+    *,
+    open_it: bool,
+) -> int:
+    app = create_app(settings, workspace, engine=engine, temporal=env.client)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        build_worker(env.client, settings=settings, engine=engine, workspace=workspace),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        response = await http.post(
+            "/forms/newsletter",
+            json={"email": "Ann@Example.com", "first_name": "Ann", "consent": True},
+        )
+        assert response.status_code == 202, response.text
+        with session_scope(engine) as s:
+            contact = repository.get_contact_by_email(s, "ann@example.com")
+            assert contact is not None and contact.id is not None
+            contact_id = contact.id
+        handle = env.client.get_workflow_handle(journey_workflow_id("welcome", contact_id))
+        if open_it:
+            await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
+            html = smtp.mailbox.messages[0].html()
+            pixel = re.search(r'src="http://testserver(/t/o/[A-Za-z0-9_-]+\.gif)"', html)
+            assert pixel is not None, "no open pixel in the welcome email"
+            hit = await http.get(pixel.group(1))
+            assert hit.status_code == 200 and hit.headers["content-type"] == "image/gif"
+        await handle.result()
+    return contact_id
+
+
+async def test_no_open_sends_the_reminder_after_two_days(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> None:
+    contact_id = await _journey(time_env, settings, engine, workspace, smtp, open_it=False)
+    assert smtp.mailbox.subjects() == [WELCOME, REMINDER]
+    welcome, reminder = smtp.mailbox.messages
+    with session_scope(engine) as s:
+        sent = s.exec(select(Message).order_by(Message.created_at)).all()  # type: ignore[arg-type]
+        enrolment = s.exec(select(Enrolment)).one()
+        contact = repository.get_contact(s, contact_id)
+    assert [m.step_id for m in sent] == ["welcome", "reminder"]
+    assert all(m.state == MessageState.sent for m in sent)
+    assert sent[1].sent_at is not None and sent[0].sent_at is not None
+    # two days of (skipped) time passed between the sends, measured by the workflow's clock
+    assert (reminder.message["Date"].datetime - welcome.message["Date"].datetime).days >= 2
+    assert enrolment.state == EnrolmentState.completed
+    assert "engaged" not in contact.tags
+
+
+async def test_an_open_sends_tips_and_never_the_reminder(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> None:
+    await _journey(time_env, settings, engine, workspace, smtp, open_it=True)
+    assert smtp.mailbox.subjects() == [WELCOME, TIPS]
+    assert all(m.recipients == ["ann@example.com"] for m in smtp.mailbox.messages)
+
+
+async def test_posting_twice_gives_one_contact_and_one_journey(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> None:
+    app = create_app(settings, workspace, engine=engine, temporal=time_env.client)
+    async with (
+        build_worker(time_env.client, settings=settings, engine=engine, workspace=workspace),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http,
+    ):
+        for _ in range(2):
+            r = await http.post(
+                "/forms/newsletter", data={"email": "bo@example.com", "consent": "yes"}
+            )
+            assert r.status_code == 200 and "Thanks!" in r.text
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) >= 1)
+        with session_scope(engine) as s:
+            enrolments = s.exec(select(Enrolment)).all()
+            events = s.exec(select(Event)).all()
+        assert len(enrolments) == 1
+        assert [e.type for e in events] == ["form", "form"]
+        handle = time_env.client.get_workflow_handle(enrolments[0].workflow_id)
+        await handle.result()
+    assert smtp.mailbox.subjects() == [
+        "Welcome to Acme Outdoor, friend",
+        "Did you see this, friend?",
+    ]

@@ -1,0 +1,1 @@
+"""The FastAPI app: public forms, tracking, unsubscribe; one route module per resource."""

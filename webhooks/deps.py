@@ -1,0 +1,36 @@
+"""Request dependencies as ``Annotated`` aliases, so routes declare what they need in one word."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+
+from campaigns.workspace import Workspace
+from drip.settings import Settings
+from webhooks.journeys import JourneyGateway
+
+__all__ = ["EngineDep", "GatewayDep", "SettingsDep", "WorkspaceDep"]
+
+
+def _settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def _engine(request: Request) -> Engine:
+    return cast(Engine, request.app.state.engine)
+
+
+def _workspace(request: Request) -> Workspace:
+    return cast(Workspace, request.app.state.workspace)
+
+
+def _gateway(request: Request) -> JourneyGateway:
+    return cast(JourneyGateway, request.app.state.gateway)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
+GatewayDep = Annotated[JourneyGateway, Depends(_gateway)]

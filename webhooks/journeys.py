@@ -1,0 +1,58 @@
+"""The API's door to Temporal: connect lazily, route events, never fail a request over it.
+
+A form post or a click must succeed even while Temporal is restarting: the event is already in
+the database, and the worker's sweep routes whatever this gateway could not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+
+from campaigns.workspace import Workspace
+from drip.settings import Settings
+from workflows.client import connect
+from workflows.router import EventRouter
+
+__all__ = ["JourneyGateway"]
+
+log = logging.getLogger(__name__)
+
+
+class JourneyGateway:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        workspace: Workspace,
+        client: Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.workspace = workspace
+        self._client = client
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
+            return self._client
+
+    async def route(self, event_id: int) -> bool:
+        """Route one event now; on any Temporal trouble leave it for the sweep and say so."""
+        try:
+            client = await self.client()
+            await EventRouter(
+                client=client, engine=self.engine, workspace=self.workspace, settings=self.settings
+            ).route(event_id)
+        except Exception:
+            log.warning(
+                "event %s not routed now; the worker's sweep will retry", event_id, exc_info=True
+            )
+            return False
+        return True

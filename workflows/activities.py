@@ -1,0 +1,210 @@
+"""Activities: every piece of I/O a journey does, each idempotent and given ids, not payloads.
+
+Retry policies live with the workflow (``workflows.journey``): sends retry forever with backoff
+(an SMTP outage delays mail, it never drops it); database writes likewise. Permanent failures
+are recorded on the outbox row and returned, not raised, so one bad address cannot wedge a journey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from email.utils import parseaddr
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+
+from campaigns.workspace import Workspace
+from contacts import outbox, repository
+from contacts.db import session_scope
+from contacts.models import ContactStatus, EnrolmentState, Message, MessageState
+from drip.settings import Settings
+from emails import Renderer, TemplateError, build_message, domain_of, open_token
+from emails.errors import PermanentSendError, TransientSendError
+from emails.sender import Transport
+from workflows.types import (
+    FinishJourneyInput,
+    SendEmailInput,
+    SendEmailResult,
+    UpdateContactInput,
+)
+
+__all__ = ["JourneyActivities"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INTERRUPTED = (
+    "interrupted during the SMTP transaction; not resent, to avoid a duplicate "
+    "(the relay may or may not have accepted it)"
+)
+
+
+class JourneyActivities:
+    """Holds the shared resources (engine, renderer, transport) the activities need."""
+
+    def __init__(
+        self, *, settings: Settings, engine: Engine, workspace: Workspace, transport: Transport
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.workspace = workspace
+        self.renderer = Renderer(workspace, settings)
+        self.transport = transport
+        self.secret = settings.secret()
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.send_email, self.update_contact, self.finish_journey]
+
+    async def _db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    @activity.defn(name="send_email")
+    async def send_email(self, inp: SendEmailInput) -> SendEmailResult:
+        """Send one journey email at most once: the outbox row is claimed before SMTP."""
+        async with _heartbeating():
+            return await self._send_email(inp)
+
+    async def _send_email(self, inp: SendEmailInput) -> SendEmailResult:
+        prepared = await self._db(lambda: self._prepare(inp))
+        if isinstance(prepared, SendEmailResult):
+            return prepared
+        message_bytes, sender, recipient = prepared
+        # From here until the row says ``sent``, a crash leaves it in ``sending``: the retry then
+        # refuses to send (at most once), because the relay may already have accepted it.
+        try:
+            await self.transport.send(sender=sender, recipients=[recipient], data=message_bytes)
+        except TransientSendError as exc:
+            reason = str(exc)
+            await self._db(lambda: self._release(inp.message_id, reason))
+            raise
+        except PermanentSendError as exc:
+            reason = str(exc)
+            await self._db(lambda: self._finish(inp.message_id, MessageState.failed, reason))
+            return SendEmailResult(message_id=inp.message_id, state="failed", error=reason)
+        await self._db(lambda: self._finish(inp.message_id, MessageState.sent, None))
+        return SendEmailResult(message_id=inp.message_id, state="sent")
+
+    def _prepare(self, inp: SendEmailInput) -> SendEmailResult | tuple[bytes, str, str]:
+        """Reserve the outbox row, check suppression, render, claim the send: one transaction."""
+        with session_scope(self.engine) as session:
+            contact = repository.get_contact(session, inp.contact_id)
+            row = outbox.reserve_message(
+                session,
+                Message(
+                    id=inp.message_id,
+                    key=inp.key,
+                    contact_id=inp.contact_id,
+                    campaign_id=inp.campaign_id,
+                    campaign_version=inp.campaign_version,
+                    step_id=inp.step_id,
+                    workflow_id=inp.workflow_id,
+                    template=inp.template,
+                    subject=inp.subject,
+                    open_token=open_token(self.secret, inp.message_id),
+                    header_message_id=f"<{inp.message_id}@{domain_of(self.workspace.config.from_)}>",
+                ),
+            )
+            if row.id != inp.message_id:
+                # Same key, other id: only possible if the workflow's history was reset.
+                return SendEmailResult(message_id=row.id, state=str(row.state))
+            if row.state == MessageState.sending:
+                outbox.finish_send(session, row.id, MessageState.failed, INTERRUPTED)
+                log.warning("message %s: %s", row.id, INTERRUPTED)
+                return SendEmailResult(message_id=row.id, state="failed", error=INTERRUPTED)
+            if row.state != MessageState.pending:
+                return SendEmailResult(message_id=row.id, state=str(row.state), error=row.error)
+            if contact.status != ContactStatus.subscribed:
+                outbox.finish_send(
+                    session, row.id, MessageState.suppressed, f"contact is {contact.status}"
+                )
+                return SendEmailResult(message_id=row.id, state="suppressed")
+            try:
+                rendered = self.renderer.render(
+                    template=inp.template,
+                    subject=inp.subject,
+                    preheader=inp.preheader,
+                    contact=contact,
+                    message_id=row.id,
+                    campaign_id=inp.campaign_id,
+                    step_id=inp.step_id,
+                    track=inp.track,
+                )
+            except TemplateError as exc:
+                outbox.finish_send(session, row.id, MessageState.failed, f"template: {exc}")
+                return SendEmailResult(message_id=row.id, state="failed", error=str(exc))
+            outbox.store_links(session, row.id, rendered.links)
+            config = self.workspace.config
+            data = build_message(
+                rendered,
+                from_addr=config.from_,
+                to_addr=contact.email,
+                reply_to=config.reply_to,
+                message_id=row.id,
+                domain=domain_of(config.from_),
+                unsubscribe_mailto=config.unsubscribe_mailto,
+            )
+            if not outbox.begin_send(session, row.id):
+                current = outbox.get_message(session, row.id)
+                return SendEmailResult(
+                    message_id=row.id, state=str(current.state) if current else "failed"
+                )
+            return data, _address(config.from_), contact.email
+
+    def _release(self, message_id: str, error: str) -> None:
+        with session_scope(self.engine) as session:
+            outbox.release_send(session, message_id, error)
+
+    def _finish(self, message_id: str, state: MessageState, error: str | None) -> None:
+        with session_scope(self.engine) as session:
+            outbox.finish_send(session, message_id, state, error)
+
+    @activity.defn(name="update_contact")
+    async def update_contact(self, inp: UpdateContactInput) -> None:
+        """Apply tag and field changes; set semantics make a retry harmless."""
+
+        def work() -> None:
+            with session_scope(self.engine) as session:
+                repository.update_contact(
+                    session,
+                    inp.contact_id,
+                    add_tags=inp.add_tags,
+                    remove_tags=inp.remove_tags,
+                    set_fields=inp.set_fields,
+                    unset_fields=inp.unset_fields,
+                )
+
+        await self._db(work)
+
+    @activity.defn(name="finish_journey")
+    async def finish_journey(self, inp: FinishJourneyInput) -> None:
+        def work() -> None:
+            with session_scope(self.engine) as session:
+                repository.end_enrolment(session, inp.workflow_id, EnrolmentState(inp.state))
+
+        await self._db(work)
+
+
+@asynccontextmanager
+async def _heartbeating(every: float = 2.0) -> AsyncIterator[None]:
+    """Heartbeat while a send runs, so Temporal notices a killed worker within the heartbeat
+    timeout instead of waiting out the whole start-to-close timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _address(header_value: str) -> str:
+    """The bare address of a ``Name <addr>`` header, for the SMTP envelope."""
+    return parseaddr(header_value)[1]

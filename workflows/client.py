@@ -1,0 +1,73 @@
+"""Starting and signalling journeys: the only place that knows workflow ids and signal names.
+
+Workflow ids derive from (campaign, contact, enrolment number), so starting is idempotent: a form
+posted twice signals the running journey instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from campaigns.plan import Plan
+from drip.settings import Settings
+from workflows.journey import JourneyWorkflow
+from workflows.types import QUERY_STATE, SIGNAL_EVENT, JourneyInput, JourneySignal, JourneyState
+
+__all__ = ["connect", "enrol", "journey_state", "journey_workflow_id", "signal_journey"]
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+def journey_workflow_id(campaign_id: str, contact_id: int, number: int = 1) -> str:
+    return f"journey/{campaign_id}/{contact_id}/{number}"
+
+
+async def enrol(
+    client: Client,
+    settings: Settings,
+    plan: Plan,
+    contact_id: int,
+    signal: JourneySignal,
+    *,
+    number: int = 1,
+) -> bool:
+    """Signal-with-start the contact's journey; False if that journey already ran and ended.
+
+    A closed journey is not restarted (re-entry rules come with the campaign language): the id
+    reuse policy refuses, and we report it instead of raising.
+    """
+    try:
+        await client.start_workflow(
+            JourneyWorkflow.run,
+            JourneyInput(plan=plan, contact_id=contact_id, enrolment=number),
+            id=journey_workflow_id(plan.campaign_id, contact_id, number),
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            start_signal=SIGNAL_EVENT,
+            start_signal_args=[signal],
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def signal_journey(client: Client, workflow_id: str, signal: JourneySignal) -> bool:
+    """Deliver an event to a journey; False if the journey has already finished."""
+    handle: WorkflowHandle[JourneyWorkflow, object] = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.signal(SIGNAL_EVENT, signal)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def journey_state(client: Client, workflow_id: str) -> JourneyState:
+    handle: WorkflowHandle[JourneyWorkflow, object] = client.get_workflow_handle(workflow_id)
+    return await handle.query(QUERY_STATE, result_type=JourneyState)

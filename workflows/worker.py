@@ -1,0 +1,71 @@
+"""The Temporal worker: journey workflows, their activities, and the event router's sweep.
+
+``drip worker`` runs this alone against a configured Temporal cluster (the production shape);
+``drip dev`` runs it inside the embedded stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from campaigns.workspace import Workspace
+from contacts.db import create_db_engine
+from drip.settings import Settings
+from emails.sender import SmtpTransport, Transport
+from workflows.activities import JourneyActivities
+from workflows.client import connect
+from workflows.journey import JourneyWorkflow
+from workflows.router import EventRouter
+
+__all__ = ["WORKFLOWS", "build_worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+WORKFLOWS: Sequence[type] = (JourneyWorkflow,)
+
+
+def build_worker(
+    client: Client,
+    *,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    transport: Transport | None = None,
+    task_queue: str | None = None,
+) -> Worker:
+    """A worker for the journey task queue; tests pass their own task queue and transport."""
+    activities = JourneyActivities(
+        settings=settings,
+        engine=engine,
+        workspace=workspace,
+        transport=transport or SmtpTransport(settings),
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities.all(),
+        # Waiting journeys are evicted and replayed on demand, so memory stays flat with many
+        # journeys parked on timers.
+        max_cached_workflows=2000,
+    )
+
+
+async def run_worker(settings: Settings, workspace: Workspace) -> None:
+    """Run until cancelled: the worker plus the sweep that routes events the API could not."""
+    client = await connect(settings)
+    engine = create_db_engine(settings.database_url)
+    worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
+    router = EventRouter(client=client, engine=engine, workspace=workspace, settings=settings)
+    sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
+    try:
+        await worker.run()
+    finally:
+        sweep.cancel()
+        engine.dispose()
