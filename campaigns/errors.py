@@ -8,6 +8,8 @@ CampaignError                 base; ``problems`` lists every problem found, not 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 __all__ = [
@@ -52,3 +54,12 @@ class CampaignSchemaError(CampaignError):
 
 class CampaignReferenceError(CampaignError):
     """The file names a step, template or form that does not exist."""
+
+
+def hint(wrong: str, options: Collection[str], *, listing: str = "known") -> str:
+    """`` (did you mean 'reminder'?)`` for a likely typo, else the options, so the author never
+    has to open another file to find the right name."""
+    close = difflib.get_close_matches(wrong, list(options), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" ({listing}: {', '.join(sorted(options))})" if options else ""

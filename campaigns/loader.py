@@ -8,7 +8,6 @@ at ``('steps', 2, 'wait_for', 'timeout')`` becomes
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -19,7 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from campaigns.errors import CampaignSchemaError, CampaignSyntaxError, Problem
+from campaigns.errors import CampaignSchemaError, CampaignSyntaxError, Problem, hint
 
 __all__ = ["MAX_FILE_BYTES", "Located", "load_model", "load_yaml", "problem_at"]
 
@@ -38,10 +37,22 @@ M = TypeVar("M", bound=BaseModel)
 class Located:
     """Plain data from a YAML file plus the (line, column) of every path in it (1-based)."""
 
-    def __init__(self, file: str, data: Any, positions: dict[Loc, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        file: str,
+        data: Any,
+        positions: dict[Loc, tuple[int, int]],
+        key_positions: dict[Loc, tuple[int, int]] | None = None,
+    ) -> None:
         self.file = file
         self.data = data
         self.positions = positions
+        # Where each mapping key itself is written: an unknown key is reported there, since its
+        # value may be blank, on another line, or perfectly fine.
+        self.key_positions = key_positions or {}
+
+    def key_position(self, loc: Loc) -> tuple[int, int]:
+        return self.key_positions.get(loc) or self.position(loc)
 
     def position(self, loc: Loc) -> tuple[int, int]:
         """Position of the deepest known prefix of ``loc``: a missing key points at its parent."""
@@ -104,13 +115,19 @@ def load_yaml(path: Path, *, display: str | None = None) -> Located:
     except RecursionError:
         raise CampaignSyntaxError([Problem(name, 1, 1, "", "YAML nested too deeply")]) from None
     positions: dict[Loc, tuple[int, int]] = {(): (1, 1)}
+    key_positions: dict[Loc, tuple[int, int]] = {}
     counter = [0]
-    data = _plain(tree, (), positions, name, counter)
-    return Located(name, data, positions)
+    data = _plain(tree, (), positions, name, counter, key_positions)
+    return Located(name, data, positions, key_positions)
 
 
 def _plain(
-    node: Any, loc: Loc, positions: dict[Loc, tuple[int, int]], name: str, counter: list[int]
+    node: Any,
+    loc: Loc,
+    positions: dict[Loc, tuple[int, int]],
+    name: str,
+    counter: list[int],
+    key_positions: dict[Loc, tuple[int, int]],
 ) -> Any:
     counter[0] += 1
     if counter[0] > MAX_NODES or len(loc) > MAX_DEPTH:
@@ -146,14 +163,16 @@ def _plain(
             child: Loc = (*loc, str(key))
             line, col = node.lc.value(key) if node[key] is not None else node.lc.key(key)
             positions[child] = (line + 1, col + 1)
-            out[str(key)] = _plain(node[key], child, positions, name, counter)
+            key_line, key_col = node.lc.key(key)
+            key_positions[child] = (key_line + 1, key_col + 1)
+            out[str(key)] = _plain(node[key], child, positions, name, counter, key_positions)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for index, item in enumerate(node):
             line, col = node.lc.item(index)
             positions[(*loc, index)] = (line + 1, col + 1)
-            items.append(_plain(item, (*loc, index), positions, name, counter))
+            items.append(_plain(item, (*loc, index), positions, name, counter, key_positions))
         return items
     if isinstance(node, TaggedScalar):
         return str(node.value)
@@ -185,7 +204,7 @@ def load_model(doc: Located, model: type[M]) -> M:
             loc: Loc = tuple(err["loc"])
             message = _message(err, model, loc)
             if err["type"] == "extra_forbidden":
-                line, col = _key_position(doc, loc)
+                line, col = doc.key_position(loc)
                 problems.append(Problem(doc.file, line, col, doc.pretty_path(loc), message))
             else:
                 problems.append(problem_at(doc, loc, message))
@@ -193,21 +212,11 @@ def load_model(doc: Located, model: type[M]) -> M:
         raise CampaignSchemaError(problems) from None
 
 
-def _key_position(doc: Located, loc: Loc) -> tuple[int, int]:
-    return doc.position(loc)
-
-
 def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        suggestion = (
-            f" (did you mean '{hint[0]}'?)"
-            if hint
-            else (f" (allowed: {', '.join(sorted(allowed))})" if allowed else "")
-        )
-        return f"unknown key '{loc[-1]}'{suggestion}"
+        return f"unknown key '{loc[-1]}'{hint(str(loc[-1]), allowed, listing='allowed')}"
     if kind == "missing":
         return "required field is missing"
     if kind == "string_pattern_mismatch":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from campaigns.errors import Problem
+from campaigns.errors import Problem, hint
 from campaigns.loader import Located, problem_at
 from campaigns.schema import Campaign
 
@@ -29,13 +29,10 @@ def check_campaign(
         else:
             index_of[step.id] = i
 
-    if campaign.trigger.form is not None and campaign.trigger.form not in forms:
+    form = campaign.trigger.form
+    if form is not None and form not in forms:
         problems.append(
-            problem_at(
-                doc,
-                ("trigger", "form"),
-                f"form '{campaign.trigger.form}' does not exist{_known(forms)}",
-            )
+            problem_at(doc, ("trigger", "form"), f"form '{form}' does not exist{hint(form, forms)}")
         )
 
     send_steps = {s.id for s in campaign.steps if s.send_email is not None}
@@ -44,11 +41,12 @@ def check_campaign(
         if step.next is not None:
             targets.append((("steps", i, "next"), step.next))
         if step.send_email is not None and step.send_email.template not in templates:
+            name = step.send_email.template
             problems.append(
                 problem_at(
                     doc,
                     ("steps", i, "send_email", "template"),
-                    f"template '{step.send_email.template}' does not exist{_known(templates)}",
+                    f"template '{name}' does not exist{hint(name, templates)}",
                 )
             )
         if step.wait_for is not None:
@@ -70,7 +68,7 @@ def check_campaign(
         for loc, target in targets:
             if target not in index_of:
                 problems.append(
-                    problem_at(doc, loc, f"step '{target}' does not exist{_known(index_of)}")
+                    problem_at(doc, loc, f"step '{target}' does not exist{hint(target, index_of)}")
                 )
 
     if not problems:
@@ -101,7 +99,3 @@ def _unreachable(doc: Located, campaign: Campaign, index_of: dict[str, int]) -> 
         for s in steps
         if s.id not in seen
     ]
-
-
-def _known(names: Collection[str]) -> str:
-    return f" (known: {', '.join(sorted(names))})" if names else ""

@@ -16,6 +16,7 @@ from contacts.errors import ContactError
 from contacts.models import Contact, Enrolment, Event, Message
 from drip.settings import get_settings
 from workflows.client import connect, journey_state
+from workflows.types import JourneyState
 
 app = typer.Typer(help="Inspect contacts' journeys.", no_args_is_help=True)
 console = Console()
@@ -102,7 +103,7 @@ def show(contact: Annotated[str, typer.Argument(help="email address or contact i
                 )
 
 
-async def _states(workflow_ids: list[str]) -> dict[str, object]:
+async def _states(workflow_ids: list[str]) -> dict[str, JourneyState | str]:
     if not workflow_ids:
         return {}
     settings = get_settings()
@@ -110,7 +111,7 @@ async def _states(workflow_ids: list[str]) -> dict[str, object]:
         client = await asyncio.wait_for(connect(settings), timeout=5)
     except Exception as exc:  # Temporal down: show what the database knows
         return dict.fromkeys(workflow_ids, f"Temporal unreachable ({exc})")
-    out: dict[str, object] = {}
+    out: dict[str, JourneyState | str] = {}
     for wid in workflow_ids:
         try:
             out[wid] = await journey_state(client, wid)

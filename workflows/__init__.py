@@ -1,17 +1,7 @@
-"""Temporal: the journey workflow, its activities, the worker, and start/signal helpers."""
+"""Temporal: the journey workflow, its activities, the worker, and start/signal helpers.
 
-from workflows.client import connect, enrol, journey_state, journey_workflow_id, signal_journey
-from workflows.journey import JourneyWorkflow
-from workflows.types import JourneyInput, JourneySignal, JourneyState
-
-__all__ = [
-    "JourneyInput",
-    "JourneySignal",
-    "JourneyState",
-    "JourneyWorkflow",
-    "connect",
-    "enrol",
-    "journey_state",
-    "journey_workflow_id",
-    "signal_journey",
-]
+Deliberately empty: Temporal's sandbox re-imports the workflow module's package on every
+workflow run, so anything imported here (the client, activities and their database and SMTP
+dependencies) would be loaded, and checked for non-determinism, inside the sandbox. Import from
+the submodules: ``workflows.client``, ``workflows.journey``, ``workflows.worker``.
+"""

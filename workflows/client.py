@@ -70,4 +70,5 @@ async def signal_journey(client: Client, workflow_id: str, signal: JourneySignal
 
 async def journey_state(client: Client, workflow_id: str) -> JourneyState:
     handle: WorkflowHandle[JourneyWorkflow, object] = client.get_workflow_handle(workflow_id)
-    return await handle.query(QUERY_STATE, result_type=JourneyState)
+    state: JourneyState = await handle.query(QUERY_STATE, result_type=JourneyState)
+    return state

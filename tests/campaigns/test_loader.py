@@ -65,33 +65,35 @@ BROKEN = [
     (
         "timeout: 2d",
         "timeout: 2 dayz",
-        "22:16: steps.wait_for_open.wait_for.timeout: '2 dayz' is not a duration "
+        "19:16: steps.wait_for_open.wait_for.timeout: '2 dayz' is not a duration "
         "(examples: 2d, 36h, P2D)",
     ),
     (
         "on_timeout: reminder",
         "on_timeout: remindr",
-        "24:19: steps.wait_for_open.wait_for.on_timeout: step 'remindr' does not exist",
+        "21:19: steps.wait_for_open.wait_for.on_timeout: step 'remindr' does not exist "
+        "(did you mean 'reminder'?)",
     ),
     (
         "      template: tips\n",
         "      tempalte: tips\n",
-        "29:7: steps.tips.send_email.tempalte: unknown key 'tempalte' (did you mean 'template'?)",
+        "25:7: steps.tips.send_email.tempalte: unknown key 'tempalte' (did you mean 'template'?)",
     ),
     (
         "template: welcome-reminder",
         "template: goodbye",
-        "48:17: steps.reminder.send_email.template: template 'goodbye' does not exist",
+        "43:17: steps.reminder.send_email.template: template 'goodbye' does not exist "
+        "(known: tips, welcome, welcome-reminder)",
     ),
     (
         "  form: newsletter",
         "  form: signup",
-        "10:9: trigger.form: form 'signup' does not exist (known: newsletter)",
+        "8:9: trigger.form: form 'signup' does not exist (known: newsletter)",
     ),
     (
         "  - id: tips\n",
         "  - id: welcome\n",
-        "27:9: steps.welcome.id: step id 'welcome' is already used by an earlier step",
+        "23:9: steps.welcome.id: step id 'welcome' is already used by an earlier step",
     ),
 ]
 

@@ -36,7 +36,7 @@ _NO_CACHE = {
 
 
 @router.get(
-    "/o/{token}.gif",
+    "/o/{token:path}.gif",
     summary="Open pixel: records an open, always returns the GIF",
     response_class=Response,
     responses={200: {"content": {"image/gif": {}}}},

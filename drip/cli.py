@@ -1,0 +1,211 @@
+"""The ``drip`` command: ``dev`` for a laptop, ``worker`` and ``api`` for production, and tools.
+
+Each command is a thin shell: it reads the settings, turns known failures into one red sentence
+and an exit code, and hands over to the package that does the work. Heavy imports (the worker,
+the API app) happen inside the command that needs them, so ``drip --version`` and
+``drip db upgrade`` stay quick and work even while those packages are being changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from sqlalchemy import make_url
+
+from campaigns import CampaignError, Workspace, load_workspace
+from contacts.db import create_db_engine, migrate
+from drip import __version__, cli_campaigns, cli_journeys
+from drip._runtime import ApiServer, stop_on_signals
+from drip.settings import Settings, SettingsError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="drip",
+    help="Marketing automation: campaigns as YAML, journeys on Temporal, honest tracking.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals would print settings and database URLs
+)
+db_app = typer.Typer(help="The contact database.", no_args_is_help=True)
+
+# Command groups, one module each (drip/cli_<group>.py); add new groups here.
+app.add_typer(db_app, name="db")
+app.add_typer(cli_campaigns.app, name="campaigns")
+app.add_typer(cli_journeys.app, name="journeys")
+
+console = Console()
+err = Console(stderr=True)
+log = logging.getLogger("drip")
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace", "-w", help="workspace folder [default: DRIP_WORKSPACE]", show_default=False
+    ),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """``DRIP_*`` settings with command-line overrides on top; a bad value is one red line."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (SettingsError, ValidationError) as exc:
+        _fail(f"invalid settings: {exc}")
+
+
+def _workspace(settings: Settings) -> Workspace:
+    try:
+        return load_workspace(settings.workspace)
+    except CampaignError as exc:
+        _fail(f"the workspace {settings.workspace} has problems:\n{exc}")
+
+
+def _migrate(settings: Settings, revision: str = "head") -> None:
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate(engine, revision)
+    finally:
+        engine.dispose()
+
+
+async def _until_stopped(work: Coroutine[Any, Any, object]) -> None:
+    """Run ``work`` until it ends or SIGINT/SIGTERM cancels it (a clean stop, exit 0)."""
+    task: asyncio.Task[object] = asyncio.create_task(work)
+    with stop_on_signals(task.cancel) as received:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not received:
+                raise
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"drip {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    """drip: marketing automation with campaigns as YAML and journeys on Temporal."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+
+
+@app.command()
+def dev(workspace: WorkspaceOption = None) -> None:
+    """Run everything locally: Temporal, the worker, the API and a mailbox for all email.
+
+    Ports come from DRIP_API_PORT, DRIP_TEMPORAL_ADDRESS, DRIP_TEMPORAL_UI_PORT and
+    DRIP_SMTP_PORT; state stays in DRIP_HOME (.drip) across restarts.
+    """
+    from drip.dev import DevError, run_dev
+
+    settings = _settings(workspace=workspace)
+    if settings.env != "dev":
+        _fail(
+            "drip dev is for development (DRIP_ENV=dev); in production run `drip worker` "
+            "and `drip api`"
+        )
+    try:
+        asyncio.run(run_dev(settings, console=console))
+    except DevError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C before the stack was up: nothing to clean
+        pass
+
+
+@app.command()
+def worker(workspace: WorkspaceOption = None) -> None:
+    """Run the journey worker against the configured Temporal (the production shape).
+
+    Migrates the database first, so a fresh deployment needs no separate step.
+    """
+    from workflows.worker import run_worker
+
+    settings = _settings(workspace=workspace)
+    ws = _workspace(settings)
+    _migrate(settings)
+    try:
+        asyncio.run(_until_stopped(run_worker(settings, ws)))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        log.exception("the worker stopped")
+        _fail(f"the worker stopped: {type(exc).__name__}: {exc}")
+
+
+@app.command()
+def api(
+    workspace: WorkspaceOption = None,
+    host: Annotated[str | None, typer.Option(help="[default: DRIP_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="[default: DRIP_API_PORT]")] = None,
+) -> None:
+    """Serve the API (forms, tracking, unsubscribe, events) alone: the production shape.
+
+    Does not migrate the database: run `drip db upgrade` (or `drip worker`) first.
+    """
+    from webhooks.main import create_app
+
+    settings = _settings(workspace=workspace, api_host=host, api_port=port)
+    server = ApiServer(
+        uvicorn.Config(
+            create_app(settings, _workspace(settings)),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="info",
+        )
+    )
+
+    def stop() -> None:
+        server.should_exit = True
+
+    def force() -> None:
+        server.force_exit = True
+
+    async def serve() -> None:
+        with stop_on_signals(stop, force):
+            await server.serve()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:  # uvicorn's way of saying it could not start (logged above)
+        _fail(f"the API could not start on {settings.api_host}:{settings.api_port} ({exc})")
+
+
+@db_app.command()
+def upgrade(
+    revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to")] = "head",
+) -> None:
+    """Bring the contact database's schema to the latest version (safe to repeat)."""
+    settings = _settings()
+    _migrate(settings, revision)
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    console.print(f"[green]database at {escape(revision)}[/green]: {escape(url)}", highlight=False)

@@ -1,0 +1,121 @@
+"""Rendering one email for one contact: subject, HTML, plain text, tracked links.
+
+This runs once per recipient, so everything that does not depend on the contact (MJML, Jinja
+compilation, the signing key) is prepared once; per contact there is a Jinja render, one regex
+pass to rewrite links and one HTML parse for the text part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from emails._text import html_to_text
+from emails.links import insert_pixel, open_token, pixel_url, rewrite_links, unsubscribe_token
+from emails.templates import Record, TemplateEngine
+
+if TYPE_CHECKING:
+    from campaigns.workspace import Workspace
+    from contacts.models import Contact
+    from drip.settings import Settings
+
+__all__ = ["RenderedEmail", "Renderer"]
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """Everything needed to build the MIME message and record the send.
+
+    ``links`` are the ``(token, position, original_url)`` rows to store before sending, so a
+    click can never arrive for a link we do not know; empty when not tracking, as is
+    ``open_token``.
+    """
+
+    subject: str
+    html: str
+    text: str
+    links: list[tuple[str, int, str]] = field(default_factory=list)
+    open_token: str = ""
+    unsubscribe_url: str = ""
+    preheader: str = ""
+
+
+class Renderer:
+    """Renders a workspace's templates; one per worker, shared by every send."""
+
+    def __init__(self, workspace: Workspace, settings: Settings) -> None:
+        self.workspace = workspace
+        self.base_url = settings.public_base_url.rstrip("/")
+        # Read once: in dev ``secret()`` reads a file, which has no place on the per-contact path.
+        self._secret = settings.secret()
+        self._templates = TemplateEngine(workspace.templates)
+        self._workspace = Record(
+            {"name": workspace.config.name, "postal_address": workspace.config.postal_address}
+        )
+
+    def unsubscribe_url(self, contact_id: int) -> str:
+        return f"{self.base_url}/u/{unsubscribe_token(self._secret, contact_id)}"
+
+    def render(
+        self,
+        *,
+        template: str,
+        subject: str,
+        preheader: str,
+        contact: Contact,
+        message_id: str,
+        campaign_id: str,
+        step_id: str,
+        track: bool,
+    ) -> RenderedEmail:
+        """Render ``template`` for ``contact``; raises TemplateError for anything the template
+        (or subject, or preheader) does wrong, never a partial email."""
+        if contact.id is None:
+            raise ValueError("render needs a stored contact: the unsubscribe link names its id")
+        unsubscribe_url = self.unsubscribe_url(contact.id)
+        context: dict[str, Any] = {
+            "contact": Record({**contact.fields, "email": contact.email}),
+            "workspace": self._workspace,
+            "campaign_id": campaign_id,
+            "step_id": step_id,
+            "unsubscribe_url": unsubscribe_url,
+            "view_in_browser_url": "",
+        }
+        # Header values must be one line: a newline from contact data would otherwise let a field
+        # value inject headers, or make the message unbuildable.
+        rendered_subject = _one_line(
+            self._templates.render_text(subject, context, what=f"{template}: subject")
+        )
+        rendered_preheader = _one_line(
+            self._templates.render_text(preheader, context, what=f"{template}: preheader")
+        )
+        html = self._templates.render_body(
+            template, {**context, "subject": rendered_subject, "preheader": rendered_preheader}
+        )
+        links: list[tuple[str, int, str]] = []
+        token = ""
+        if track:
+            html, links = rewrite_links(
+                html, message_id=message_id, secret=self._secret, base_url=self.base_url
+            )
+        # The text part is derived before the pixel goes in; it uses the same (tracked) links.
+        text = html_to_text(html)
+        if track:
+            token = open_token(self._secret, message_id)
+            html = insert_pixel(html, pixel_url(self.base_url, token))
+        return RenderedEmail(
+            subject=rendered_subject,
+            html=html,
+            text=text,
+            links=links,
+            open_token=token,
+            unsubscribe_url=unsubscribe_url,
+            preheader=rendered_preheader,
+        )
+
+
+def _one_line(value: str) -> str:
+    return _WHITESPACE.sub(" ", value).strip()

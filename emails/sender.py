@@ -1,0 +1,144 @@
+"""Sending: a small Transport interface and its SMTP implementation.
+
+The journey only needs "hand these bytes to someone who delivers them", so that is the whole
+interface: tests plug in a real local SMTP server, and a user can plug in an HTTP ESP API. The
+transport's one other duty is to say whether a failure is worth retrying: every error it raises is
+a TransientSendError or a PermanentSendError (see ``emails.errors``).
+
+SmtpTransport opens one connection per message for now. Connection handling goes through
+``_acquire``/``_release`` so a pool can replace it without touching ``send`` or its callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Protocol
+
+import aiosmtplib
+
+from emails.errors import PermanentSendError, SendError, TransientSendError
+
+if TYPE_CHECKING:
+    from drip.settings import Settings
+
+__all__ = ["SmtpTransport", "Transport", "classify_smtp_error"]
+
+
+class Transport(Protocol):
+    """Delivers one prepared message; raises TransientSendError or PermanentSendError."""
+
+    async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None: ...
+
+
+def _by_code(code: int, message: str) -> SendError:
+    # Only 5xx is a verdict about the message; anything else (4xx, or a code outside the SMTP
+    # ranges from a confused server) may go through on a later try.
+    if 500 <= code <= 599:
+        return PermanentSendError(message, code=code)
+    return TransientSendError(message, code=code)
+
+
+def classify_smtp_error(exc: BaseException) -> SendError:
+    """Map an aiosmtplib or socket error to retry (transient) or give up (permanent).
+
+    Authentication and TLS negotiation failures count as transient although the server may answer
+    5xx: they are the sender's configuration, not the message, and marking every queued message
+    failed while an operator fixes a password would lose mail.
+    """
+    if isinstance(exc, SendError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = exc.recipients
+        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
+        if refused and all(500 <= r.code <= 599 for r in refused):
+            return PermanentSendError(f"recipient refused: {detail}", code=refused[0].code)
+        code = next((r.code for r in refused if not 500 <= r.code <= 599), None)
+        return TransientSendError(f"recipient refused: {detail}", code=code)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPNotSupported):
+        code = getattr(exc, "code", None)
+        return TransientSendError(f"SMTP setup failed: {_message(exc)}", code=code)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code(exc.code, _message(exc))
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return TransientSendError(f"connection lost: {_message(exc)}")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return TransientSendError(f"timed out: {_message(exc)}")
+    if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS handshake
+        return TransientSendError(f"cannot connect: {_message(exc)}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return TransientSendError(_message(exc))
+    return TransientSendError(f"{type(exc).__name__}: {exc}")
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+class SmtpTransport:
+    """Delivers through an SMTP relay configured in Settings (``DRIP_SMTP_*``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.host = settings.smtp_host
+        self.port = settings.smtp_port
+        self.tls = settings.smtp_tls
+        self.username = settings.smtp_user
+        self._password = settings.smtp_password
+        self.timeout = settings.smtp_timeout_seconds
+
+    async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        if not recipients:
+            raise PermanentSendError("no recipients")
+        try:
+            client = await self._acquire()
+        except Exception as exc:
+            raise classify_smtp_error(exc) from exc
+        healthy = False
+        try:
+            errors, _ = await client.sendmail(sender, recipients, data)
+            healthy = True
+        except Exception as exc:
+            raise classify_smtp_error(exc) from exc
+        finally:
+            await self._release(client, healthy=healthy)
+        if errors:
+            # Some recipients were accepted, so a retry would send them a duplicate: give up on
+            # the refused ones instead. Journeys send to one recipient, so this is rare.
+            detail = "; ".join(f"{rcpt}: {r.code} {r.message}" for rcpt, r in errors.items())
+            raise PermanentSendError(f"some recipients refused: {detail}")
+
+    async def close(self) -> None:
+        """Release pooled connections; nothing to do while each send has its own."""
+
+    def _client(self) -> aiosmtplib.SMTP:
+        password = self._password.get_secret_value() if self._password is not None else None
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username or None,
+            password=password if self.username else None,
+            timeout=self.timeout,
+            use_tls=self.tls == "tls",
+            start_tls=self.tls == "starttls",
+        )
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        """A connected, authenticated client (the place for a pool to hand out an idle one)."""
+        client = self._client()
+        try:
+            await client.connect()
+        except BaseException:
+            if client.is_connected:  # connected, then TLS or AUTH failed
+                client.close()
+            raise
+        return client
+
+    async def _release(self, client: aiosmtplib.SMTP, *, healthy: bool) -> None:
+        """Done with a connection. The message is already accepted or refused by now, so a
+        failing QUIT must not turn a delivered message into an error."""
+        if healthy and client.is_connected:
+            with contextlib.suppress(Exception):
+                await client.quit()
+        if client.is_connected:
+            client.close()
