@@ -32,7 +32,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        # line 0: about the file or folder as a whole, which has no position to point at
+        where = f"{self.file}:{self.line}:{self.column}" if self.line > 0 else self.file
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

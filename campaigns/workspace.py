@@ -53,6 +53,10 @@ def _display(path: Path, root: Path) -> str:
 
 def load_workspace(root: Path) -> Workspace:
     """Load and validate a whole workspace; raise CampaignError listing every problem found."""
+    if not root.is_dir():
+        raise CampaignError(
+            [Problem(str(root), 0, 0, "", "no such workspace folder (set DRIP_WORKSPACE)")]
+        )
     problems: list[Problem] = []
     config_path = root / "workspace.yaml"
     config: WorkspaceConfig | None = None

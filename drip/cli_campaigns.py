@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from campaigns import CampaignError, load_workspace
 from drip.settings import get_settings
@@ -31,7 +32,7 @@ def validate(
         except CampaignError as exc:
             failed = True
             for problem in exc.problems:
-                err.print(f"[red]{problem}[/red]", highlight=False, soft_wrap=True)
+                err.print(f"[red]{escape(str(problem))}[/red]", highlight=False, soft_wrap=True)
             continue
         for plan in ws.plans.values():
             console.print(
@@ -46,7 +47,12 @@ def validate(
 @app.command("list")
 def list_campaigns() -> None:
     """The campaigns of the configured workspace, with their trigger and version."""
-    ws = load_workspace(get_settings().workspace)
+    root = get_settings().workspace
+    try:
+        ws = load_workspace(root)
+    except CampaignError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     for cid, plan in sorted(ws.plans.items()):
         trigger = (
             f"form {plan.trigger_form}" if plan.trigger_form else f"event {plan.trigger_event}"

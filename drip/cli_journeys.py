@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from sqlmodel import col, select
 
 from contacts import repository
@@ -28,7 +28,9 @@ def list_journeys(
 ) -> None:
     """Enrolments with their contact, campaign version and state."""
     engine = create_db_engine(get_settings().database_url)
-    table = Table("contact", "campaign", "version", "state", "started", "workflow id")
+    # fold, not truncate: ids and addresses are what people copy from this table
+    headers = ("contact", "campaign", "version", "state", "started", "workflow id")
+    table = Table(*(Column(h, overflow="fold") for h in headers))
     with session_scope(engine) as s:
         rows = s.exec(
             select(Enrolment, Contact).join(Contact).order_by(col(Enrolment.id).desc()).limit(limit)

@@ -100,19 +100,24 @@ class Mailbox:
 
 
 class SmtpServer:
-    """An in-process aiosmtpd server on a free loopback port."""
+    """An in-process aiosmtpd server on a free loopback port; stop and start it again (same
+    port, same mailbox) to play a relay outage."""
 
     def __init__(self) -> None:
         self.mailbox = Mailbox()
         self.port = free_port()
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller: Controller | None = None
 
     def start(self) -> SmtpServer:
+        # a Controller cannot be restarted (its loop is closed), so each start gets a new one
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
         self.controller.start()
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.controller is not None:  # a test may have stopped it already
+            self.controller.stop()
+            self.controller = None
 
 
 def copy_workspace(dest: Path, replace: dict[str, str] | None = None) -> Path:

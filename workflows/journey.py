@@ -96,7 +96,7 @@ class JourneyWorkflow:
                 await self._send(inp, step, visits[step_id])
                 step_id = step.next
             elif step.kind == "wait":
-                self._waiting = f"timer {step.seconds:g}s"
+                self._waiting = f"the timer, until {_until(step.seconds)}"
                 await workflow.sleep(timedelta(seconds=step.seconds))
                 self._waiting = ""
                 step_id = step.next
@@ -154,7 +154,7 @@ class JourneyWorkflow:
     async def _wait_for(self, step: PlanStep) -> bool:
         """True if the awaited event arrived (possibly before we got here), False on timeout."""
         start = len(self._events)
-        self._waiting = f"{step.wait_event} {step.wait_ref} (timeout {step.seconds:g}s)"
+        self._waiting = f"{step.wait_event} {step.wait_ref} until {_until(step.seconds)}"
 
         def matched() -> bool:
             if step.wait_event in ("open", "click"):
@@ -171,3 +171,9 @@ class JourneyWorkflow:
             return False
         finally:
             self._waiting = ""
+
+
+def _until(seconds: float) -> str:
+    """When a wait ends, for people reading the journey's state (queries are not in history)."""
+    deadline = workflow.now() + timedelta(seconds=seconds)
+    return f"{deadline:%Y-%m-%d %H:%M:%S} UTC"
