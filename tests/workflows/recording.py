@@ -19,4 +19,10 @@ async def maybe_record(handle: WorkflowHandle[object, object], name: str) -> Non
         return
     history = await handle.fetch_history()
     HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    # Never overwrite: the old histories stand for journeys still running on the old code.
+    path = HISTORIES / f"{name}.json"
+    n = 1
+    while path.exists():
+        n += 1
+        path = HISTORIES / f"{name}-{n}.json"
+    path.write_text(history.to_json())
