@@ -10,13 +10,22 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+
+from campaigns.workspace import Workspace
+from drip.settings import Settings
+from webhooks.main import create_app
+from workflows.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "acme"
@@ -31,6 +40,30 @@ def venv_binary(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed; run `make test`, which installs it")
     return found
+
+
+@asynccontextmanager
+async def api_client(
+    settings: Settings, workspace: Workspace, engine: Engine, temporal: Client | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process (no socket), as ``http://testserver``."""
+    app = create_app(settings, workspace, engine=engine, temporal=temporal)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def running_stack(
+    temporal: Client, settings: Settings, engine: Engine, workspace: Workspace
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API and a journey worker on the same Temporal: what a contact's journey needs."""
+    async with (
+        build_worker(temporal, settings=settings, engine=engine, workspace=workspace),
+        api_client(settings, workspace, engine, temporal) as http,
+    ):
+        yield http
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import asyncio
 import re
 import time
 
-import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
@@ -20,10 +19,8 @@ from contacts import repository
 from contacts.db import session_scope
 from contacts.models import EnrolmentState
 from drip.settings import Settings
-from tests.support import EXAMPLES, SmtpServer
-from webhooks.main import create_app
+from tests.support import EXAMPLES, SmtpServer, running_stack
 from workflows.client import journey_state, journey_workflow_id
-from workflows.worker import build_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +39,7 @@ async def test_form_to_open_to_click(
     workspace: Workspace,
     smtp: SmtpServer,
 ) -> None:
-    app = create_app(settings, workspace, engine=engine, temporal=dev_env.client)
-    async with (
-        build_worker(dev_env.client, settings=settings, engine=engine, workspace=workspace),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+    async with running_stack(dev_env.client, settings, engine, workspace) as http:
         r = await http.post(
             "/forms/newsletter",
             data={"email": "eve@example.com", "first_name": "Eve", "consent": "yes"},

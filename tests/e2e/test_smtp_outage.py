@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -20,10 +19,8 @@ from campaigns.workspace import Workspace
 from contacts.db import session_scope
 from contacts.models import Message, MessageState
 from drip.settings import Settings
-from tests.support import SmtpServer
-from webhooks.main import create_app
+from tests.support import SmtpServer, running_stack
 from workflows.client import journey_state
-from workflows.worker import build_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -49,13 +46,7 @@ async def test_an_outage_delays_the_email_and_it_is_sent_once(
     smtp: SmtpServer,
 ) -> None:
     smtp.stop()  # the relay is down: connections to its port are refused
-    app = create_app(settings, workspace, engine=engine, temporal=dev_env.client)
-    async with (
-        build_worker(dev_env.client, settings=settings, engine=engine, workspace=workspace),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+    async with running_stack(dev_env.client, settings, engine, workspace) as http:
         r = await http.post(
             "/forms/newsletter",
             json={"email": "ola@example.com", "first_name": "Ola", "consent": True},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -16,8 +15,7 @@ from contacts.db import session_scope
 from contacts.models import Message, MessageState
 from drip.settings import Settings
 from tests.e2e.conftest import WorkerProcess, temporal_target
-from tests.support import SmtpServer, copy_workspace
-from webhooks.main import create_app
+from tests.support import SmtpServer, api_client, copy_workspace
 from workflows.client import journey_workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +25,7 @@ REMINDER = "Did you see this, Kim?"
 
 
 async def _subscribe(settings: Settings, engine: Engine, env: WorkflowEnvironment) -> str:
-    app = create_app(
-        settings, load_workspace(settings.workspace), engine=engine, temporal=env.client
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
+    async with api_client(settings, load_workspace(settings.workspace), engine, env.client) as http:
         r = await http.post(
             "/forms/newsletter",
             json={"email": "kim@example.com", "first_name": "Kim", "consent": True},

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from campaigns.workspace import Workspace
 from contacts.db import session_scope
 from contacts.models import Contact, Event
-from drip.settings import Settings
-from webhooks.main import create_app
 from webhooks.problems import PROBLEM_JSON
 from webhooks.routes.tracking import GIF
-
-
-@pytest.fixture
-async def http(
-    settings: Settings, workspace: Workspace, engine: Engine
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, workspace, engine=engine)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield client
 
 
 def _no_rows(engine: Engine) -> None:

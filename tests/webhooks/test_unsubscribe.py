@@ -4,7 +4,6 @@ already under way sends nothing more to that contact."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -19,22 +18,9 @@ from contacts.db import session_scope
 from contacts.models import ContactStatus, Event, Message, MessageState
 from drip.settings import Settings
 from emails.links import unsubscribe_token
-from tests.support import SmtpServer
-from webhooks.main import create_app
-from workflows.worker import build_worker
+from tests.support import SmtpServer, running_stack
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
-
-
-@pytest.fixture
-async def http(
-    settings: Settings, workspace: Workspace, engine: Engine
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, workspace, engine=engine)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield client
 
 
 def _contact(engine: Engine, email: str = "una@example.com") -> int:
@@ -96,13 +82,7 @@ async def test_unsubscribing_mid_journey_suppresses_the_reminder(
     workspace: Workspace,
     smtp: SmtpServer,
 ) -> None:
-    app = create_app(settings, workspace, engine=engine, temporal=time_env.client)
-    async with (
-        build_worker(time_env.client, settings=settings, engine=engine, workspace=workspace),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+    async with running_stack(time_env.client, settings, engine, workspace) as http:
         r = await http.post("/forms/newsletter", json={"email": "una@example.com", "consent": True})
         assert r.status_code == 202
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)

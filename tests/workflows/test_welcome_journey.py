@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
@@ -20,11 +19,9 @@ from contacts import repository
 from contacts.db import session_scope
 from contacts.models import Enrolment, EnrolmentState, Event, Message, MessageState
 from drip.settings import Settings
-from tests.support import SmtpServer
+from tests.support import SmtpServer, running_stack
 from tests.workflows.recording import maybe_record
-from webhooks.main import create_app
 from workflows.client import journey_workflow_id
-from workflows.worker import build_worker
 
 WELCOME = "Welcome to Acme Outdoor, Ann"
 TIPS = "Three trail tips our guides swear by"
@@ -50,12 +47,7 @@ async def _journey(
     *,
     open_it: bool,
 ) -> int:
-    app = create_app(settings, workspace, engine=engine, temporal=env.client)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        build_worker(env.client, settings=settings, engine=engine, workspace=workspace),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
+    async with running_stack(env.client, settings, engine, workspace) as http:
         response = await http.post(
             "/forms/newsletter",
             json={"email": "Ann@Example.com", "first_name": "Ann", "consent": True},
@@ -129,13 +121,7 @@ async def test_posting_twice_gives_one_contact_and_one_journey(
     workspace: Workspace,
     smtp: SmtpServer,
 ) -> None:
-    app = create_app(settings, workspace, engine=engine, temporal=time_env.client)
-    async with (
-        build_worker(time_env.client, settings=settings, engine=engine, workspace=workspace),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+    async with running_stack(time_env.client, settings, engine, workspace) as http:
         for _ in range(2):
             r = await http.post(
                 "/forms/newsletter", data={"email": "bo@example.com", "consent": "yes"}
