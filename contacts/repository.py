@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from contacts._sql import insert_ignore
 from contacts.errors import InvalidEmail, NotFound
-from contacts.models import Contact, Enrolment, EnrolmentState, Event, utcnow
+from contacts.models import Contact, ContactStatus, Enrolment, EnrolmentState, Event, utcnow
 
 __all__ = [
     "end_enrolment",
@@ -138,6 +138,22 @@ def update_contact(
         session.add(contact)
         session.flush()
     return contact
+
+
+def set_status(session: Session, contact_id: int, status: ContactStatus) -> bool:
+    """Move a contact to ``status``; False if it was already there (so callers record the
+    change, an unsubscribe or a bounce, once however often it is reported)."""
+    contact = session.exec(
+        select(Contact).where(Contact.id == contact_id).with_for_update()
+    ).first()
+    if contact is None:
+        raise NotFound(f"contact {contact_id} does not exist")
+    if contact.status == status:
+        return False
+    contact.status, contact.updated_at = status, utcnow()
+    session.add(contact)
+    session.flush()
+    return True
 
 
 def record_event(

@@ -61,4 +61,13 @@ class TransientSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    """The server said no for good (5xx); retrying would only repeat the bounce."""
+    """The server said no for good (5xx); retrying would only repeat the bounce.
+
+    ``hard_bounce`` is set when the refusal was of the recipient itself (5xx to RCPT TO: no such
+    mailbox): the address should get no more mail. A 5xx to the message (content, size) says
+    nothing about the address, so it is not a hard bounce.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, hard_bounce: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.hard_bounce = hard_bounce

@@ -80,7 +80,7 @@ def unsubscribe_token(secret: bytes, contact_id: int) -> str:
 
 def verify_unsubscribe_token(secret: bytes, token: str) -> int | None:
     """The contact id in a token we issued, or None for anything else (tampered, truncated)."""
-    if not _UNSUB_TOKEN.match(token):
+    if not _UNSUB_TOKEN.fullmatch(token):  # fullmatch: ``$`` alone would accept a trailing "\n"
         return None
     raw = base64.urlsafe_b64decode(token)
     payload, mac = raw[:_ID_BYTES], raw[_ID_BYTES:]

@@ -9,10 +9,12 @@ a faster builder can replace it later.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, Policy
 from email.utils import format_datetime, parseaddr
 
 from emails.render import RenderedEmail
@@ -20,6 +22,31 @@ from emails.render import RenderedEmail
 __all__ = ["build_message", "domain_of"]
 
 _ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")  # RFC 5322 dot-atom text
+_URI_LIST = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>(?:, <[\x21-\x3b\x3d\x3f-\x7e]+>)*")
+_MAX_LINE = 998
+
+
+class _UriListHeader(UnstructuredHeader, BaseHeader):
+    """An RFC 2369 list header (``<uri>, <uri>``), folded between URIs and never RFC 2047 encoded.
+
+    The stdlib treats unknown headers as unstructured text and encodes a token too long for one
+    78-column line as ``=?utf-8?q?...?=``; receivers do not decode encoded words in a list of
+    URIs, so a long ``public_base_url`` would hide the one-click unsubscribe URL.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        value = str(self)
+        uris = value.split(", ")
+        if not _URI_LIST.fullmatch(value) or any(
+            len(self.name) + 3 + len(uri) > _MAX_LINE for uri in uris
+        ):
+            return super().fold(policy=policy)
+        return f"{self.name}: " + f",{policy.linesep} ".join(uris) + policy.linesep
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", _UriListHeader)
+_POLICY = SMTP.clone(header_factory=_HEADERS)
 
 
 def domain_of(address: str) -> str:
@@ -43,13 +70,13 @@ def build_message(
     date: datetime | None = None,
 ) -> bytes:
     """The message as CRLF bytes, ready for SMTP DATA."""
-    if not _ID_PART.match(message_id) or not _ID_PART.match(domain):
+    if not _ID_PART.fullmatch(message_id) or not _ID_PART.fullmatch(domain):
         raise ValueError(f"cannot form a Message-ID from {message_id!r} and {domain!r}")
     when = date or datetime.now(UTC)
     if when.tzinfo is None:
         raise ValueError("date must be timezone-aware")
 
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_POLICY)
     msg["Date"] = format_datetime(when)
     msg["Message-ID"] = f"<{message_id}@{domain}>"
     msg["From"] = from_addr
@@ -68,4 +95,7 @@ def build_message(
     # last part they understand (RFC 2046) choose the HTML.
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # Derived from the id, not random, so a retried send is byte-for-byte the same message. It
+    # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D").
+    msg.set_boundary("=_drip_" + hashlib.sha256(message_id.encode()).hexdigest()[:32])
     return msg.as_bytes()

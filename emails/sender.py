@@ -42,9 +42,10 @@ def _by_code(code: int, message: str) -> SendError:
 def classify_smtp_error(exc: BaseException) -> SendError:
     """Map an aiosmtplib or socket error to retry (transient) or give up (permanent).
 
-    Authentication and TLS negotiation failures count as transient although the server may answer
-    5xx: they are the sender's configuration, not the message, and marking every queued message
-    failed while an operator fixes a password would lose mail.
+    Authentication, TLS negotiation, a refused greeting and a refused EHLO count as transient
+    although the server may answer 5xx: they are about the sender's connection or configuration,
+    not the message, and marking every queued message failed while an operator fixes a password
+    or an allowlist would lose mail.
     """
     if isinstance(exc, SendError):
         return exc
@@ -52,14 +53,24 @@ def classify_smtp_error(exc: BaseException) -> SendError:
         refused = exc.recipients
         detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
         if refused and all(500 <= r.code <= 599 for r in refused):
-            return PermanentSendError(f"recipient refused: {detail}", code=refused[0].code)
+            return PermanentSendError(
+                f"recipient refused: {detail}", code=refused[0].code, hard_bounce=True
+            )
         code = next((r.code for r in refused if not 500 <= r.code <= 599), None)
         return TransientSendError(f"recipient refused: {detail}", code=code)
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPNotSupported):
+    if isinstance(
+        exc,
+        aiosmtplib.SMTPAuthenticationError
+        | aiosmtplib.SMTPNotSupported
+        | aiosmtplib.SMTPConnectResponseError
+        | aiosmtplib.SMTPHeloError,
+    ):
         code = getattr(exc, "code", None)
         return TransientSendError(f"SMTP setup failed: {_message(exc)}", code=code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _by_code(exc.code, _message(exc))
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPConnectTimeoutError):
+        return TransientSendError(f"cannot connect: {_message(exc)}")
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
         return TransientSendError(f"connection lost: {_message(exc)}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):

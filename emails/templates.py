@@ -5,9 +5,10 @@ preheader, a header with the workspace name and a footer with the postal address
 unsubscribe link. Compliance is the engine's job, so a template cannot forget the footer and a
 fragment that tries to be a whole document is refused.
 
-MJML is compiled once per distinct content (hash of layout + fragment), because it is slow and its
-output does not depend on the contact; Jinja tags pass through MJML untouched, and per contact only
-the Jinja render runs.
+MJML and then Jinja compile once per distinct content (hash of layout + fragment), because the
+result does not depend on the contact: Jinja tags pass through MJML untouched, and per contact only
+the Jinja render runs. Measured in ``bench/render.py``: compiling costs ~1.8 ms per email (mostly
+Jinja compiling MJML's output), the cached render ~0.03 ms.
 
 Jinja is sandboxed because templates are written by marketers, not developers, and a template
 must never reach settings, environment variables or files (SSTI): no globals, no loader (so no

@@ -102,6 +102,16 @@ class Mailbox:
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0
     data_started: int = 0
+    #: recipient -> the SMTP reply refusing it at RCPT TO, e.g. "550 5.1.1 no such user"
+    refuse: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # The server commits the message first and replies after ``delay``: a client that dies in

@@ -82,9 +82,9 @@ class JourneyActivities:
             await self._db(lambda: self._release(inp.message_id, reason))
             raise
         except PermanentSendError as exc:
-            reason = str(exc)
-            await self._db(lambda: self._finish(inp.message_id, MessageState.failed, reason))
-            return SendEmailResult(message_id=inp.message_id, state="failed", error=reason)
+            error = exc
+            await self._db(lambda: self._refused(inp, error))
+            return SendEmailResult(message_id=inp.message_id, state="failed", error=str(exc))
         await self._db(lambda: self._finish(inp.message_id, MessageState.sent, None))
         return SendEmailResult(message_id=inp.message_id, state="sent")
 
@@ -153,6 +153,25 @@ class JourneyActivities:
                     message_id=row.id, state=str(current.state) if current else "failed"
                 )
             return data, _address(config.from_), contact.email
+
+    def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> None:
+        """The relay refused for good: the message failed, and if it was the address that was
+        refused (a hard bounce), the contact is marked bounced so nothing more is sent to it."""
+        with session_scope(self.engine) as session:
+            outbox.finish_send(session, inp.message_id, MessageState.failed, str(exc))
+            if exc.hard_bounce and repository.set_status(
+                session, inp.contact_id, ContactStatus.bounced
+            ):
+                repository.record_event(
+                    session,
+                    contact_id=inp.contact_id,
+                    type="bounce",
+                    name="hard",
+                    properties={"code": exc.code, "reason": exc.reason, "during": "smtp"},
+                    source="smtp",
+                    message_id=inp.message_id,
+                    dedupe_key=f"bounce:{inp.message_id}",
+                )
 
     def _release(self, message_id: str, error: str) -> None:
         with session_scope(self.engine) as session:

@@ -17,7 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 from campaigns.workspace import Workspace
 from contacts import repository
 from contacts.db import session_scope
-from contacts.models import Enrolment, EnrolmentState, Event, Message, MessageState
+from contacts.models import (
+    ContactStatus,
+    Enrolment,
+    EnrolmentState,
+    Event,
+    Message,
+    MessageState,
+)
 from drip.settings import Settings
 from tests.support import SmtpServer, running_stack
 from tests.workflows.recording import maybe_record
@@ -139,4 +146,34 @@ async def test_posting_twice_gives_one_contact_and_one_journey(
     assert smtp.mailbox.subjects() == [
         "Welcome to Acme Outdoor, friend",
         "Did you see this, friend?",
+    ]
+
+
+async def test_a_refused_address_is_a_hard_bounce_and_gets_nothing_more(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> None:
+    smtp.mailbox.refuse["gone@example.com"] = "550 5.1.1 <gone@example.com>: no such user"
+    async with running_stack(time_env.client, settings, engine, workspace) as http:
+        r = await http.post(
+            "/forms/newsletter", json={"email": "gone@example.com", "consent": True}
+        )
+        assert r.status_code == 202
+        await _let_a_month_pass(time_env)
+        with session_scope(engine) as s:
+            workflow_id = s.exec(select(Enrolment)).one().workflow_id
+        await time_env.client.get_workflow_handle(workflow_id).result()
+    assert smtp.mailbox.messages == []
+    with session_scope(engine) as s:
+        contact = repository.get_contact_by_email(s, "gone@example.com")
+        rows = {m.step_id: m for m in s.exec(select(Message)).all()}
+        bounces = s.exec(select(Event).where(Event.type == "bounce")).all()
+    assert contact is not None and contact.status == ContactStatus.bounced
+    assert rows["welcome"].state == MessageState.failed and "550" in (rows["welcome"].error or "")
+    assert rows["reminder"].state == MessageState.suppressed
+    assert [(b.name, b.properties["code"], b.message_id) for b in bounces] == [
+        ("hard", 550, rows["welcome"].id)
     ]

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from contacts import repository
 from contacts.db import session_scope
 from contacts.errors import NotFound
-from contacts.models import ContactStatus, utcnow
+from contacts.models import ContactStatus
 from emails.links import verify_unsubscribe_token
 from webhooks._templating import message_page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
@@ -63,12 +63,8 @@ async def unsubscribe(
 
     def record() -> int | None:
         with session_scope(engine) as session:
-            contact = repository.get_contact(session, contact_id)
-            if contact.status == ContactStatus.unsubscribed:
+            if not repository.set_status(session, contact_id, ContactStatus.unsubscribed):
                 return None
-            contact.status = ContactStatus.unsubscribed
-            contact.updated_at = utcnow()
-            session.add(contact)
             event, _ = repository.record_event(
                 session,
                 contact_id=contact_id,
