@@ -35,6 +35,13 @@ class PlanStep:
     set_fields: dict[str, Any] = field(default_factory=dict)
     unset_fields: list[str] = field(default_factory=list)
 
+    def edges(self) -> list[tuple[str, str]]:
+        """``(label, target step id)`` of every way out of this step, in a stable order: what
+        graphs draw and reachability checks follow. The label is empty for plain ``next``."""
+        if self.kind == "wait_for":
+            return [(f"{self.wait_event}", self.on_event), ("timeout", self.on_timeout)]
+        return [("", self.next)] if self.next else []
+
 
 @dataclass(frozen=True)
 class Plan:
