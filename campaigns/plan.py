@@ -11,40 +11,96 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "PlanStep", "plan_from_dict", "plan_hash"]
+__all__ = ["Plan", "PlanCase", "PlanStep", "PlanVariant", "plan_from_dict", "plan_hash"]
+
+
+@dataclass(frozen=True)
+class PlanCase:
+    """A branch case: if ``when`` (condition text) holds, go to ``goto``."""
+
+    when: str
+    goto: str
+
+
+@dataclass(frozen=True)
+class PlanVariant:
+    name: str
+    percent: int
+    goto: str
 
 
 @dataclass(frozen=True)
 class PlanStep:
-    """One step with its outgoing pointers; only the fields of its ``kind`` are set."""
+    """One step with its outgoing pointers; only the fields of its ``kind`` are set.
+
+    Every field has a default, so a plan recorded before a field existed (in a running journey's
+    history) still loads.
+    """
 
     id: str
     kind: str
     next: str | None = None
+    # send_email
     template: str = ""
     subject: str = ""
     preheader: str = ""
+    from_addr: str = ""
+    reply_to: str = ""
     track: bool = True
+    # wait: seconds, or until a time of day / a date / a contact date field (+ offset)
     seconds: float = 0.0
+    until_time: str = ""
+    until_date: str = ""
+    until_field: str = ""
+    offset_seconds: float = 0.0
+    # wait_for
     wait_event: str = ""
     wait_ref: str = ""
+    where: str = ""
     on_event: str = ""
     on_timeout: str = ""
+    # branch, split, goto
+    cases: list[PlanCase] = field(default_factory=list)
+    else_goto: str = ""
+    variants: list[PlanVariant] = field(default_factory=list)
+    winner_metric: str = ""
+    winner_after_seconds: float = 0.0
+    winner_min_sample: int = 0
+    goto: str = ""
+    max_times: int = 0
+    # update_contact
     add_tags: list[str] = field(default_factory=list)
     remove_tags: list[str] = field(default_factory=list)
     set_fields: dict[str, Any] = field(default_factory=dict)
     unset_fields: list[str] = field(default_factory=list)
+    add_score: int = 0
+    # notify_sales, webhook, exit
+    message: str = ""
+    via: list[str] = field(default_factory=list)
+    url: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
     def edges(self) -> list[tuple[str, str]]:
         """``(label, target step id)`` of every way out of this step, in a stable order: what
         graphs draw and reachability checks follow. The label is empty for plain ``next``."""
         if self.kind == "wait_for":
-            return [(f"{self.wait_event}", self.on_event), ("timeout", self.on_timeout)]
+            return [(self.wait_event, self.on_event), ("timeout", self.on_timeout)]
+        if self.kind == "branch":
+            return [(c.when, c.goto) for c in self.cases] + [("else", self.else_goto)]
+        if self.kind == "split":
+            return [(f"{v.name} {v.percent}%", v.goto) for v in self.variants]
+        if self.kind == "goto":
+            out = [(f"up to {self.max_times}x", self.goto)]
+            return out + ([(f"after {self.max_times}x", self.next)] if self.next else [])
         return [("", self.next)] if self.next else []
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A compiled campaign. Campaign-level rules (audience, goal, exits, window, cap) are kept
+    as condition text and plain values; the engine interprets them."""
+
     campaign_id: str
     name: str
     version: str
@@ -52,6 +108,21 @@ class Plan:
     steps: dict[str, PlanStep]
     trigger_form: str = ""
     trigger_event: str = ""
+    trigger_kind: str = ""
+    trigger_value: str = ""
+    trigger_where: str = ""
+    audience: str = ""
+    reentry: str = "never"
+    reentry_seconds: float = 0.0
+    goal_event: str = ""
+    goal_where: str = ""
+    goal_when: str = ""
+    exit_when: list[str] = field(default_factory=list)
+    window_days: list[str] = field(default_factory=list)
+    window_start: str = ""
+    window_end: str = ""
+    cap_max: int = 0
+    cap_seconds: float = 0.0
 
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]
@@ -67,5 +138,10 @@ def plan_hash(content: dict[str, Any]) -> str:
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
-    steps = {k: PlanStep(**v) for k, v in data["steps"].items()}
+    steps = {}
+    for key, raw in data["steps"].items():
+        step = dict(raw)
+        step["cases"] = [PlanCase(**c) for c in step.get("cases", [])]
+        step["variants"] = [PlanVariant(**v) for v in step.get("variants", [])]
+        steps[key] = PlanStep(**step)
     return Plan(**{**data, "steps": steps})

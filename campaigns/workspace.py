@@ -96,7 +96,13 @@ def load_workspace(root: Path) -> Workspace:
         except CampaignError as exc:
             problems += exc.problems
             continue
-        found = check_campaign(doc, campaign, templates=templates, forms=forms)
+        found = check_campaign(
+            doc,
+            campaign,
+            templates=templates,
+            forms=forms,
+            webhook_hosts=config.webhook_hosts if config else (),
+        )
         if campaign.id in campaigns:
             found.append(
                 Problem(

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from campaigns import CampaignError, load_workspace
 from drip.settings import get_settings
+from workflows.capabilities import unsupported
 
 app = typer.Typer(help="Validate and inspect campaigns.", no_args_is_help=True)
 console = Console()
@@ -40,6 +41,12 @@ def validate(
                 f"({len(plan.steps)} steps, version {plan.version})",
                 highlight=False,
             )
+            if missing := unsupported(plan):
+                console.print(
+                    f"   [yellow]valid, but this engine cannot run it yet: "
+                    f"{escape(', '.join(missing))}[/yellow]",
+                    highlight=False,
+                )
     if failed:
         raise typer.Exit(1)
 

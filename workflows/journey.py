@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from campaigns.plan import PlanStep
@@ -116,8 +117,13 @@ class JourneyWorkflow:
                     retry_policy=DB_RETRY,
                 )
                 step_id = step.next
-            else:  # exit
+            elif step.kind == "exit":
                 step_id = None
+            else:  # the router never starts such a plan (workflows.capabilities); belt and braces
+                raise ApplicationError(
+                    f"step {step_id}: this engine cannot run '{step.kind}' steps yet",
+                    non_retryable=True,
+                )
         self._current, self._finished = None, True
         await workflow.execute_activity(
             "finish_journey",

@@ -22,6 +22,7 @@ from contacts import outbox, repository
 from contacts.db import session_scope
 from contacts.models import EnrolmentState, Event, utcnow
 from drip.settings import Settings
+from workflows.capabilities import unsupported
 from workflows.client import enrol, journey_workflow_id, signal_journey
 from workflows.types import JourneySignal
 
@@ -90,6 +91,7 @@ class EventRouter:
                             ),
                         )
                     ]
+            route.starts = [p for p in route.starts if _runnable(p)]
             for plan in route.starts:
                 repository.record_enrolment(
                     session,
@@ -125,3 +127,16 @@ class EventRouter:
             except Exception:  # keep sweeping: the next round retries what failed
                 log.exception("event sweep failed; retrying in %ss", interval)
             await asyncio.sleep(interval)
+
+
+def _runnable(plan: Plan) -> bool:
+    """Never start a journey the engine would run wrongly; say why in the log instead."""
+    missing = unsupported(plan)
+    if missing:
+        log.error(
+            "campaign %s (%s) not started: this engine cannot run %s yet",
+            plan.campaign_id,
+            plan.version,
+            ", ".join(missing),
+        )
+    return not missing
