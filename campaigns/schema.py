@@ -113,6 +113,12 @@ class Trigger(_Strict):
     """What enrols a contact: exactly one kind. ``manual: true`` means only the API, the CLI or
     a bulk import enrols (the other kinds may be enrolled manually too)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"oneOf": [{"required": [k]} for k in TRIGGER_KINDS]},
+    )
+
     form: Identifier | None = None
     event: EventName | None = None
     where: Condition | None = Field(
@@ -237,6 +243,8 @@ class Split(_Strict):
 
 
 class UpdateContact(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
     add_tags: list[Identifier] = Field(default_factory=list)
     remove_tags: list[Identifier] = Field(default_factory=list)
     set_fields: dict[FieldName, FieldValue] = Field(default_factory=dict)
@@ -313,6 +321,13 @@ STEP_KINDS = (
 
 
 class Step(_Strict):
+    # Editors learn "exactly one kind" too, through JSON Schema.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"oneOf": [{"required": [k]} for k in STEP_KINDS]},
+    )
+
     id: Identifier
     next: Identifier | None = None
     send_email: SendEmail | None = None

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from campaigns import CampaignError, load_workspace
+from campaigns.jsonschema import campaign_json_schema_text
 from drip.settings import get_settings
 from workflows.capabilities import unsupported
 
@@ -67,3 +68,19 @@ def list_campaigns() -> None:
         console.print(
             f"{cid:24} {ws.campaigns[cid].status:8} {trigger:24} {plan.version}", highlight=False
         )
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of campaign files (for the YAML language server in editors)."""
+    text = campaign_json_schema_text()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        console.print(f"wrote {output}", highlight=False)
