@@ -28,21 +28,6 @@ class Workspace:
     plans: dict[str, Plan] = field(default_factory=dict)
     templates: dict[str, Path] = field(default_factory=dict)
 
-    def plans_for_form(self, form_id: str) -> list[Plan]:
-        """Active campaigns a submission of this form enrols into."""
-        return [
-            p
-            for cid, p in sorted(self.plans.items())
-            if p.trigger_form == form_id and self.campaigns[cid].status == "active"
-        ]
-
-    def plans_for_event(self, name: str) -> list[Plan]:
-        return [
-            p
-            for cid, p in sorted(self.plans.items())
-            if p.trigger_event == name and self.campaigns[cid].status == "active"
-        ]
-
 
 def _display(path: Path, root: Path) -> str:
     try:

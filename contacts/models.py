@@ -15,6 +15,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "CampaignVersion",
     "Contact",
     "ContactStatus",
     "Enrolment",
@@ -168,3 +169,22 @@ class Enrolment(SQLModel, table=True):
     current_step: str | None = Field(default=None, max_length=200)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CampaignVersion(SQLModel, table=True):
+    """One deployment of a compiled campaign plan. Rows are never changed: a deploy adds a row
+    when the plan (its content-hash version) or the campaign's status differs from the latest
+    one, and the latest row per campaign is what new enrolments get. Running journeys carry
+    their own plan, so they are not affected."""
+
+    __tablename__ = "campaign_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(max_length=200, index=True)
+    version: str = Field(max_length=80)
+    status: str = Field(max_length=16)
+    trigger_kind: str = Field(max_length=32)
+    trigger_value: str = Field(max_length=2000)
+    plan: dict[str, Any] = Field(sa_type=sa.JSON)
+    source: str = Field(default="", max_length=1000)
+    deployed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

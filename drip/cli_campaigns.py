@@ -1,18 +1,24 @@
-"""``drip campaigns``: validate a workspace before anything is deployed (usable as a CI check)."""
+"""``drip campaigns``: validate, diff and deploy a workspace's campaigns, and describe them."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
+from sqlalchemy.engine import Engine
 
-from campaigns import CampaignError, load_workspace
+from campaigns import CampaignError, Workspace, load_workspace
 from campaigns.jsonschema import campaign_json_schema_text
+from contacts import deploys
+from contacts.db import create_db_engine, migrate, session_scope
 from drip.settings import get_settings
 from workflows.capabilities import unsupported
+from workflows.deploy import Deployment, deploy_workspace
 
 app = typer.Typer(help="Validate and inspect campaigns.", no_args_is_help=True)
 console = Console()
@@ -52,22 +58,93 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command("list")
-def list_campaigns() -> None:
-    """The campaigns of the configured workspace, with their trigger and version."""
+def _workspace() -> Workspace:
     root = get_settings().workspace
     try:
-        ws = load_workspace(root)
+        return load_workspace(root)
     except CampaignError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    for cid, plan in sorted(ws.plans.items()):
-        trigger = (
-            f"form {plan.trigger_form}" if plan.trigger_form else f"event {plan.trigger_event}"
+
+
+def _engine() -> Engine:
+    """The contact database, migrated: deploy records live there."""
+    engine = create_db_engine(get_settings().database_url)
+    migrate(engine)
+    return engine
+
+
+@app.command("list")
+def list_campaigns() -> None:
+    """The workspace's campaigns: trigger, status, the version in the files and the one live."""
+    ws = _workspace()
+    engine = _engine()
+    with session_scope(engine) as session:
+        live = deploys.current_versions(session)
+        table = Table(
+            *(
+                Column(h, overflow="fold")
+                for h in ("campaign", "trigger", "status", "workspace", "deployed")
+            )
         )
+        for cid, plan in sorted(ws.plans.items()):
+            row = live.get(cid)
+            deployed = "-" if row is None else f"{row.version} ({row.status})"
+            if row is not None and (row.version, row.status) != (
+                plan.version,
+                ws.campaigns[cid].status,
+            ):
+                deployed += " [yellow]differs[/yellow]"
+            table.add_row(
+                cid,
+                f"{plan.trigger_kind} {plan.trigger_value}".strip(),
+                ws.campaigns[cid].status,
+                plan.version,
+                deployed,
+            )
+    console.print(table)
+
+
+def _show(deployments: list[Deployment], *, verb: str) -> None:
+    for d in deployments:
+        if not d.changed:
+            console.print(f"[dim]= {d.campaign_id}: {d.new_version}, unchanged[/dim]")
+            continue
+        old = f"{d.old_version} ({d.old_status})" if d.old_version else "nothing"
         console.print(
-            f"{cid:24} {ws.campaigns[cid].status:8} {trigger:24} {plan.version}", highlight=False
+            f"[bold]{escape(d.campaign_id)}[/bold]: {old} -> {d.new_version} ({d.new_status}) "
+            f"{verb}",
+            highlight=False,
         )
+        if d.old_status is not None and d.old_status != d.new_status:
+            console.print(f"  ~ status: {d.old_status} -> {d.new_status}", highlight=False)
+        for change in d.changes:
+            colour = {"added": "green", "removed": "red", "changed": "yellow"}[change.kind]
+            console.print(f"  [{colour}]{escape(str(change))}[/{colour}]", highlight=False)
+
+
+@app.command()
+def diff() -> None:
+    """What `drip campaigns deploy` would change, step by step; exit 1 if anything."""
+    deployments = deploy_workspace(_engine(), _workspace(), dry_run=True)
+    _show(deployments, verb="(not deployed)")
+    if any(d.changed for d in deployments):
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the changes")] = False,
+) -> None:
+    """Make the workspace's campaigns the versions new enrolments get. Running journeys keep
+    their version; deploying an unchanged workspace does nothing."""
+    deployments = deploy_workspace(
+        _engine(),
+        _workspace(),
+        dry_run=dry_run,
+        source=f"drip campaigns deploy ({getpass.getuser()})",
+    )
+    _show(deployments, verb="(dry run)" if dry_run else "deployed")
 
 
 @app.command()

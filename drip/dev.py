@@ -30,6 +30,8 @@ from drip._runtime import ApiServer, stop_on_signals
 from drip._temporal import TemporalDevServer, TemporalStartError, find_temporal, stale_server_hint
 from drip.mailbox import start_mailbox, stop_mailbox
 from drip.settings import Settings
+from workflows.capabilities import unsupported
+from workflows.deploy import Deployment, deploy_workspace
 
 __all__ = ["DevError", "check_dev_settings", "run_dev"]
 
@@ -78,12 +80,14 @@ def _load_workspace(settings: Settings) -> Workspace:
         raise DevError(f"the workspace {settings.workspace} has problems:\n{exc}") from None
 
 
-def _prepare_state(settings: Settings) -> None:
-    """Create ``settings.home`` and bring the contact database to the latest schema."""
+def _prepare_state(settings: Settings, workspace: Workspace) -> list[Deployment]:
+    """Create ``settings.home``, bring the contact database to the latest schema, and deploy the
+    workspace: in dev, saving a campaign and restarting is the whole release process."""
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.database_url)
     try:
         migrate(engine)
+        return deploy_workspace(engine, workspace, source="drip dev")
     finally:
         engine.dispose()
 
@@ -244,7 +248,17 @@ async def run_dev(settings: Settings, *, console: Console | None = None) -> None
     console = console or Console()
     check_dev_settings(settings)
     workspace = _load_workspace(settings)
-    await asyncio.to_thread(_prepare_state, settings)
+    deployed = await asyncio.to_thread(_prepare_state, settings, workspace)
+    for d in deployed:
+        if d.changed:
+            console.print(
+                f"[dim]deployed {escape(d.campaign_id)} {d.new_version} ({d.new_status})[/dim]"
+            )
+        if missing := unsupported(workspace.plans[d.campaign_id]):
+            console.print(
+                f"[yellow]campaign {escape(d.campaign_id)} will not start journeys: this engine "
+                f"cannot run {escape(', '.join(missing))} yet[/yellow]"
+            )
 
     stack = _Stack()
     main = asyncio.create_task(_start_and_supervise(settings, workspace, stack, console))

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from campaigns.workspace import Workspace
 from drip.settings import Settings
 from webhooks.main import create_app
+from workflows.deploy import deploy_workspace
 from workflows.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,8 @@ def venv_binary(name: str) -> str:
 async def api_client(
     settings: Settings, workspace: Workspace, engine: Engine, temporal: Client | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API in-process (no socket), as ``http://testserver``."""
+    """The API in-process (no socket), as ``http://testserver``, with the workspace deployed."""
+    deploy_workspace(engine, workspace)
     app = create_app(settings, workspace, engine=engine, temporal=temporal)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"

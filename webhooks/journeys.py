@@ -12,7 +12,6 @@ import logging
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from campaigns.workspace import Workspace
 from drip.settings import Settings
 from workflows.client import connect
 from workflows.router import EventRouter
@@ -28,12 +27,10 @@ class JourneyGateway:
         *,
         settings: Settings,
         engine: Engine,
-        workspace: Workspace,
         client: Client | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.workspace = workspace
         self._client = client
         self._lock = asyncio.Lock()
 
@@ -47,9 +44,9 @@ class JourneyGateway:
         """Route one event now; on any Temporal trouble leave it for the sweep and say so."""
         try:
             client = await self.client()
-            await EventRouter(
-                client=client, engine=self.engine, workspace=self.workspace, settings=self.settings
-            ).route(event_id)
+            await EventRouter(client=client, engine=self.engine, settings=self.settings).route(
+                event_id
+            )
         except Exception:
             log.warning(
                 "event %s not routed now; the worker's sweep will retry", event_id, exc_info=True

@@ -49,9 +49,7 @@ def create_app(
     app.state.settings = settings
     app.state.workspace = workspace
     app.state.engine = db
-    app.state.gateway = JourneyGateway(
-        settings=settings, engine=db, workspace=workspace, client=temporal
-    )
+    app.state.gateway = JourneyGateway(settings=settings, engine=db, client=temporal)
     install_problem_handlers(app)
     app.include_router(forms.router)
     app.include_router(tracking.router)

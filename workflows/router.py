@@ -17,13 +17,13 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from campaigns.plan import Plan
-from campaigns.workspace import Workspace
 from contacts import outbox, repository
 from contacts.db import session_scope
 from contacts.models import EnrolmentState, Event, utcnow
 from drip.settings import Settings
 from workflows.capabilities import unsupported
 from workflows.client import enrol, journey_workflow_id, signal_journey
+from workflows.deploy import live_plans
 from workflows.types import JourneySignal
 
 __all__ = ["EventRouter"]
@@ -38,12 +38,12 @@ class _Route:
 
 
 class EventRouter:
-    def __init__(
-        self, *, client: Client, engine: Engine, workspace: Workspace, settings: Settings
-    ) -> None:
+    """Starts and signals journeys for recorded events. New enrolments get the deployed plans
+    (``workflows.deploy``), not whatever the YAML files say right now."""
+
+    def __init__(self, *, client: Client, engine: Engine, settings: Settings) -> None:
         self.client = client
         self.engine = engine
-        self.workspace = workspace
         self.settings = settings
 
     async def route(self, event_id: int) -> None:
@@ -65,9 +65,9 @@ class EventRouter:
             if event.routed_at is not None:
                 return None, route
             if event.type == "form":
-                route.starts = self.workspace.plans_for_form(event.name)
+                route.starts = live_plans(session, "form", event.name)
             elif event.type == "event":
-                route.starts = self.workspace.plans_for_event(event.name)
+                route.starts = live_plans(session, "event", event.name)
                 route.signals = [
                     (e.workflow_id, JourneySignal(event_id=event_id, type="event", name=event.name))
                     for e in repository.list_enrolments(session, contact_id=event.contact_id)

@@ -62,7 +62,7 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
     client = await connect(settings)
     engine = create_db_engine(settings.database_url)
     worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
-    router = EventRouter(client=client, engine=engine, workspace=workspace, settings=settings)
+    router = EventRouter(client=client, engine=engine, settings=settings)
     sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
     try:
         await worker.run()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
 import contacts.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from contacts.db import create_db_engine
+from drip.settings import get_settings
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -14,8 +15,10 @@ target_metadata = SQLModel.metadata
 
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine")
-    if engine is None:
-        engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "")
+    if engine is None:  # the alembic CLI: the database drip is configured for (DRIP_DATABASE_URL)
+        engine = create_db_engine(
+            config.get_main_option("sqlalchemy.url") or get_settings().database_url
+        )
     with engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -29,7 +32,7 @@ def run_migrations_online() -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=config.get_main_option("sqlalchemy.url") or get_settings().database_url,
         target_metadata=target_metadata,
         literal_binds=True,
     )

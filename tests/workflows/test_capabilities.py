@@ -16,6 +16,7 @@ from contacts.db import session_scope
 from contacts.models import Enrolment
 from drip.settings import Settings
 from tests.support import copy_workspace
+from workflows.deploy import deploy_workspace
 from workflows.router import EventRouter
 
 BRANCHING = """\
@@ -54,9 +55,8 @@ async def test_an_unsupported_plan_is_not_started(
         )
         event_id = event.id
     assert event_id is not None
-    router = EventRouter(
-        client=time_env.client, engine=engine, workspace=workspace, settings=settings
-    )
+    deploy_workspace(engine, workspace)
+    router = EventRouter(client=time_env.client, engine=engine, settings=settings)
     with caplog.at_level(logging.ERROR, logger="workflows.router"):
         await router.route(event_id)
     with session_scope(engine) as s:

@@ -1,0 +1,90 @@
+"""Deployed campaign versions: what new enrolments get.
+
+Plans are stored as the JSON the campaigns package produced; this package does not interpret
+them (it sits below ``campaigns`` in nothing and beside it in the import graph), it only keeps
+the history and answers "what is live for this trigger".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from contacts.models import CampaignVersion
+
+__all__ = ["current_versions", "live_for_trigger", "record_deployment", "version_history"]
+
+
+def current_versions(session: Session) -> dict[str, CampaignVersion]:
+    """The latest deployment of every campaign ever deployed, by campaign id."""
+    latest = (
+        select(col(CampaignVersion.campaign_id), sa.func.max(CampaignVersion.id).label("id"))
+        .group_by(col(CampaignVersion.campaign_id))
+        .subquery()
+    )
+    rows = session.exec(
+        select(CampaignVersion).join(latest, col(CampaignVersion.id) == latest.c.id)
+    ).all()
+    return {row.campaign_id: row for row in rows}
+
+
+def record_deployment(
+    session: Session,
+    *,
+    campaign_id: str,
+    version: str,
+    status: str,
+    trigger_kind: str,
+    trigger_value: str,
+    plan: Mapping[str, Any],
+    source: str = "",
+) -> CampaignVersion | None:
+    """Add a deployment row unless the latest one already has this version and status; returns
+    the new row, or None when nothing changed (so deploying twice is a no-op)."""
+    # Serialise deploys of one campaign: a row lock on its latest deployment (PostgreSQL); SQLite
+    # writers are serialised anyway.
+    current = session.exec(
+        select(CampaignVersion)
+        .where(CampaignVersion.campaign_id == campaign_id)
+        .order_by(col(CampaignVersion.id).desc())
+        .limit(1)
+        .with_for_update()
+    ).first()
+    if current is not None and (current.version, current.status) == (version, status):
+        return None
+    row = CampaignVersion(
+        campaign_id=campaign_id,
+        version=version,
+        status=status,
+        trigger_kind=trigger_kind,
+        trigger_value=trigger_value,
+        plan=dict(plan),
+        source=source,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def live_for_trigger(session: Session, kind: str, value: str) -> list[CampaignVersion]:
+    """Active campaigns whose latest deployment is triggered by ``kind``/``value``, by id."""
+    return sorted(
+        (
+            row
+            for row in current_versions(session).values()
+            if row.status == "active" and (row.trigger_kind, row.trigger_value) == (kind, value)
+        ),
+        key=lambda row: row.campaign_id,
+    )
+
+
+def version_history(session: Session, campaign_id: str) -> Sequence[CampaignVersion]:
+    """Every deployment of one campaign, newest first."""
+    return session.exec(
+        select(CampaignVersion)
+        .where(CampaignVersion.campaign_id == campaign_id)
+        .order_by(col(CampaignVersion.id).desc())
+    ).all()

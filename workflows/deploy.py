@@ -1,0 +1,89 @@
+"""Deploying a workspace: its compiled plans become the versions new enrolments get.
+
+Deploy is explicit (``drip campaigns deploy``; ``drip dev`` deploys on start), so editing a YAML
+file on a production machine changes nothing until someone decides it should, and every
+deployment stays on record. Journeys already running keep the plan they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from campaigns.diff import Change, diff_plans
+from campaigns.plan import Plan, plan_from_dict
+from campaigns.workspace import Workspace
+from contacts import deploys
+from contacts.db import session_scope
+from contacts.models import CampaignVersion
+
+__all__ = ["Deployment", "deploy_workspace", "live_plans", "plan_of"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    campaign_id: str
+    old_version: str | None
+    new_version: str
+    old_status: str | None
+    new_status: str
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return (self.old_version, self.old_status) != (self.new_version, self.new_status)
+
+
+def plan_of(row: CampaignVersion) -> Plan:
+    return plan_from_dict(row.plan)
+
+
+def _pending(session: Session, workspace: Workspace) -> list[Deployment]:
+    current = deploys.current_versions(session)
+    out = []
+    for campaign_id, plan in sorted(workspace.plans.items()):
+        row = current.get(campaign_id)
+        old = plan_of(row) if row is not None else None
+        out.append(
+            Deployment(
+                campaign_id=campaign_id,
+                old_version=row.version if row else None,
+                new_version=plan.version,
+                old_status=row.status if row else None,
+                new_status=workspace.campaigns[campaign_id].status,
+                changes=diff_plans(old, plan),
+            )
+        )
+    return out
+
+
+def deploy_workspace(
+    engine: Engine, workspace: Workspace, *, dry_run: bool = False, source: str = ""
+) -> list[Deployment]:
+    """Deploy every campaign whose plan or status differs from what is live; with ``dry_run``
+    only say what would change. Campaigns deleted from the workspace are not undeployed: set
+    ``status: archived`` to stop new enrolments, so removing a file is never a silent stop."""
+    with session_scope(engine) as session:
+        pending = _pending(session, workspace)
+        if not dry_run:
+            for d in pending:
+                if d.changed:
+                    plan = workspace.plans[d.campaign_id]
+                    deploys.record_deployment(
+                        session,
+                        campaign_id=d.campaign_id,
+                        version=plan.version,
+                        status=d.new_status,
+                        trigger_kind=plan.trigger_kind,
+                        trigger_value=plan.trigger_value,
+                        plan=plan.to_dict(),
+                        source=source,
+                    )
+    return pending
+
+
+def live_plans(session: Session, kind: str, value: str) -> list[Plan]:
+    """The plans new enrolments get for a trigger: the latest active deployments."""
+    return [plan_of(row) for row in deploys.live_for_trigger(session, kind, value)]
