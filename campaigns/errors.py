@@ -4,6 +4,9 @@ CampaignError                 base; ``problems`` lists every problem found, not 
 ├── CampaignSyntaxError       the file is not YAML we accept (syntax, tags, size, duplicate keys)
 ├── CampaignSchemaError       a field is missing, unknown or has a wrong value
 └── CampaignReferenceError    a step, template or form named in the file does not exist
+
+``campaigns.conditions.ConditionError`` (a ValueError with a column) is raised by the condition
+parser alone; the validator turns it into a Problem at the exact file position.
 """
 
 from __future__ import annotations

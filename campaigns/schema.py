@@ -93,7 +93,8 @@ Condition = Annotated[
 ]
 EventName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-FieldValue = str | int | float | bool
+# infinity and NaN are not values a marketer means, and JSON cannot store them
+FieldValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool
 
 
 def _exactly_one(model: BaseModel, names: tuple[str, ...], what: str) -> None:

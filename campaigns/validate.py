@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit
 
 from campaigns.compile import compile_campaign
+from campaigns.conditions import (
+    ConditionError,
+    is_contact_only,
+    parse_condition,
+    parse_event_filter,
+    step_references,
+)
 from campaigns.errors import Problem, hint
 from campaigns.loader import Loc, Located, problem_at
 from campaigns.schema import Campaign, Step
@@ -56,10 +64,68 @@ def check_campaign(
     send_steps = {s.id for s in campaign.steps if s.send_email is not None}
     for i, step in enumerate(campaign.steps):
         _check_step(check, i, step, send_steps, templates, webhook_hosts)
+    for loc, text, kind in _conditions(campaign):
+        _check_condition(check, loc, text, kind, send_steps)
 
     if not check.problems:  # the graph checks need every target to exist
         _check_graph(check)
     return sorted(check.problems, key=lambda p: (p.line, p.column))
+
+
+ConditionKind = Literal["condition", "contact", "event"]
+
+
+def _conditions(campaign: Campaign) -> list[tuple[Loc, str, ConditionKind]]:
+    """Every condition in a campaign, with where it is and what it may test: anything
+    (``condition``), only the contact row (``contact``: it selects contacts in SQL), or only the
+    event at hand (``event``: a ``where:`` filter)."""
+    found: list[tuple[Loc, str, ConditionKind]] = []
+    t = campaign.trigger
+    if t.where is not None:
+        found.append((("trigger", "where"), t.where, "event"))
+    if t.segment_entered is not None:
+        found.append((("trigger", "segment_entered"), t.segment_entered, "contact"))
+    if campaign.audience is not None:
+        found.append((("audience",), campaign.audience, "contact"))
+    if (g := campaign.goal) is not None:
+        if g.when is not None:
+            found.append((("goal", "when"), g.when, "condition"))
+        if g.where is not None:
+            found.append((("goal", "where"), g.where, "event"))
+    found += [(("exit_when", n), text, "condition") for n, text in enumerate(campaign.exit_when)]
+    for i, step in enumerate(campaign.steps):
+        if step.wait_for is not None and step.wait_for.where is not None:
+            found.append((("steps", i, "wait_for", "where"), step.wait_for.where, "event"))
+        if step.branch is not None:
+            found += [
+                (("steps", i, "branch", "cases", n, "when"), case.when, "condition")
+                for n, case in enumerate(step.branch.cases)
+            ]
+    return found
+
+
+def _check_condition(
+    check: _Check, loc: Loc, text: str, kind: ConditionKind, send_steps: set[str]
+) -> None:
+    def add(column: int, message: str) -> None:
+        line, col = check.doc.inside(loc, column)
+        check.problems.append(
+            Problem(check.doc.file, line, col, check.doc.pretty_path(loc), message)
+        )
+
+    try:
+        cond = parse_event_filter(text) if kind == "event" else parse_condition(text)
+    except ConditionError as exc:
+        add(exc.column, exc.message)
+        return
+    if kind == "contact" and not is_contact_only(cond):
+        add(1, "can only test the contact here (fields, tags, score, status), not events")
+    for step_id, column in step_references(cond):
+        if step_id not in send_steps:
+            add(
+                column,
+                f"'{step_id}' is not a send_email step of this campaign{hint(step_id, send_steps)}",
+            )
 
 
 def _check_step(

@@ -44,7 +44,7 @@ steps:
   - id: route
     branch:
       cases:
-        - {when: 'opened intro', goto: score}
+        - {when: 'opened("intro")', goto: score}
       else: nudge
   - id: nudge
     wait_for:
@@ -91,8 +91,8 @@ def test_every_feature_loads_and_compiles(tmp_path: Path) -> None:
     assert steps["ab"].winner_metric == "click_rate"
     assert steps["long_wait"].until_field == "webinar_at"
     assert steps["long_wait"].offset_seconds == -3600
-    assert steps["route"].cases == [PlanCase("opened intro", "score")]
-    assert steps["route"].edges() == [("opened intro", "score"), ("else", "nudge")]
+    assert steps["route"].cases == [PlanCase('opened("intro")', "score")]
+    assert steps["route"].edges() == [('opened("intro")', "score"), ("else", "nudge")]
     assert steps["again"].edges() == [("up to 2x", "nudge"), ("after 2x", "score")]
     assert steps["score"].next == "tell" and steps["score"].add_score == 20
     assert steps["tell"].via == ["email", "chat"]
