@@ -66,4 +66,13 @@ def hint(wrong: str, options: Collection[str], *, listing: str = "known") -> str
     close = difflib.get_close_matches(wrong, list(options), n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{close[0]}'?)"
-    return f" ({listing}: {', '.join(sorted(options))})" if options else ""
+    if not options:
+        return ""
+    names = sorted(options)
+    if len(names) > _MAX_LISTED:  # a long list buries the message; the rest is a `ls` away
+        shown = ", ".join(names[:_MAX_LISTED])
+        return f" ({listing}: {shown}, and {len(names) - _MAX_LISTED} more)"
+    return f" ({listing}: {', '.join(names)})"
+
+
+_MAX_LISTED = 8

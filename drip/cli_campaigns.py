@@ -47,12 +47,14 @@ def validate(
                 f"[green]ok[/green] {root}/campaigns/{plan.campaign_id}.yaml "
                 f"({len(plan.steps)} steps, version {plan.version})",
                 highlight=False,
+                soft_wrap=True,
             )
             if missing := unsupported(plan):
                 console.print(
                     f"   [yellow]valid, but this engine cannot run it yet: "
                     f"{escape(', '.join(missing))}[/yellow]",
                     highlight=False,
+                    soft_wrap=True,
                 )
     if failed:
         raise typer.Exit(1)

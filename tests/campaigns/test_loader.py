@@ -82,12 +82,13 @@ BROKEN = [
         "template: welcome-reminder",
         "template: goodbye",
         "43:17: steps.reminder.send_email.template: template 'goodbye' does not exist "
-        "(known: tips, welcome, welcome-reminder)",
+        "(known: cart-last-chance, cart-reminder, group-case-study, group-trip-guide, "
+        "sleeping-bag-offer, tips, we-miss-you, webinar-confirmation, and 8 more)",
     ),
     (
         "  form: newsletter",
         "  form: signup",
-        "8:9: trigger.form: form 'signup' does not exist (known: newsletter)",
+        "8:9: trigger.form: form 'signup' does not exist (known: newsletter, preferences, webinar)",
     ),
     (
         "  - id: tips\n",

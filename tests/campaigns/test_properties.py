@@ -86,7 +86,9 @@ def campaigns(draw: st.DrawFn) -> dict[str, Any]:
 
 def _dump(data: dict[str, Any]) -> str:
     out = io.StringIO()
-    YAML(typ="safe", pure=True).dump(data, out)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False  # ruamel writes some flow scalars it cannot read back ("?0")
+    yaml.dump(data, out)
     return out.getvalue()
 
 

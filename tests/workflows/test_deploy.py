@@ -19,16 +19,21 @@ from tests.support import SmtpServer, copy_workspace, running_stack
 from workflows.deploy import deploy_workspace, live_plans
 
 
-def _versions(engine: Engine) -> list[tuple[str, str, str]]:
+def _versions(engine: Engine, campaign_id: str = "welcome") -> list[tuple[str, str, str]]:
     with session_scope(engine) as s:
-        rows = s.exec(select(CampaignVersion).order_by(col(CampaignVersion.id))).all()
+        rows = s.exec(
+            select(CampaignVersion)
+            .where(CampaignVersion.campaign_id == campaign_id)
+            .order_by(col(CampaignVersion.id))
+        ).all()
         return [(r.campaign_id, r.version, r.status) for r in rows]
 
 
 def test_deploy_records_changes_once(any_engine: Engine, tmp_path: Path) -> None:
     root = copy_workspace(tmp_path)
     first = load_workspace(root)
-    assert [d.changed for d in deploy_workspace(any_engine, first, dry_run=True)] == [True]
+    planned = deploy_workspace(any_engine, first, dry_run=True)
+    assert {d.campaign_id for d in planned if d.changed} == set(first.plans)
     assert _versions(any_engine) == []  # a dry run writes nothing
 
     deploy_workspace(any_engine, first)
@@ -39,7 +44,7 @@ def test_deploy_records_changes_once(any_engine: Engine, tmp_path: Path) -> None
     path = root / "campaigns" / "welcome.yaml"
     path.write_text(path.read_text().replace("timeout: 2d", "timeout: 3d"))
     second = load_workspace(root)
-    [pending] = deploy_workspace(any_engine, second)
+    [pending] = [d for d in deploy_workspace(any_engine, second) if d.changed]
     assert [str(c) for c in pending.changes] == ["~ step wait_for_open: seconds: 2d -> 3d"]
     v2 = second.plans["welcome"].version
     path.write_text(path.read_text().replace("status: active\n", "") + "status: paused\n")
