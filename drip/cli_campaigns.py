@@ -13,6 +13,8 @@ from rich.table import Column, Table
 from sqlalchemy.engine import Engine
 
 from campaigns import CampaignError, Workspace, load_workspace
+from campaigns.errors import hint
+from campaigns.graph import to_mermaid, to_svg
 from campaigns.jsonschema import campaign_json_schema_text
 from contacts import deploys
 from contacts.db import create_db_engine, migrate, session_scope
@@ -163,3 +165,25 @@ def schema(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
         console.print(f"wrote {output}", highlight=False)
+
+
+@app.command()
+def graph(
+    name: Annotated[str, typer.Argument(help="campaign id")],
+    svg: Annotated[Path | None, typer.Option(help="also write an SVG picture to this file")] = None,
+) -> None:
+    """Draw a campaign: Mermaid text on stdout (paste into GitHub, GitLab or mermaid.live) and,
+    with --svg, a standalone picture."""
+    ws = _workspace()
+    plan = ws.plans.get(name)
+    if plan is None:
+        err.print(
+            f"[red]no campaign {escape(name)!r}{escape(hint(name, ws.plans))}[/red]",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    typer.echo(to_mermaid(plan), nl=False)
+    if svg is not None:
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        svg.write_text(to_svg(plan))
+        err.print(f"wrote {svg}", highlight=False)
