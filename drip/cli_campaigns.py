@@ -27,14 +27,31 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _workspace_of(path: Path) -> Path:
+    """The workspace a path belongs to: itself if a folder, else the folder holding
+    workspace.yaml above the file (campaigns/x.yaml, forms/y.yaml, emails/z.mjml)."""
+    if path.is_dir():
+        return path
+    for parent in path.resolve().parents:
+        if (parent / "workspace.yaml").is_file():
+            return parent
+    return path.parent
+
+
 @app.command()
 def validate(
-    workspaces: Annotated[
-        list[Path] | None, typer.Argument(help="workspace folders (default: DRIP_WORKSPACE)")
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="workspace folders, or files in them (default: DRIP_WORKSPACE)", show_default=False
+        ),
     ] = None,
 ) -> None:
-    """Check every campaign, form and template reference; exit 1 listing every problem."""
-    roots = workspaces or [get_settings().workspace]
+    """Check every campaign, form and template reference; exit 1 listing every problem.
+
+    Files are checked as part of their workspace (a campaign's templates and forms live beside
+    it), so a pre-commit hook can pass the changed files as they are."""
+    roots = list(dict.fromkeys(_workspace_of(p) for p in paths or [get_settings().workspace]))
     failed = False
     for root in roots:
         try:

@@ -46,6 +46,10 @@ def test_validate_exits_1_listing_every_problem(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "welcome.yaml:19:16: steps.wait_for_open.wait_for.timeout: '2 dayz'" in bad.stderr
     assert "unknown key 'subjct' (did you mean 'subject'?)" in bad.stderr
+    # a pre-commit hook passes changed files: each is checked within its workspace, once
+    files = [str(root / "campaigns" / "welcome.yaml"), str(root / "emails" / "tips.mjml")]
+    by_file = _drip(tmp_path, "validate", *files)
+    assert by_file.returncode == 1 and by_file.stderr == bad.stderr
 
 
 def test_diff_then_deploy_then_nothing_to_do(tmp_path: Path) -> None:
