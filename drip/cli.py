@@ -140,21 +140,48 @@ def dev(workspace: WorkspaceOption = None) -> None:
         pass
 
 
+def _warn_if_undeployed(settings: Settings, ws: Workspace) -> None:
+    """Production runs what is deployed, not what the files say; say so when they differ, since
+    that is the first thing to suspect when a campaign "does nothing"."""
+    from workflows.deploy import deploy_workspace
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        pending = [d for d in deploy_workspace(engine, ws, dry_run=True) if d.changed]
+    except Exception as exc:  # a database not migrated yet: the API's own check will tell
+        log.debug("cannot compare the workspace with deployed campaigns: %s", exc)
+        return
+    finally:
+        engine.dispose()
+    for d in pending:
+        live = f"{d.old_version} ({d.old_status})" if d.old_version else "nothing"
+        err.print(
+            f"[yellow]campaign {escape(d.campaign_id)}: the workspace has {d.new_version} "
+            f"({d.new_status}) but {live} is live; run `drip campaigns deploy`[/yellow]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command()
 def worker(workspace: WorkspaceOption = None) -> None:
     """Run the journey worker against the configured Temporal (the production shape).
 
     Migrates the database first, so a fresh deployment needs no separate step.
     """
+    from workflows.client import TemporalUnavailable
     from workflows.worker import run_worker
 
     settings = _settings(workspace=workspace)
     ws = _workspace(settings)
     _migrate(settings)
+    _warn_if_undeployed(settings, ws)
     try:
         asyncio.run(_until_stopped(run_worker(settings, ws)))
     except KeyboardInterrupt:
         pass
+    except TemporalUnavailable as exc:  # a setting or an outage, not a bug: no traceback
+        _fail(str(exc))
     except Exception as exc:
         log.exception("the worker stopped")
         _fail(f"the worker stopped: {type(exc).__name__}: {exc}")
@@ -173,9 +200,11 @@ def api(
     from webhooks.main import create_app
 
     settings = _settings(workspace=workspace, api_host=host, api_port=port)
+    ws = _workspace(settings)
+    _warn_if_undeployed(settings, ws)
     server = ApiServer(
         uvicorn.Config(
-            create_app(settings, _workspace(settings)),
+            create_app(settings, ws),
             host=settings.api_host,
             port=settings.api_port,
             log_level="info",

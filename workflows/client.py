@@ -19,8 +19,21 @@ from workflows.types import QUERY_STATE, SIGNAL_EVENT, JourneyInput, JourneySign
 __all__ = ["connect", "enrol", "journey_state", "journey_workflow_id", "signal_journey"]
 
 
+class TemporalUnavailable(ConnectionError):
+    """Temporal cannot be reached; the message names the setting to check."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    try:
+        return await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+    except RuntimeError as exc:  # the SDK's core raises RuntimeError("Failed client connect ...")
+        raise TemporalUnavailable(
+            f"cannot reach Temporal at {settings.temporal_address} (namespace "
+            f"{settings.temporal_namespace}); check DRIP_TEMPORAL_ADDRESS and that the server "
+            f"is up ({str(exc).splitlines()[0][:200]})"
+        ) from exc
 
 
 def journey_workflow_id(campaign_id: str, contact_id: int, number: int = 1) -> str:
