@@ -50,8 +50,10 @@ events of the last 30 days before ``now``; ``where=`` keeps only events whose pr
 Why a hand-written parser: the language is tiny, the errors must speak to marketers with an exact
 column (the loader adds it to the YAML position of the string), and nothing here may ever reach
 ``eval``. Input is bounded (length, nesting, list size), and every refusal is a ConditionError.
-The one module holds grammar, evaluation and SQL so that the three cannot drift apart; it is
-longer than our usual 400 lines for that reason.
+This module is the public face and holds the tokenizer and parser; the tree
+(``_condition_tree``), evaluation (``_condition_eval``) and SQL (``_condition_sql``) sit beside it
+and are imported from here. The parser is one method per grammar rule, which is why it alone is
+longer than our usual 400 lines.
 
 API: ``parse_condition(text)`` (and ``parse_event_filter`` for ``where:``) gives a tree of frozen
 dataclasses (Compare, Exists, HasTag, Opened, Clicked, HadEvent, And, Or, Not) whose ``to_text()``
@@ -63,23 +65,51 @@ PostgreSQL. ``referenced_steps``/``step_references``/``referenced_events`` serve
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
-
-from campaigns.durations import format_duration
+from campaigns._condition_eval import ConditionFacts, EventFact, evaluate
+from campaigns._condition_sql import to_sql
+from campaigns._condition_tree import (
+    _EVENT_NAME,
+    _FUNCTIONS,
+    _NAME,
+    _ORDER_OPS,
+    _STEP_ID,
+    _TEXT_OPS,
+    _WORD_OPS,
+    BUILTIN_FIELDS,
+    MAX_DEPTH,
+    MAX_LENGTH,
+    MAX_LIST,
+    MAX_NUMBER,
+    MAX_WITHIN,
+    STATUSES,
+    And,
+    Clicked,
+    Compare,
+    Condition,
+    ConditionError,
+    Exists,
+    HadEvent,
+    HasTag,
+    Not,
+    Op,
+    Opened,
+    Or,
+    Scalar,
+    _kind,
+    _quote,
+    _value_text,
+    is_contact_only,
+    referenced_events,
+    referenced_steps,
+    step_references,
+)
 
 __all__ = [
     "BUILTIN_FIELDS",
@@ -111,184 +141,6 @@ __all__ = [
     "step_references",
     "to_sql",
 ]
-
-MAX_LENGTH = 2000
-MAX_DEPTH = 32
-MAX_LIST = 100
-MAX_NUMBER = 10**15
-MAX_WITHIN = 3650 * 86400
-STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
-BUILTIN_FIELDS = {"email": "text", "score": "number", "status": "text"}
-
-Scalar = str | int | float | bool
-Value = Scalar | tuple[Scalar, ...]
-Op = Literal[
-    "==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "starts_with", "ends_with"
-]
-_ORDER_OPS = ("<", "<=", ">", ">=")
-_TEXT_OPS = ("contains", "starts_with", "ends_with")
-_WORD_OPS = ("in", "contains", "starts_with", "ends_with", "exists", "is")
-_FUNCTIONS = ("has_tag", "opened", "clicked", "event")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-_STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,79}$")
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-
-
-class ConditionError(ValueError):
-    """A condition that cannot be read or used; ``column`` is 1-based into the condition text.
-
-    A ValueError so a pydantic validator may raise it as is; the loader adds ``column`` to the
-    YAML position of the string to report ``file:line:col``.
-    """
-
-    def __init__(self, message: str, column: int = 1) -> None:
-        self.message = message
-        self.column = column
-        super().__init__(f"{message} at column {column}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The tree. ``column`` (where the node starts in the text) takes no part in equality, so a tree
-# built in code equals the parsed one; it lets later checks point at e.g. a wrong step id.
-
-
-@dataclass(frozen=True)
-class Condition:
-    """Base of every node; ``to_text()`` gives the canonical spelling that parses back equal."""
-
-    column: int = dataclasses.field(default=0, compare=False, repr=False, kw_only=True)
-
-    def to_text(self) -> str:
-        return _text(self)
-
-
-@dataclass(frozen=True)
-class Compare(Condition):
-    field: str  # "contact.score", "properties.amount"
-    op: Op
-    value: Value
-
-
-@dataclass(frozen=True)
-class Exists(Condition):
-    field: str
-
-
-@dataclass(frozen=True)
-class HasTag(Condition):
-    tag: str
-
-
-@dataclass(frozen=True)
-class Opened(Condition):
-    step: str
-
-
-@dataclass(frozen=True)
-class Clicked(Condition):
-    step: str
-
-
-@dataclass(frozen=True)
-class HadEvent(Condition):
-    name: str
-    within_seconds: int | None = None
-    where: Condition | None = None
-
-
-@dataclass(frozen=True)
-class And(Condition):
-    items: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Or(Condition):
-    items: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Not(Condition):
-    item: Condition
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _value_text(value: Value) -> str:
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_value_text(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return _quote(value)
-    return repr(value)  # int, or float in a form the tokenizer reads back exactly
-
-
-def _text(node: Condition) -> str:
-    if isinstance(node, Compare):
-        return f"{node.field} {node.op} {_value_text(node.value)}"
-    if isinstance(node, Exists):
-        return f"{node.field} exists"
-    if isinstance(node, HasTag):
-        return f"has_tag({_quote(node.tag)})"
-    if isinstance(node, Opened):
-        return f"opened({_quote(node.step)})"
-    if isinstance(node, Clicked):
-        return f"clicked({_quote(node.step)})"
-    if isinstance(node, HadEvent):
-        args = [_quote(node.name)]
-        if node.within_seconds is not None:
-            args.append(f"within={format_duration(timedelta(seconds=node.within_seconds))}")
-        if node.where is not None:
-            args.append(f"where={_text(node.where)}")
-        return f"event({', '.join(args)})"
-    if isinstance(node, Not):
-        inner = _text(node.item)
-        return f"not ({inner})" if isinstance(node.item, And | Or) else f"not {inner}"
-    if isinstance(node, And):
-        return " and ".join(
-            f"({_text(i)})" if isinstance(i, And | Or) else _text(i) for i in node.items
-        )
-    if isinstance(node, Or):
-        return " or ".join(f"({_text(i)})" if isinstance(i, Or) else _text(i) for i in node.items)
-    raise TypeError(f"not a condition node: {node!r}")
-
-
-def _walk(node: Condition) -> Iterator[Condition]:
-    yield node
-    if isinstance(node, And | Or):
-        for item in node.items:
-            yield from _walk(item)
-    elif isinstance(node, Not):
-        yield from _walk(node.item)
-    elif isinstance(node, HadEvent) and node.where is not None:
-        yield from _walk(node.where)
-
-
-def referenced_steps(cond: Condition) -> set[str]:
-    """Step ids named by opened()/clicked(), for the check that they are send_email steps."""
-    return {step for step, _ in step_references(cond)}
-
-
-def step_references(cond: Condition) -> list[tuple[str, int]]:
-    """(step id, column) of every opened()/clicked(), so a wrong id is reported where it is."""
-    return [(n.step, n.column) for n in _walk(cond) if isinstance(n, Opened | Clicked)]
-
-
-def referenced_events(cond: Condition) -> set[str]:
-    """Event names used by event(...): the journey must be told about these events."""
-    return {n.name for n in _walk(cond) if isinstance(n, HadEvent)}
-
-
-def is_contact_only(cond: Condition) -> bool:
-    """True if the condition needs only the contact row (so ``to_sql`` can compile it)."""
-    return not any(
-        isinstance(n, Opened | Clicked | HadEvent)
-        or (isinstance(n, Compare | Exists) and n.field.startswith("properties."))
-        for n in _walk(cond)
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
@@ -428,17 +280,6 @@ def parse_event_filter(text: str) -> Condition:
 def _hint(word: str, options: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _kind(value: object) -> str | None:
-    """The kind of a value as conditions see it; a bool is never a number."""
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "text"
-    return None
 
 
 def _described(value: Scalar) -> str:
@@ -867,359 +708,3 @@ class _Parser:
             f"expected a duration such as 30d after 'within=' but found {self._shown()}",
             token.column,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation in Python: pure, no clock, no I/O.
-
-
-@dataclass(frozen=True)
-class EventFact:
-    """One event of the contact, as evaluation needs it."""
-
-    name: str
-    occurred_at: datetime
-    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.occurred_at.tzinfo is None:
-            raise ValueError("EventFact.occurred_at must be timezone-aware")
-
-
-@dataclass(frozen=True)
-class ConditionFacts:
-    """Everything a condition may look at; ``now`` is given so evaluation never reads a clock.
-
-    ``opened``/``clicked`` hold the send_email step ids of this journey that a human opened or
-    clicked (scanner hits excluded by whoever builds the facts); ``properties`` are those of the
-    event at hand, for ``properties.*`` outside ``event(...)``.
-    """
-
-    now: datetime
-    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    tags: tuple[str, ...] = ()
-    score: int = 0
-    status: str = "subscribed"
-    email: str = ""
-    opened: tuple[str, ...] = ()
-    clicked: tuple[str, ...] = ()
-    events: tuple[EventFact, ...] = ()
-    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.now.tzinfo is None:
-            raise ValueError("ConditionFacts.now must be timezone-aware")
-
-
-_MISSING = object()
-
-
-def evaluate(cond: Condition, facts: ConditionFacts) -> bool:
-    """Whether the condition holds; missing fields and values of another kind are false."""
-    return _eval(cond, facts, facts.properties)
-
-
-def _eval(node: Condition, facts: ConditionFacts, properties: Mapping[str, Any]) -> bool:
-    if isinstance(node, Compare):
-        actual = _lookup(node.field, facts, properties)
-        return actual is not _MISSING and _compare(actual, node.op, node.value)
-    if isinstance(node, Exists):
-        return _lookup(node.field, facts, properties) not in (_MISSING, None)
-    if isinstance(node, HasTag):
-        return node.tag in facts.tags
-    if isinstance(node, Opened):
-        return node.step in facts.opened
-    if isinstance(node, Clicked):
-        return node.step in facts.clicked
-    if isinstance(node, HadEvent):
-        since = (
-            facts.now - timedelta(seconds=node.within_seconds)
-            if node.within_seconds is not None
-            else None
-        )
-        return any(
-            e.name == node.name
-            and e.occurred_at <= facts.now
-            and (since is None or e.occurred_at >= since)
-            and (node.where is None or _eval(node.where, facts, e.properties))
-            for e in facts.events
-        )
-    if isinstance(node, And):
-        return all(_eval(i, facts, properties) for i in node.items)
-    if isinstance(node, Or):
-        return any(_eval(i, facts, properties) for i in node.items)
-    if isinstance(node, Not):
-        return not _eval(node.item, facts, properties)
-    raise TypeError(f"not a condition node: {node!r}")
-
-
-def _lookup(field: str, facts: ConditionFacts, properties: Mapping[str, Any]) -> object:
-    root, _, name = field.partition(".")
-    if root == "properties":
-        return properties.get(name, _MISSING)
-    if name in BUILTIN_FIELDS:
-        return getattr(facts, name)
-    return facts.fields.get(name, _MISSING)
-
-
-def _same(actual: object, expected: Scalar) -> bool:
-    return _kind(actual) == _kind(expected) and actual == expected
-
-
-def _compare(actual: object, op: Op, value: Value) -> bool:
-    if isinstance(value, tuple):
-        same_kind = bool(value) and _kind(actual) == _kind(value[0])
-        hit = any(_same(actual, v) for v in value)
-        return hit if op == "in" else same_kind and not hit
-    if op == "==":
-        return _same(actual, value)
-    if op == "!=":
-        return _kind(actual) == _kind(value) and actual != value
-    if op in _ORDER_OPS:
-        if _kind(actual) != "number" or _kind(value) != "number":
-            return False
-        a, b = float(actual), float(value)  # type: ignore[arg-type]
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-    if not isinstance(actual, str) or not isinstance(value, str):
-        return False
-    if op == "contains":
-        return value in actual
-    if op == "starts_with":
-        return actual.startswith(value)
-    return actual.endswith(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# SQL: the contact-only subset, as a SQLAlchemy expression with bound parameters only.
-# JSON access differs between SQLite (json_type/json_extract with a path) and PostgreSQL
-# (json_typeof, ->, ->>), so each access is a small construct compiled per dialect. Every value
-# is typed-guarded: a field holding text never compares with a number (SQLite would say text >
-# any number; PostgreSQL would fail to cast), matching ``evaluate``.
-
-
-class _JsonAccess(FunctionElement[Any]):
-    """Arguments: the JSON column and the key (a bound parameter)."""
-
-    inherit_cache = True
-
-
-class _JsonText(_JsonAccess):
-    type = sa.Text()
-    inherit_cache = True
-
-
-class _JsonNumber(_JsonAccess):
-    type = sa.Float()
-    inherit_cache = True
-
-
-class _JsonBool(_JsonAccess):
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-class _JsonIsSet(_JsonAccess):
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-class _HasTag(_JsonAccess):
-    """Arguments: the JSON tags column and the tag."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-class _Contains(FunctionElement[bool]):
-    """Arguments: the text and the part it must contain (case-sensitive on both databases)."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-def _args(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> list[str]:
-    return [compiler.process(c, **kw) for c in element.clauses.clauses]
-
-
-def _sqlite_path(key: str) -> str:
-    return f"'$.\"' || {key} || '\"'"
-
-
-@compiles(_JsonText, "sqlite")
-def _sqlite_text(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    path = _sqlite_path(key)
-    return f"CASE WHEN json_type({col}, {path}) = 'text' THEN json_extract({col}, {path}) END"
-
-
-@compiles(_JsonNumber, "sqlite")
-def _sqlite_number(element: _JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    path = _sqlite_path(key)
-    return (
-        f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') "
-        f"THEN json_extract({col}, {path}) END"
-    )
-
-
-@compiles(_JsonBool, "sqlite")
-def _sqlite_bool(element: _JsonBool, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"CASE json_type({col}, {_sqlite_path(key)}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END"
-
-
-@compiles(_JsonIsSet, "sqlite")
-def _sqlite_is_set(element: _JsonIsSet, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"(coalesce(json_type({col}, {_sqlite_path(key)}), 'null') <> 'null')"
-
-
-@compiles(_HasTag, "sqlite")
-def _sqlite_has_tag(element: _HasTag, compiler: SQLCompiler, **kw: Any) -> str:
-    col, tag = _args(element, compiler, **kw)
-    # only compiled fragments (a column, a bound parameter) go into the text
-    return f"EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = {tag})"  # noqa: S608
-
-
-@compiles(_Contains, "sqlite")
-def _sqlite_contains(element: _Contains, compiler: SQLCompiler, **kw: Any) -> str:
-    text, part = _args(element, compiler, **kw)
-    return f"(instr({text}, {part}) > 0)"
-
-
-@compiles(_JsonText, "postgresql")
-def _pg_text(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'string' "
-        f"THEN {col} ->> CAST({key} AS TEXT) END"
-    )
-
-
-@compiles(_JsonNumber, "postgresql")
-def _pg_number(element: _JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'number' "
-        f"THEN CAST({col} ->> CAST({key} AS TEXT) AS DOUBLE PRECISION) END"
-    )
-
-
-@compiles(_JsonBool, "postgresql")
-def _pg_bool(element: _JsonBool, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'boolean' "
-        f"THEN CAST({col} ->> CAST({key} AS TEXT) AS BOOLEAN) END"
-    )
-
-
-@compiles(_JsonIsSet, "postgresql")
-def _pg_is_set(element: _JsonIsSet, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"(coalesce(json_typeof({col} -> CAST({key} AS TEXT)), 'null') <> 'null')"
-
-
-@compiles(_HasTag, "postgresql")
-def _pg_has_tag(element: _HasTag, compiler: SQLCompiler, **kw: Any) -> str:
-    col, tag = _args(element, compiler, **kw)
-    return (  # only compiled fragments (a column, a bound parameter) go into the text
-        f"EXISTS (SELECT 1 FROM json_array_elements_text({col}) AS tag "  # noqa: S608
-        f"WHERE tag = CAST({tag} AS TEXT))"
-    )
-
-
-@compiles(_Contains, "postgresql")
-def _pg_contains(element: _Contains, compiler: SQLCompiler, **kw: Any) -> str:
-    text, part = _args(element, compiler, **kw)
-    return f"(strpos({text}, CAST({part} AS TEXT)) > 0)"
-
-
-@compiles(_JsonAccess)
-@compiles(_Contains)
-def _unsupported(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
-    raise sa.exc.CompileError(
-        f"conditions compile for SQLite and PostgreSQL only, not {compiler.dialect.name}"
-    )
-
-
-def to_sql(cond: Condition, contacts: sa.Table) -> ColumnElement[bool]:
-    """A WHERE clause over the contacts table selecting exactly the contacts ``evaluate`` accepts.
-
-    ``contacts`` is the table (``SQLModel.metadata.tables["contacts"]``), passed in because this
-    package imports nothing from ``contacts``. Events, opens, clicks and ``properties.*`` are not
-    stored on the contact row: they raise ConditionError at the column where they are written.
-    """
-    if isinstance(cond, And):
-        return sa.and_(*(to_sql(i, contacts) for i in cond.items))
-    if isinstance(cond, Or):
-        return sa.or_(*(to_sql(i, contacts) for i in cond.items))
-    if isinstance(cond, Not):
-        return sa.not_(to_sql(cond.item, contacts))
-    if isinstance(cond, HasTag):
-        return _never_null(_HasTag(contacts.c.tags, _text_param(cond.tag)))
-    if isinstance(cond, Compare | Exists) and cond.field.startswith("contact."):
-        return _never_null(_contact_test(cond, contacts))
-    what = (
-        cond.field
-        if isinstance(cond, Compare | Exists)
-        else cond.to_text().partition("(")[0] + "(...)"
-    )
-    raise ConditionError(
-        f"{what} is not stored on the contact and cannot be used to filter contacts",
-        max(cond.column, 1),
-    )
-
-
-def _never_null(predicate: ColumnElement[Any]) -> ColumnElement[bool]:
-    """SQL's NULL would make ``not`` of a missing field unknown; conditions are two-valued."""
-    return sa.func.coalesce(predicate, sa.false(), type_=sa.Boolean())
-
-
-def _text_param(value: str) -> ColumnElement[str]:
-    return sa.cast(sa.literal(value, sa.Text()), sa.Text())
-
-
-def _contact_test(cond: Compare | Exists, contacts: sa.Table) -> ColumnElement[Any]:
-    name = cond.field.removeprefix("contact.")
-    if isinstance(cond, Exists):
-        return (
-            sa.true()
-            if name in BUILTIN_FIELDS
-            else _JsonIsSet(contacts.c.fields, sa.literal(name, sa.Text()))
-        )
-    values = cond.value if isinstance(cond.value, tuple) else (cond.value,)
-    target: ColumnElement[Any]
-    if name in BUILTIN_FIELDS:
-        target = contacts.c[name]
-    else:
-        kind = _kind(values[0])
-        accessor = {"text": _JsonText, "number": _JsonNumber}.get(kind or "", _JsonBool)
-        target = accessor(contacts.c.fields, sa.literal(name, sa.Text()))
-    op = cond.op
-    if op == "in":
-        return target.in_(values)
-    if op == "not in":
-        return target.not_in(values)
-    if op in _TEXT_OPS:
-        part = str(values[0])
-        if op == "contains":
-            return _Contains(target, _text_param(part))
-        if op == "starts_with":
-            return sa.func.substr(target, 1, sa.func.length(_text_param(part))) == _text_param(part)
-        tail_start = sa.func.length(target) - sa.func.length(_text_param(part)) + 1
-        return sa.and_(
-            sa.func.length(target) >= sa.func.length(_text_param(part)),
-            sa.func.substr(target, tail_start) == _text_param(part),
-        )
-    return _SQL_OPERATORS[op](target, values[0])
-
-
-_SQL_OPERATORS: dict[str, Callable[[Any, Any], ColumnElement[Any]]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
