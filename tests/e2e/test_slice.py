@@ -64,8 +64,15 @@ async def test_form_to_open_to_click(
             assert contact is not None and contact.id is not None
             contact_id = contact.id
         workflow_id = journey_workflow_id("welcome", contact_id)
+        # The SMTP server has the email before the send activity has reported back: wait for the
+        # journey to reach its wait, as a reader opening the email a moment later would.
+        deadline = time.monotonic() + 30
         state = await journey_state(dev_env.client, workflow_id)
-        assert state.current_step == "wait_for_open" and state.waiting_for.startswith("open")
+        while state.current_step != "wait_for_open":
+            assert time.monotonic() < deadline, f"journey stuck at {state.current_step}"
+            await asyncio.sleep(0.05)
+            state = await journey_state(dev_env.client, workflow_id)
+        assert state.waiting_for.startswith("open welcome until ")
 
         assert (await http.get(pixel.group(1))).status_code == 200
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 2)
