@@ -121,8 +121,12 @@ def update_contact(
     remove_tags: Iterable[str] = (),
     set_fields: Mapping[str, Any] | None = None,
     unset_fields: Iterable[str] = (),
+    add_score: int = 0,
+    score_key: str = "",
 ) -> Contact:
-    """Apply tag and field changes; idempotent, so an activity retry changes nothing twice."""
+    """Apply tag, field and score changes; idempotent, so an activity retry changes nothing
+    twice: tags and fields are sets, and points are added once per ``score_key`` (recorded as a
+    ``score`` event, which is also the history of why a contact has its score)."""
     contact = session.exec(
         select(Contact).where(Contact.id == contact_id).with_for_update()
     ).first()
@@ -133,8 +137,23 @@ def update_contact(
     tags += [t for t in dict.fromkeys(add_tags) if t not in tags and t not in removed]
     fields = {k: v for k, v in contact.fields.items() if k not in set(unset_fields)}
     fields.update(set_fields or {})
-    if tags != contact.tags or fields != contact.fields:
-        contact.tags, contact.fields, contact.updated_at = tags, fields, utcnow()
+    score = contact.score
+    if add_score:
+        if not score_key:
+            raise ValueError("add_score needs a score_key, or a retry would add the points twice")
+        _, created = record_event(
+            session,
+            contact_id=contact_id,
+            type="score",
+            dedupe_key=f"score:{score_key}",
+            properties={"points": add_score},
+            source="journey",
+        )
+        if created:
+            score += add_score
+    if tags != contact.tags or fields != contact.fields or score != contact.score:
+        contact.tags, contact.fields, contact.score = tags, fields, score
+        contact.updated_at = utcnow()
         session.add(contact)
         session.flush()
     return contact

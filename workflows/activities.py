@@ -15,17 +15,21 @@ from email.utils import parseaddr
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 from temporalio import activity
 
+from campaigns.conditions import ConditionFacts, EventFact, evaluate, parse_condition
 from campaigns.workspace import Workspace
 from contacts import outbox, repository
 from contacts.db import session_scope
-from contacts.models import ContactStatus, EnrolmentState, Message, MessageState
+from contacts.models import ContactStatus, EnrolmentState, Event, Message, MessageState, utcnow
 from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.errors import PermanentSendError, TransientSendError
 from emails.sender import Transport
 from workflows.types import (
+    BranchInput,
+    BranchResult,
     FinishJourneyInput,
     SendEmailInput,
     SendEmailResult,
@@ -57,7 +61,7 @@ class JourneyActivities:
         self.secret = settings.secret()
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.send_email, self.update_contact, self.finish_journey]
+        return [self.send_email, self.update_contact, self.evaluate_branch, self.finish_journey]
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
@@ -194,9 +198,27 @@ class JourneyActivities:
                     remove_tags=inp.remove_tags,
                     set_fields=inp.set_fields,
                     unset_fields=inp.unset_fields,
+                    add_score=inp.add_score,
+                    score_key=inp.key,
                 )
 
         await self._db(work)
+
+    @activity.defn(name="evaluate_branch")
+    async def evaluate_branch(self, inp: BranchInput) -> BranchResult:
+        """Which case of a branch holds now. An activity, not workflow code, because the facts
+        (fields, tags, score, recent events) live in the database; its recorded result keeps the
+        journey deterministic on replay."""
+
+        def work() -> BranchResult:
+            with session_scope(self.engine) as session:
+                facts = _facts(session, inp)
+            for index, text in enumerate(inp.conditions):
+                if evaluate(parse_condition(text), facts):
+                    return BranchResult(index=index)
+            return BranchResult(index=-1)
+
+        return await self._db(work)
 
     @activity.defn(name="finish_journey")
     async def finish_journey(self, inp: FinishJourneyInput) -> None:
@@ -222,6 +244,31 @@ async def _heartbeating(every: float = 2.0) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+
+
+#: How far back ``event(...)`` conditions can look; the grammar caps ``within=`` at ten years.
+_EVENT_HISTORY = 1000
+
+
+def _facts(session: Session, inp: BranchInput) -> ConditionFacts:
+    contact = repository.get_contact(session, inp.contact_id)
+    events = session.exec(
+        select(Event)
+        .where(Event.contact_id == inp.contact_id, Event.type == "event")
+        .order_by(col(Event.occurred_at).desc())
+        .limit(_EVENT_HISTORY)
+    ).all()
+    return ConditionFacts(
+        now=utcnow(),
+        fields=contact.fields,
+        tags=tuple(contact.tags),
+        score=contact.score,
+        status=str(contact.status),
+        email=contact.email,
+        opened=tuple(inp.opened),
+        clicked=tuple(inp.clicked),
+        events=tuple(EventFact(e.name, e.occurred_at, e.properties) for e in events),
+    )
 
 
 def _address(header_value: str) -> str:

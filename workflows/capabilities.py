@@ -12,7 +12,9 @@ from campaigns.plan import Plan
 
 __all__ = ["SUPPORTED_STEP_KINDS", "unsupported"]
 
-SUPPORTED_STEP_KINDS = frozenset({"send_email", "wait", "wait_for", "update_contact", "exit"})
+SUPPORTED_STEP_KINDS = frozenset(
+    {"send_email", "wait", "wait_for", "branch", "split", "goto", "update_contact", "exit"}
+)
 _SUPPORTED_TRIGGERS = frozenset({"form", "event"})
 
 
@@ -40,8 +42,8 @@ def unsupported(plan: Plan) -> list[str]:
             found.append(f"step {step.id}: wait until a time, date or field")
         elif step.kind == "wait_for" and step.where:
             found.append(f"step {step.id}: wait_for filter (where)")
-        elif step.kind == "update_contact" and step.add_score:
-            found.append(f"step {step.id}: add_score")
+        elif step.kind == "split" and step.winner_metric:
+            found.append(f"step {step.id}: split auto_winner")
         elif step.kind == "send_email" and (step.from_addr or step.reply_to):
             found.append(f"step {step.id}: per-step from/reply_to")
     return found

@@ -8,6 +8,7 @@ finishing counts when the journey reaches its ``wait_for``.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from datetime import timedelta
 
@@ -20,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.types import (
         QUERY_STATE,
         SIGNAL_EVENT,
+        BranchInput,
+        BranchResult,
         FinishJourneyInput,
         JourneyInput,
         JourneyResult,
@@ -112,11 +115,20 @@ class JourneyWorkflow:
                         remove_tags=step.remove_tags,
                         set_fields=step.set_fields,
                         unset_fields=step.unset_fields,
+                        add_score=step.add_score,
+                        key=f"{workflow.info().workflow_id}/{step_id}/{visits[step_id]}",
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=DB_RETRY,
                 )
                 step_id = step.next
+            elif step.kind == "branch":
+                step_id = await self._branch(inp, step)
+            elif step.kind == "split":
+                step_id = _variant(step, inp.contact_id, inp.plan.campaign_id)
+            elif step.kind == "goto":
+                # the goto's own visits count its jumps: after max_times, carry on below it
+                step_id = step.goto if visits[step_id] <= step.max_times else step.next
             elif step.kind == "exit":
                 step_id = None
             else:  # the router never starts such a plan (workflows.capabilities); belt and braces
@@ -157,6 +169,33 @@ class JourneyWorkflow:
         )
         self._sent[step.id] = result.message_id
 
+    async def _branch(self, inp: JourneyInput, step: PlanStep) -> str:
+        """The first case that holds now, else ``else``; opens and clicks are the journey's own."""
+        by_message = {message_id: sid for sid, message_id in self._sent.items()}
+        seen = {
+            kind: sorted(
+                {
+                    by_message[e.message_id]
+                    for e in self._events
+                    if e.type == kind and e.message_id in by_message
+                }
+            )
+            for kind in ("open", "click")
+        }
+        result = await workflow.execute_activity(
+            "evaluate_branch",
+            BranchInput(
+                contact_id=inp.contact_id,
+                conditions=[case.when for case in step.cases],
+                opened=seen["open"],
+                clicked=seen["click"],
+            ),
+            result_type=BranchResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        return step.cases[result.index].goto if result.index >= 0 else step.else_goto
+
     async def _wait_for(self, step: PlanStep) -> bool:
         """True if the awaited event arrived (possibly before we got here), False on timeout."""
         start = len(self._events)
@@ -177,6 +216,18 @@ class JourneyWorkflow:
             return False
         finally:
             self._waiting = ""
+
+
+def _variant(step: PlanStep, contact_id: int, campaign_id: str) -> str:
+    """A/B/n assignment: a hash of (campaign, step, contact) into 100 buckets, so a contact lands
+    in the same variant on every visit and on replay, and the shares follow the percentages."""
+    digest = hashlib.sha256(f"{campaign_id}/{step.id}/{contact_id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % 100
+    for variant in step.variants:
+        if bucket < variant.percent:
+            return variant.goto
+        bucket -= variant.percent
+    return step.variants[-1].goto  # percentages sum to 100 (validated); never reached
 
 
 def _until(seconds: float) -> str:

@@ -96,6 +96,26 @@ class UpdateContactInput:
     remove_tags: list[str] = field(default_factory=list)
     set_fields: dict[str, Any] = field(default_factory=dict)
     unset_fields: list[str] = field(default_factory=list)
+    add_score: int = 0
+    #: journey/step/visit: score points are added once per key, however often the activity runs
+    key: str = ""
+
+
+@dataclass
+class BranchInput:
+    """The conditions of a branch, in order, and what the journey itself knows: which of its
+    emails were opened and clicked (from its own signals)."""
+
+    contact_id: int
+    conditions: list[str]
+    opened: list[str] = field(default_factory=list)
+    clicked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BranchResult:
+    #: the first condition that holds, or -1 for ``else``
+    index: int
 
 
 @dataclass

@@ -31,7 +31,7 @@ steps:
         - {when: 'contact.score >= 50', goto: hot}
       else: done
   - id: hot
-    send_email: {template: tips, subject: Hi}
+    notify_sales: {message: Hot lead}
   - id: done
     exit:
 """
@@ -62,4 +62,4 @@ async def test_an_unsupported_plan_is_not_started(
     with session_scope(engine) as s:
         assert s.exec(select(Enrolment)).all() == []
         assert repository.get_event(s, event_id).routed_at is not None  # not retried forever
-    assert "demo-followup" in caplog.text and "step route: branch" in caplog.text
+    assert "demo-followup" in caplog.text and "step hot: notify_sales" in caplog.text
