@@ -174,3 +174,57 @@ steps:
     assert picks == [_variant(step, contact_id, "ab") for contact_id in range(1, 5001)]
     share_a = picks.count("a") / len(picks)
     assert 0.17 < share_a < 0.23  # 20% +- 3 points over 5000 contacts
+
+
+SPLIT = """\
+id: ab
+name: Subject test
+trigger:
+  form: newsletter
+steps:
+  - id: pick
+    split:
+      variants:
+        - {name: a, percent: 50, goto: send_a}
+        - {name: b, percent: 50, goto: send_b}
+  - id: send_a
+    send_email: {template: welcome, subject: "Subject A"}
+    next: done
+  - id: send_b
+    send_email: {template: welcome, subject: "Subject B"}
+  - id: done
+    exit:
+"""
+
+
+async def test_split_runs_in_the_journey(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    root = copy_workspace(tmp_path)
+    (root / "campaigns" / "welcome.yaml").unlink()
+    (root / "campaigns" / "ab.yaml").write_text(SPLIT)
+    workspace = load_workspace(root)
+    step = workspace.plans["ab"].steps["pick"]
+    async with running_stack(time_env.client, settings, engine, workspace) as http:
+        for n in range(6):
+            r = await http.post(
+                "/forms/newsletter", json={"email": f"p{n}@example.com", "consent": True}
+            )
+            assert r.status_code == 202
+        await _finish_all(time_env, engine)
+        with session_scope(engine) as s:
+            ids = {
+                c.email: c.id
+                for c in (repository.get_contact_by_email(s, f"p{n}@example.com") for n in range(6))
+                if c is not None
+            }
+    expected = {
+        email: "Subject A" if _variant(step, cid, "ab") == "send_a" else "Subject B"
+        for email, cid in ids.items()
+        if cid is not None
+    }
+    assert {m.recipients[0]: m.subject for m in smtp.mailbox.messages} == expected
