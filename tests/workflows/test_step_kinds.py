@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from campaigns.workspace import load_workspace
+from campaigns.workspace import Workspace, load_workspace
 from contacts import repository
 from contacts.db import session_scope
 from contacts.models import Enrolment, Event
@@ -19,6 +19,14 @@ from drip.settings import Settings
 from tests.support import EXAMPLES, SmtpServer, copy_workspace, running_stack
 from tests.workflows.recording import maybe_record
 from workflows.journey import _variant
+
+
+def _only(tmp_path: Path, campaign_id: str, text: str) -> Workspace:
+    """The demo workspace with one campaign: this one (the newsletter form would start welcome)."""
+    root = copy_workspace(tmp_path)
+    (root / "campaigns" / "welcome.yaml").unlink()
+    (root / "campaigns" / f"{campaign_id}.yaml").write_text(text)
+    return load_workspace(root)
 
 
 async def _finish_all(env: WorkflowEnvironment, engine: Engine) -> list[Enrolment]:
@@ -105,10 +113,7 @@ async def test_goto_loops_with_a_wait_and_scores_once_per_visit(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    root = copy_workspace(tmp_path)
-    (root / "campaigns" / "welcome.yaml").unlink()
-    (root / "campaigns" / "loop.yaml").write_text(LOOP)
-    workspace = load_workspace(root)
+    workspace = _only(tmp_path, "loop", LOOP)
     async with running_stack(time_env.client, settings, engine, workspace) as http:
         r = await http.post("/forms/newsletter", json={"email": "lu@example.com", "consent": True})
         assert r.status_code == 202
@@ -135,10 +140,7 @@ async def test_branch_sees_the_journeys_own_opens(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    root = copy_workspace(tmp_path)
-    (root / "campaigns" / "welcome.yaml").unlink()
-    (root / "campaigns" / "loop.yaml").write_text(LOOP)
-    workspace = load_workspace(root)
+    workspace = _only(tmp_path, "loop", LOOP)
     async with running_stack(time_env.client, settings, engine, workspace) as http:
         r = await http.post("/forms/newsletter", json={"email": "ola@example.com", "consent": True})
         assert r.status_code == 202
@@ -204,10 +206,7 @@ async def test_split_runs_in_the_journey(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    root = copy_workspace(tmp_path)
-    (root / "campaigns" / "welcome.yaml").unlink()
-    (root / "campaigns" / "ab.yaml").write_text(SPLIT)
-    workspace = load_workspace(root)
+    workspace = _only(tmp_path, "ab", SPLIT)
     step = workspace.plans["ab"].steps["pick"]
     async with running_stack(time_env.client, settings, engine, workspace) as http:
         for n in range(6):
