@@ -132,8 +132,6 @@ def compile_campaign(campaign: Campaign) -> Plan:
         version="",
         entry=ids[0],
         steps=steps,
-        trigger_form=trigger.form or "",
-        trigger_event=trigger.event or "",
         trigger_kind=kind,
         trigger_value="" if value is True else str(value),
         trigger_where=trigger.where or "",

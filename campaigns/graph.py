@@ -132,11 +132,7 @@ def step_summary(step: PlanStep) -> list[str]:
 
 
 def _trigger_lines(plan: Plan) -> list[str]:
-    kind = plan.trigger_kind or (
-        "form" if plan.trigger_form else "event" if plan.trigger_event else ""
-    )
-    value = plan.trigger_value or (plan.trigger_form if kind == "form" else plan.trigger_event)
-    first = f"{kind} {value}".strip() or "start"
+    first = f"{plan.trigger_kind} {plan.trigger_value}".strip() or "start"
     return [first] + ([f"where {plan.trigger_where}"] if plan.trigger_where else [])
 
 

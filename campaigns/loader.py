@@ -43,9 +43,6 @@ MAX_FILE_BYTES = 1_000_000
 MAX_DEPTH = 32
 MAX_NODES = 50_000
 
-_PLAIN_TAGS = {
-    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
-}
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # Implicitly typed scalars that Python may fail to build (2024-02-30, a 5000-digit number): those
@@ -305,8 +302,7 @@ def load_yaml(path: Path, *, display: str | None = None) -> Located:
         raise CampaignSyntaxError([Problem(name, 1, 1, "", f"YAML: {message}")]) from None
     positions: dict[Loc, tuple[int, int]] = {(): (1, 1)}
     key_positions: dict[Loc, tuple[int, int]] = {}
-    counter = [0]
-    data = _plain(tree, (), positions, name, counter, key_positions)
+    data = _plain(tree, (), positions, name, key_positions)
     return Located(name, data, positions, key_positions, text.splitlines())
 
 
@@ -322,37 +318,8 @@ def _plain(
     loc: Loc,
     positions: dict[Loc, tuple[int, int]],
     name: str,
-    counter: list[int],
     key_positions: dict[Loc, tuple[int, int]],
 ) -> Any:
-    counter[0] += 1
-    if counter[0] > MAX_NODES or len(loc) > MAX_DEPTH:
-        raise CampaignSyntaxError(
-            [Problem(name, *positions.get(loc, (1, 1)), "", "YAML too large or nested too deeply")]
-        )
-    tag = getattr(node, "tag", None)
-    if tag is not None and getattr(tag, "value", None) and str(tag.value) not in _PLAIN_TAGS:
-        raise CampaignSyntaxError(
-            [
-                Problem(
-                    name,
-                    *positions.get(loc, (1, 1)),
-                    _dotted(loc),
-                    f"YAML tag {tag.value} is not allowed",
-                )
-            ]
-        )
-    if getattr(node, "anchor", None) is not None and getattr(node.anchor, "value", None):
-        raise CampaignSyntaxError(
-            [
-                Problem(
-                    name,
-                    *positions.get(loc, (1, 1)),
-                    _dotted(loc),
-                    "YAML anchors and aliases are not allowed",
-                )
-            ]
-        )
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for key in node:
@@ -362,14 +329,14 @@ def _plain(
             key_line, key_col = node.lc.key(key)
             key_positions[child] = (key_line + 1, key_col + 1)
             _refuse_controls(str(key), name, key_positions[child], loc)
-            out[str(key)] = _plain(node[key], child, positions, name, counter, key_positions)
+            out[str(key)] = _plain(node[key], child, positions, name, key_positions)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for index, item in enumerate(node):
             line, col = node.lc.item(index)
             positions[(*loc, index)] = (line + 1, col + 1)
-            items.append(_plain(item, (*loc, index), positions, name, counter, key_positions))
+            items.append(_plain(item, (*loc, index), positions, name, key_positions))
         return items
     if isinstance(node, TaggedScalar):
         return str(node.value)

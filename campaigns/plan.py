@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["Plan", "PlanCase", "PlanStep", "PlanVariant", "plan_from_dict", "plan_hash"]
@@ -106,8 +106,6 @@ class Plan:
     version: str
     entry: str
     steps: dict[str, PlanStep]
-    trigger_form: str = ""
-    trigger_event: str = ""
     trigger_kind: str = ""
     trigger_value: str = ""
     trigger_where: str = ""
@@ -127,6 +125,14 @@ class Plan:
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]
 
+    @property
+    def trigger_form(self) -> str:
+        return self.trigger_value if self.trigger_kind == "form" else ""
+
+    @property
+    def trigger_event(self) -> str:
+        return self.trigger_value if self.trigger_kind == "event" else ""
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -138,10 +144,18 @@ def plan_hash(content: dict[str, Any]) -> str:
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
+    """A plan from its stored JSON. Keys this code does not know (a field since removed) are
+    ignored, as Temporal's converter ignores them in a workflow input, so an old deployment row
+    still loads; fields it lacks take their defaults."""
     steps = {}
     for key, raw in data["steps"].items():
-        step = dict(raw)
-        step["cases"] = [PlanCase(**c) for c in step.get("cases", [])]
-        step["variants"] = [PlanVariant(**v) for v in step.get("variants", [])]
+        step = _known(PlanStep, raw)
+        step["cases"] = [PlanCase(**_known(PlanCase, c)) for c in raw.get("cases", [])]
+        step["variants"] = [PlanVariant(**_known(PlanVariant, v)) for v in raw.get("variants", [])]
         steps[key] = PlanStep(**step)
-    return Plan(**{**data, "steps": steps})
+    return Plan(**{**_known(Plan, data), "steps": steps})
+
+
+def _known(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

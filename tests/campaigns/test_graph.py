@@ -53,7 +53,6 @@ def plan_of(*steps: PlanStep, name: str = "Test plan", **extra: str) -> Plan:
         steps={s.id: s for s in steps},
         trigger_kind="form",
         trigger_value="newsletter",
-        trigger_form="newsletter",
         **extra,
     )
 
