@@ -12,23 +12,26 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from contacts.models import CampaignVersion
 
 __all__ = ["current_versions", "live_for_trigger", "record_deployment", "version_history"]
 
 
-def current_versions(session: Session) -> dict[str, CampaignVersion]:
-    """The latest deployment of every campaign ever deployed, by campaign id."""
+def _latest() -> SelectOfScalar[CampaignVersion]:
+    """The latest deployment row of each campaign."""
     latest = (
         select(col(CampaignVersion.campaign_id), sa.func.max(CampaignVersion.id).label("id"))
         .group_by(col(CampaignVersion.campaign_id))
         .subquery()
     )
-    rows = session.exec(
-        select(CampaignVersion).join(latest, col(CampaignVersion.id) == latest.c.id)
-    ).all()
-    return {row.campaign_id: row for row in rows}
+    return select(CampaignVersion).join(latest, col(CampaignVersion.id) == latest.c.id)
+
+
+def current_versions(session: Session) -> dict[str, CampaignVersion]:
+    """The latest deployment of every campaign ever deployed, by campaign id."""
+    return {row.campaign_id: row for row in session.exec(_latest()).all()}
 
 
 def record_deployment(
@@ -69,16 +72,20 @@ def record_deployment(
     return row
 
 
-def live_for_trigger(session: Session, kind: str, value: str) -> list[CampaignVersion]:
-    """Active campaigns whose latest deployment is triggered by ``kind``/``value``, by id."""
-    return sorted(
-        (
-            row
-            for row in current_versions(session).values()
-            if row.status == "active" and (row.trigger_kind, row.trigger_value) == (kind, value)
-        ),
-        key=lambda row: row.campaign_id,
-    )
+def live_for_trigger(session: Session, kind: str, value: str) -> Sequence[CampaignVersion]:
+    """Active campaigns whose latest deployment is triggered by ``kind``/``value``, by id.
+
+    On the path of every form post and event, so the database filters: only the matching plans'
+    JSON is read, however many campaigns are deployed."""
+    return session.exec(
+        _latest()
+        .where(
+            CampaignVersion.status == "active",
+            CampaignVersion.trigger_kind == kind,
+            CampaignVersion.trigger_value == value,
+        )
+        .order_by(col(CampaignVersion.campaign_id))
+    ).all()
 
 
 def version_history(session: Session, campaign_id: str) -> Sequence[CampaignVersion]:
