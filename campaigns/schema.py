@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,6 +43,7 @@ __all__ = [
     "Goto",
     "NotifySales",
     "Reentry",
+    "SalesConfig",
     "SendEmail",
     "SendWindow",
     "Split",
@@ -265,6 +267,14 @@ class UpdateContact(_Strict):
         return self
 
 
+def _https(value: str) -> str:
+    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
+        raise PydanticCustomError("webhook_url", "must be an https:// URL")
+    return value
+
+
+HttpsUrl = Annotated[str, Field(max_length=2000), AfterValidator(_https)]
+
 Channel = Literal["email", "chat"]
 
 
@@ -282,14 +292,7 @@ class NotifySales(_Strict):
 class Webhook(_Strict):
     """POST the contact and journey to a URL whose host the workspace allowlists."""
 
-    url: str = Field(max_length=2000, examples=["https://hooks.example.com/drip"])
-
-    @field_validator("url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        if not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
-            raise PydanticCustomError("webhook_url", "must be an https:// URL")
-        return value
+    url: HttpsUrl = Field(examples=["https://hooks.example.com/drip"])
 
     body: dict[str, FieldValue] = Field(default_factory=dict)
 
@@ -480,6 +483,16 @@ class FormDefinition(_Strict):
         return self
 
 
+class SalesConfig(_Strict):
+    """Where ``notify_sales`` steps reach the sales team."""
+
+    email: str | None = Field(default=None, min_length=3, description="the team's inbox")
+    chat_webhook: HttpsUrl | None = Field(
+        default=None,
+        description="a Slack-compatible incoming webhook; its host must be in webhook_hosts",
+    )
+
+
 class WorkspaceConfig(_Strict):
     """``workspace.yaml``: who the emails come from and the postal address every email carries."""
 
@@ -490,8 +503,10 @@ class WorkspaceConfig(_Strict):
     unsubscribe_mailto: str | None = None
     timezone: str = Field(default="UTC", description="for send windows and times of day")
     webhook_hosts: list[str] = Field(
-        default_factory=list, description="hosts a webhook step may POST to"
+        default_factory=list,
+        description="hosts a webhook step may POST to ('*.example.com' for subdomains)",
     )
+    sales: SalesConfig = Field(default_factory=SalesConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -16,7 +16,13 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from contacts.models import CampaignVersion
 
-__all__ = ["current_versions", "live_for_trigger", "record_deployment", "version_history"]
+__all__ = [
+    "current_versions",
+    "find_version",
+    "live_for_trigger",
+    "record_deployment",
+    "version_history",
+]
 
 
 def _latest() -> SelectOfScalar[CampaignVersion]:
@@ -95,3 +101,13 @@ def version_history(session: Session, campaign_id: str) -> Sequence[CampaignVers
         .where(CampaignVersion.campaign_id == campaign_id)
         .order_by(col(CampaignVersion.id).desc())
     ).all()
+
+
+def find_version(session: Session, campaign_id: str, version: str) -> CampaignVersion | None:
+    """The deployment row of one plan version (a running journey's), newest if redeployed."""
+    return session.exec(
+        select(CampaignVersion)
+        .where(CampaignVersion.campaign_id == campaign_id, CampaignVersion.version == version)
+        .order_by(col(CampaignVersion.id).desc())
+        .limit(1)
+    ).first()

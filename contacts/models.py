@@ -24,6 +24,8 @@ __all__ = [
     "Link",
     "Message",
     "MessageState",
+    "SegmentMember",
+    "SplitDecision",
     "utcnow",
 ]
 
@@ -69,6 +71,10 @@ class MessageState(enum.StrEnum):
 class EnrolmentState(enum.StrEnum):
     running = "running"
     completed = "completed"
+    #: the campaign's goal was reached: a conversion
+    converted = "converted"
+    #: an exit rule, an unsubscribe, a bounce or a complaint ended it early
+    exited = "exited"
     cancelled = "cancelled"
     failed = "failed"
 
@@ -123,6 +129,8 @@ class Message(SQLModel, table=True):
     """
 
     __tablename__ = "messages"
+    # the frequency cap counts a contact's recent messages on every send
+    __table_args__ = (sa.Index("ix_messages_contact_created", "contact_id", "created_at"),)
 
     id: str = Field(primary_key=True, max_length=64)
     key: str = Field(max_length=400, unique=True)
@@ -169,6 +177,8 @@ class Enrolment(SQLModel, table=True):
     current_step: str | None = Field(default=None, max_length=200)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: why it ended, when not simply at its last step: the goal, the exit rule, who cancelled
+    end_reason: str | None = Field(default=None, max_length=500)
 
 
 class CampaignVersion(SQLModel, table=True):
@@ -188,3 +198,29 @@ class CampaignVersion(SQLModel, table=True):
     plan: dict[str, Any] = Field(sa_type=sa.JSON)
     source: str = Field(default="", max_length=1000)
     deployed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SplitDecision(SQLModel, table=True):
+    """The winner of an A/B split with ``auto_winner``, decided once and then kept, so every
+    contact after the decision goes down the same variant however the figures move later."""
+
+    __tablename__ = "split_decisions"
+
+    campaign_id: str = Field(primary_key=True, max_length=200)
+    step_id: str = Field(primary_key=True, max_length=200)
+    metric: str = Field(max_length=32)
+    winner: str = Field(max_length=200)
+    figures: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SegmentMember(SQLModel, table=True):
+    """Who is inside a ``segment_entered`` campaign's segment as of the last evaluation: a
+    contact *enters* when it matches and has no row, and leaves (row deleted) when it stops
+    matching, so it can enter again later."""
+
+    __tablename__ = "segment_members"
+
+    campaign_id: str = Field(primary_key=True, max_length=200)
+    contact_id: int = Field(primary_key=True, foreign_key="contacts.id")
+    entered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

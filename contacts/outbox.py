@@ -9,6 +9,7 @@ activity cannot both send.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -18,6 +19,7 @@ from contacts.models import Link, Message, MessageState, utcnow
 
 __all__ = [
     "begin_send",
+    "cap_full_until",
     "find_link",
     "find_message_by_open_token",
     "finish_send",
@@ -35,6 +37,37 @@ def reserve_message(session: Session, message: Message) -> Message:
     values["state"] = MessageState.pending.value
     insert_ignore(session, Message, values, ["key"])
     return session.exec(select(Message).where(Message.key == message.key)).one()
+
+
+#: States that count against a frequency cap: mail that went out or is about to.
+_COUNTED = (MessageState.pending.value, MessageState.sending.value, MessageState.sent.value)
+
+
+def cap_full_until(
+    session: Session, *, contact_id: int, key: str, limit: int, per: timedelta, now: datetime
+) -> datetime | None:
+    """None if the message with ``key`` may be reserved under a cap of ``limit`` emails per
+    ``per`` (counting every campaign); else the moment a slot frees up.
+
+    Idempotent: a key that already has its row holds its slot. The caller reserves the row in
+    the same transaction; two campaigns racing for the last slot are serialised by the contact
+    row lock (PostgreSQL) or SQLite's single writer (the loser's transaction fails and its
+    activity retries, and then counts the winner's row)."""
+    if session.exec(select(Message.id).where(Message.key == key)).first() is not None:
+        return None
+    recent = session.exec(
+        select(Message.created_at)
+        .where(
+            Message.contact_id == contact_id,
+            col(Message.created_at) > now - per,
+            col(Message.state).in_(_COUNTED),
+        )
+        .order_by(col(Message.created_at))
+    ).all()
+    if len(recent) < limit:
+        return None
+    # the slot frees when enough of the oldest leave the window to bring the count below limit
+    return recent[len(recent) - limit] + per
 
 
 def get_message(session: Session, message_id: str) -> Message | None:

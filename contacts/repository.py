@@ -6,6 +6,7 @@ emails, idempotent events, timezone-aware times) hold everywhere.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -52,8 +53,15 @@ def normalise_email(raw: str) -> str:
     return info.normalized.lower()
 
 
-def get_contact(session: Session, contact_id: int) -> Contact:
-    contact = session.get(Contact, contact_id)
+def get_contact(session: Session, contact_id: int, *, lock: bool = False) -> Contact:
+    """The contact; ``lock`` holds its row until the transaction ends (PostgreSQL), for
+    read-then-write decisions such as the frequency cap."""
+    if lock:
+        contact = session.exec(
+            select(Contact).where(Contact.id == contact_id).with_for_update()
+        ).first()
+    else:
+        contact = session.get(Contact, contact_id)
     if contact is None:
         raise NotFound(f"contact {contact_id} does not exist")
     return contact
@@ -123,10 +131,16 @@ def update_contact(
     unset_fields: Iterable[str] = (),
     add_score: int = 0,
     score_key: str = "",
+    source: str = "journey",
+    recorded: list[int] | None = None,
 ) -> Contact:
     """Apply tag, field and score changes; idempotent, so an activity retry changes nothing
     twice: tags and fields are sets, and points are added once per ``score_key`` (recorded as a
-    ``score`` event, which is also the history of why a contact has its score)."""
+    ``score`` event, which is also the history of why a contact has its score).
+
+    Each change is also an event (``tag_added``, ``field_changed``, ``score``): campaigns are
+    triggered by them and goals and exit rules re-checked on them. Their ids are appended to
+    ``recorded`` so the caller can route them at once."""
     contact = session.exec(
         select(Contact).where(Contact.id == contact_id).with_for_update()
     ).first()
@@ -141,7 +155,7 @@ def update_contact(
     if add_score:
         if not score_key:
             raise ValueError("add_score needs a score_key, or a retry would add the points twice")
-        _, created = record_event(
+        event, created = record_event(
             session,
             contact_id=contact_id,
             type="score",
@@ -151,6 +165,29 @@ def update_contact(
         )
         if created:
             score += add_score
+            if recorded is not None and event.id is not None:
+                recorded.append(event.id)
+    change_key = score_key or uuid.uuid4().hex
+    changes: list[tuple[str, str, dict[str, Any]]] = [
+        ("tag_added", t, {}) for t in tags if t not in contact.tags
+    ]
+    changes += [
+        ("field_changed", k, {"from": contact.fields.get(k), "to": fields.get(k)})
+        for k in sorted(set(fields) | set(contact.fields))
+        if fields.get(k) != contact.fields.get(k)
+    ]
+    for type_, name, props in changes:
+        change, _ = record_event(
+            session,
+            contact_id=contact_id,
+            type=type_,
+            name=name,
+            properties=props,
+            dedupe_key=f"{type_}:{change_key}:{name}",
+            source=source,
+        )
+        if recorded is not None and change.id is not None:
+            recorded.append(change.id)
     if tags != contact.tags or fields != contact.fields or score != contact.score:
         contact.tags, contact.fields, contact.score = tags, fields, score
         contact.updated_at = utcnow()
@@ -278,15 +315,31 @@ def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) 
     )
 
 
-def end_enrolment(session: Session, workflow_id: str, state: EnrolmentState) -> None:
-    session.execute(
+def end_enrolment(
+    session: Session, workflow_id: str, state: EnrolmentState, reason: str = ""
+) -> bool:
+    """Close a running enrolment; False if it was already closed (a retried activity)."""
+    result = session.execute(
         sa.update(Enrolment)
         .where(
             col(Enrolment.workflow_id) == workflow_id,
             col(Enrolment.state) == EnrolmentState.running.value,
         )
-        .values(state=state.value, ended_at=utcnow(), current_step=None)
+        .values(
+            state=state.value, ended_at=utcnow(), current_step=None, end_reason=reason[:500] or None
+        )
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def latest_enrolment(session: Session, campaign_id: str, contact_id: int) -> Enrolment | None:
+    """The contact's most recent enrolment in a campaign, for re-entry rules."""
+    return session.exec(
+        select(Enrolment)
+        .where(Enrolment.campaign_id == campaign_id, Enrolment.contact_id == contact_id)
+        .order_by(col(Enrolment.number).desc())
+        .limit(1)
+    ).first()
 
 
 def list_enrolments(

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr | None = None
 
+    #: Webhook steps and sales chat alerts POST only to hosts the workspace allowlists, and never
+    #: into loopback, private or link-local networks unless one is listed here (CIDRs, e.g. an
+    #: internal CRM at ``10.1.2.0/24``).
+    outbound_allow_networks: list[str] = []
+    #: A CA bundle to trust for outbound HTTPS besides the system's (an internal CA).
+    outbound_ca_bundle: Path | None = None
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

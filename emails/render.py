@@ -56,6 +56,15 @@ class Renderer:
             {"name": workspace.config.name, "postal_address": workspace.config.postal_address}
         )
 
+    def render_note(self, text: str, contact: Contact, *, what: str) -> str:
+        """A short text for people inside the company (a sales alert), personalised with the
+        same sandbox as emails; raises TemplateError like an email would."""
+        context = {
+            "contact": Record({**contact.fields, "email": contact.email}),
+            "workspace": self._workspace,
+        }
+        return self._templates.render_text(text, context, what=what)
+
     def unsubscribe_url(self, contact_id: int) -> str:
         return f"{self.base_url}/u/{unsubscribe_token(self._secret, contact_id)}"
 

@@ -28,10 +28,13 @@ class JourneyGateway:
         settings: Settings,
         engine: Engine,
         client: Client | None = None,
+        default_timezone: str = "UTC",
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.default_timezone = default_timezone
         self._client = client
+        self._router: EventRouter | None = None
         self._lock = asyncio.Lock()
 
     async def client(self) -> Client:
@@ -40,13 +43,22 @@ class JourneyGateway:
                 self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
             return self._client
 
+    async def router(self) -> EventRouter:
+        """One router for the app's life, so its cache of deployed plans is kept."""
+        client = await self.client()
+        if self._router is None:
+            self._router = EventRouter(
+                client=client,
+                engine=self.engine,
+                settings=self.settings,
+                default_timezone=self.default_timezone,
+            )
+        return self._router
+
     async def route(self, event_id: int) -> bool:
         """Route one event now; on any Temporal trouble leave it for the sweep and say so."""
         try:
-            client = await self.client()
-            await EventRouter(client=client, engine=self.engine, settings=self.settings).route(
-                event_id
-            )
+            await (await self.router()).route(event_id)
         except Exception:
             log.warning(
                 "event %s not routed now; the worker's sweep will retry", event_id, exc_info=True

@@ -49,7 +49,12 @@ def create_app(
     app.state.settings = settings
     app.state.workspace = workspace
     app.state.engine = db
-    app.state.gateway = JourneyGateway(settings=settings, engine=db, client=temporal)
+    app.state.gateway = JourneyGateway(
+        settings=settings,
+        engine=db,
+        client=temporal,
+        default_timezone=workspace.config.timezone,
+    )
     install_problem_handlers(app)
     app.include_router(forms.router)
     app.include_router(tracking.router)

@@ -11,29 +11,43 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 from temporalio import activity
 
-from campaigns.conditions import ConditionFacts, EventFact, evaluate, parse_condition
+from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
-from contacts import outbox, repository
+from contacts import outbox, repository, splits
 from contacts.db import session_scope
-from contacts.models import ContactStatus, EnrolmentState, Event, Message, MessageState, utcnow
+from contacts.models import (
+    ContactStatus,
+    EnrolmentState,
+    Message,
+    MessageState,
+    SplitDecision,
+    utcnow,
+)
 from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.errors import PermanentSendError, TransientSendError
 from emails.sender import Transport
+from workflows.facts import contact_facts
+from workflows.router import EventRouter
 from workflows.types import (
     BranchInput,
     BranchResult,
+    ContactTimeInput,
+    ContactTimeResult,
     FinishJourneyInput,
     SendEmailInput,
     SendEmailResult,
+    SplitWinnerInput,
+    SplitWinnerResult,
     UpdateContactInput,
+    UpdateContactResult,
 )
 
 __all__ = ["JourneyActivities"]
@@ -51,7 +65,13 @@ class JourneyActivities:
     """Holds the shared resources (engine, renderer, transport) the activities need."""
 
     def __init__(
-        self, *, settings: Settings, engine: Engine, workspace: Workspace, transport: Transport
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        workspace: Workspace,
+        transport: Transport,
+        router: EventRouter | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -59,9 +79,23 @@ class JourneyActivities:
         self.renderer = Renderer(workspace, settings)
         self.transport = transport
         self.secret = settings.secret()
+        #: routes the events a contact update records (a tag added starts its campaigns) at
+        #: once; without it the worker's sweep routes them within seconds
+        self.router = router
+        #: activities defined in sibling modules (sales alerts, webhooks, splits), registered
+        #: with the worker together with these
+        self.extra: list[Callable[..., object]] = []
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.send_email, self.update_contact, self.evaluate_branch, self.finish_journey]
+        return [
+            self.send_email,
+            self.update_contact,
+            self.evaluate_branch,
+            self.contact_time,
+            self.split_winner,
+            self.finish_journey,
+            *self.extra,
+        ]
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
@@ -95,7 +129,22 @@ class JourneyActivities:
     def _prepare(self, inp: SendEmailInput) -> SendEmailResult | tuple[bytes, str, str]:
         """Reserve the outbox row, check suppression, render, claim the send: one transaction."""
         with session_scope(self.engine) as session:
-            contact = repository.get_contact(session, inp.contact_id)
+            contact = repository.get_contact(session, inp.contact_id, lock=inp.cap_max > 0)
+            if inp.cap_max and contact.status == ContactStatus.subscribed:
+                full_until = outbox.cap_full_until(
+                    session,
+                    contact_id=inp.contact_id,
+                    key=inp.key,
+                    limit=inp.cap_max,
+                    per=timedelta(seconds=inp.cap_seconds),
+                    now=_moment(inp.now),
+                )
+                if full_until is not None:
+                    return SendEmailResult(
+                        message_id=inp.message_id,
+                        state="deferred",
+                        retry_at=full_until.isoformat(),
+                    )
             row = outbox.reserve_message(
                 session,
                 Message(
@@ -108,6 +157,7 @@ class JourneyActivities:
                     workflow_id=inp.workflow_id,
                     template=inp.template,
                     subject=inp.subject,
+                    created_at=_moment(inp.now),
                     open_token=open_token(self.secret, inp.message_id),
                     header_message_id=f"<{inp.message_id}@{domain_of(self.workspace.config.from_)}>",
                 ),
@@ -142,11 +192,12 @@ class JourneyActivities:
                 return SendEmailResult(message_id=row.id, state="failed", error=str(exc))
             outbox.store_links(session, row.id, rendered.links)
             config = self.workspace.config
+            sender = inp.from_addr or config.from_
             data = build_message(
                 rendered,
-                from_addr=config.from_,
+                from_addr=sender,
                 to_addr=contact.email,
-                reply_to=config.reply_to,
+                reply_to=inp.reply_to or config.reply_to,
                 message_id=row.id,
                 domain=domain_of(config.from_),
                 unsubscribe_mailto=config.unsubscribe_mailto,
@@ -156,7 +207,7 @@ class JourneyActivities:
                 return SendEmailResult(
                     message_id=row.id, state=str(current.state) if current else "failed"
                 )
-            return data, _address(config.from_), contact.email
+            return data, _address(sender), contact.email
 
     def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> None:
         """The relay refused for good: the message failed, and if it was the address that was
@@ -186,12 +237,16 @@ class JourneyActivities:
             outbox.finish_send(session, message_id, state, error)
 
     @activity.defn(name="update_contact")
-    async def update_contact(self, inp: UpdateContactInput) -> None:
-        """Apply tag and field changes; set semantics make a retry harmless."""
+    async def update_contact(self, inp: UpdateContactInput) -> UpdateContactResult:
+        """Apply tag, field and score changes (set semantics and a score key make a retry
+        harmless), then say whether they met the journey's goal or one of its exit rules."""
 
-        def work() -> None:
+        recorded: list[int] = []
+
+        def work() -> UpdateContactResult:
+            recorded.clear()  # a retried transaction records (and reports) again
             with session_scope(self.engine) as session:
-                repository.update_contact(
+                contact = repository.update_contact(
                     session,
                     inp.contact_id,
                     add_tags=inp.add_tags,
@@ -200,9 +255,33 @@ class JourneyActivities:
                     unset_fields=inp.unset_fields,
                     add_score=inp.add_score,
                     score_key=inp.key,
+                    recorded=recorded,
                 )
+                rules = [inp.goal_when, *inp.exit_when]
+                if not any(rules):
+                    return UpdateContactResult()
+                facts = contact_facts(
+                    session, contact, with_events=any("event(" in r for r in rules)
+                )
+            if inp.goal_when and evaluate(parse_condition(inp.goal_when), facts):
+                return UpdateContactResult(ends="goal", reason="goal")
+            for rule in inp.exit_when:
+                if evaluate(parse_condition(rule), facts):
+                    return UpdateContactResult(ends="exit", reason=rule)
+            return UpdateContactResult()
 
-        await self._db(work)
+        result = await self._db(work)
+        await self._route(recorded)
+        return result
+
+    async def _route(self, event_ids: list[int]) -> None:
+        if self.router is None:
+            return
+        for event_id in event_ids:
+            try:
+                await self.router.route(event_id)
+            except Exception:  # the change is stored; the sweep routes it
+                log.warning("event %s left for the sweep", event_id, exc_info=True)
 
     @activity.defn(name="evaluate_branch")
     async def evaluate_branch(self, inp: BranchInput) -> BranchResult:
@@ -212,7 +291,14 @@ class JourneyActivities:
 
         def work() -> BranchResult:
             with session_scope(self.engine) as session:
-                facts = _facts(session, inp)
+                contact = repository.get_contact(session, inp.contact_id)
+                facts = contact_facts(
+                    session,
+                    contact,
+                    opened=inp.opened,
+                    clicked=inp.clicked,
+                    with_events=any("event(" in c for c in inp.conditions),
+                )
             for index, text in enumerate(inp.conditions):
                 if evaluate(parse_condition(text), facts):
                     return BranchResult(index=index)
@@ -220,11 +306,76 @@ class JourneyActivities:
 
         return await self._db(work)
 
+    @activity.defn(name="split_winner")
+    async def split_winner(self, inp: SplitWinnerInput) -> SplitWinnerResult:
+        """The split's winner once it can be called, else "" (keep assigning by hash). Decided
+        once and stored, so the figures moving later never flips the winner."""
+        return await self._db(lambda: self._split_winner(inp))
+
+    def _split_winner(self, inp: SplitWinnerInput) -> SplitWinnerResult:
+        with session_scope(self.engine) as session:
+            decided = session.get(SplitDecision, (inp.campaign_id, inp.step_id))
+            if decided is not None:
+                return SplitWinnerResult(goto=decided.winner)
+            figures = splits.variant_figures(session, inp.campaign_id, inp.variant_steps)
+            first = min((f.first_sent for f in figures if f.first_sent), default=None)
+            now = _moment(inp.now)
+            if first is None or now < first + timedelta(seconds=inp.after_seconds):
+                return SplitWinnerResult()
+            if any(f.sent < inp.min_sample for f in figures):
+                return SplitWinnerResult()
+            best = max(figures, key=lambda f: f.rate(inp.metric))  # ties: the first variant
+            winner = splits.decide(
+                session,
+                campaign_id=inp.campaign_id,
+                step_id=inp.step_id,
+                metric=inp.metric,
+                winner=best.step_id,
+                figures={f.step_id: f.as_dict() for f in figures},
+                now=now,
+            )
+            log.info("split %s/%s: %s wins on %s", inp.campaign_id, inp.step_id, winner, inp.metric)
+            return SplitWinnerResult(goto=winner)
+
+    @activity.defn(name="contact_time")
+    async def contact_time(self, inp: ContactTimeInput) -> ContactTimeResult:
+        """A date-time field of the contact (``webinar_at``), for waits relative to it. A value
+        that is missing, not ISO 8601 or without a time zone gives "" and the journey does not
+        wait: guessing a zone would send a reminder at the wrong hour."""
+
+        def work() -> ContactTimeResult:
+            with session_scope(self.engine) as session:
+                value = repository.get_contact(session, inp.contact_id).fields.get(inp.field)
+            if not isinstance(value, str):
+                return ContactTimeResult()
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                return ContactTimeResult()
+            return ContactTimeResult(value=moment.isoformat() if moment.tzinfo else "")
+
+        return await self._db(work)
+
     @activity.defn(name="finish_journey")
     async def finish_journey(self, inp: FinishJourneyInput) -> None:
+        """Close the enrolment; a goal reached is also recorded as a ``conversion`` event of
+        the contact (once per journey), which reports and A/B winners count."""
+
         def work() -> None:
             with session_scope(self.engine) as session:
-                repository.end_enrolment(session, inp.workflow_id, EnrolmentState(inp.state))
+                repository.end_enrolment(
+                    session, inp.workflow_id, EnrolmentState(inp.state), inp.reason
+                )
+                if inp.state == EnrolmentState.converted and inp.contact_id:
+                    repository.record_event(
+                        session,
+                        contact_id=inp.contact_id,
+                        type="conversion",
+                        name=inp.campaign_id,
+                        dedupe_key=f"conversion:{inp.workflow_id}",
+                        properties={"workflow_id": inp.workflow_id},
+                        source="journey",
+                    )
 
         await self._db(work)
 
@@ -246,29 +397,9 @@ async def _heartbeating(every: float = 2.0) -> AsyncIterator[None]:
         task.cancel()
 
 
-#: How far back ``event(...)`` conditions can look; the grammar caps ``within=`` at ten years.
-_EVENT_HISTORY = 1000
-
-
-def _facts(session: Session, inp: BranchInput) -> ConditionFacts:
-    contact = repository.get_contact(session, inp.contact_id)
-    events = session.exec(
-        select(Event)
-        .where(Event.contact_id == inp.contact_id, Event.type == "event")
-        .order_by(col(Event.occurred_at).desc())
-        .limit(_EVENT_HISTORY)
-    ).all()
-    return ConditionFacts(
-        now=utcnow(),
-        fields=contact.fields,
-        tags=tuple(contact.tags),
-        score=contact.score,
-        status=str(contact.status),
-        email=contact.email,
-        opened=tuple(inp.opened),
-        clicked=tuple(inp.clicked),
-        events=tuple(EventFact(e.name, e.occurred_at, e.properties) for e in events),
-    )
+def _moment(iso: str) -> datetime:
+    """The journey's clock if it sent one, else this machine's."""
+    return datetime.fromisoformat(iso) if iso else utcnow()
 
 
 def _address(header_value: str) -> str:

@@ -13,9 +13,20 @@ from campaigns.plan import Plan
 __all__ = ["SUPPORTED_STEP_KINDS", "unsupported"]
 
 SUPPORTED_STEP_KINDS = frozenset(
-    {"send_email", "wait", "wait_for", "branch", "split", "goto", "update_contact", "exit"}
+    {
+        "send_email",
+        "wait",
+        "wait_for",
+        "branch",
+        "split",
+        "goto",
+        "update_contact",
+        "notify_sales",
+        "webhook",
+        "exit",
+    }
 )
-_SUPPORTED_TRIGGERS = frozenset({"form", "event"})
+_SUPPORTED_TRIGGERS = frozenset({"form", "event", "tag_added", "field_changed", "manual"})
 
 
 def unsupported(plan: Plan) -> list[str]:
@@ -23,27 +34,7 @@ def unsupported(plan: Plan) -> list[str]:
     found: list[str] = []
     if plan.trigger_kind and plan.trigger_kind not in _SUPPORTED_TRIGGERS:
         found.append(f"trigger {plan.trigger_kind}")
-    if plan.trigger_where:
-        found.append("trigger filter (where)")
-    for name, used in (
-        ("audience", bool(plan.audience)),
-        (f"reentry {plan.reentry}", plan.reentry != "never"),
-        ("goal", bool(plan.goal_event or plan.goal_when)),
-        ("exit_when", bool(plan.exit_when)),
-        ("send_window", bool(plan.window_days)),
-        ("frequency_cap", bool(plan.cap_max)),
-    ):
-        if used:
-            found.append(name)
     for step in plan.steps.values():
         if step.kind not in SUPPORTED_STEP_KINDS:
             found.append(f"step {step.id}: {step.kind}")
-        elif step.kind == "wait" and not step.seconds:
-            found.append(f"step {step.id}: wait until a time, date or field")
-        elif step.kind == "wait_for" and step.where:
-            found.append(f"step {step.id}: wait_for filter (where)")
-        elif step.kind == "split" and step.winner_metric:
-            found.append(f"step {step.id}: split auto_winner")
-        elif step.kind == "send_email" and (step.from_addr or step.reply_to):
-            found.append(f"step {step.id}: per-step from/reply_to")
     return found

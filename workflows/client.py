@@ -14,9 +14,24 @@ from temporalio.service import RPCError, RPCStatusCode
 from campaigns.plan import Plan
 from drip.settings import Settings
 from workflows.journey import JourneyWorkflow
-from workflows.types import QUERY_STATE, SIGNAL_EVENT, JourneyInput, JourneySignal, JourneyState
+from workflows.types import (
+    QUERY_STATE,
+    SIGNAL_CONTROL,
+    SIGNAL_EVENT,
+    JourneyControl,
+    JourneyInput,
+    JourneySignal,
+    JourneyState,
+)
 
-__all__ = ["connect", "enrol", "journey_state", "journey_workflow_id", "signal_journey"]
+__all__ = [
+    "connect",
+    "control_journey",
+    "enrol",
+    "journey_state",
+    "journey_workflow_id",
+    "signal_journey",
+]
 
 
 class TemporalUnavailable(ConnectionError):
@@ -48,16 +63,18 @@ async def enrol(
     signal: JourneySignal,
     *,
     number: int = 1,
+    timezone: str = "UTC",
 ) -> bool:
-    """Signal-with-start the contact's journey; False if that journey already ran and ended.
+    """Signal-with-start the contact's journey number ``number``; False if that journey
+    already ran and ended.
 
-    A closed journey is not restarted (re-entry rules come with the campaign language): the id
-    reuse policy refuses, and we report it instead of raising.
+    A closed journey is never restarted: re-entry is a new enrolment number (the router applies
+    the campaign's rule), and the id reuse policy refuses the old id, which we report.
     """
     try:
         await client.start_workflow(
             JourneyWorkflow.run,
-            JourneyInput(plan=plan, contact_id=contact_id, enrolment=number),
+            JourneyInput(plan=plan, contact_id=contact_id, enrolment=number, timezone=timezone),
             id=journey_workflow_id(plan.campaign_id, contact_id, number),
             task_queue=settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -74,6 +91,18 @@ async def signal_journey(client: Client, workflow_id: str, signal: JourneySignal
     handle: WorkflowHandle[JourneyWorkflow, object] = client.get_workflow_handle(workflow_id)
     try:
         await handle.signal(SIGNAL_EVENT, signal)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def control_journey(client: Client, workflow_id: str, action: str, reason: str = "") -> bool:
+    """Pause, resume or cancel one journey; False if it has already finished."""
+    handle: WorkflowHandle[JourneyWorkflow, object] = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.signal(SIGNAL_CONTROL, JourneyControl(action=action, reason=reason))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False

@@ -84,6 +84,12 @@ def deploy_workspace(
     return pending
 
 
+def live_plan(session: Session, campaign_id: str) -> Plan | None:
+    """The plan a new enrolment in ``campaign_id`` gets, or None if it is not deployed active."""
+    row = deploys.current_versions(session).get(campaign_id)
+    return plan_of(row) if row is not None and row.status == "active" else None
+
+
 def live_plans(session: Session, kind: str, value: str) -> list[Plan]:
     """The plans new enrolments get for a trigger: the latest active deployments."""
     return [plan_of(row) for row in deploys.live_for_trigger(session, kind, value)]

@@ -4,36 +4,76 @@ Deterministic by construction: time comes from ``workflow.now()`` and timers, me
 ``workflow.uuid4()`` (so a retried send is the same message), and all I/O happens in activities.
 Events arrive as signals and are buffered, so an open that lands while the send activity is still
 finishing counts when the journey reaches its ``wait_for``.
+
+Ending early. A signal can end the journey at any point: an unsubscribe, bounce or complaint
+(``exited``), the goal (``converted``: the router matched the goal's event and filter, or its
+``when`` condition, for this contact), an ``exit_when`` rule (``exited``) or an operator's cancel
+(``cancelled``). Waits and timers are interruptible; an activity in flight finishes first (it is
+short, and a send that was already handed to SMTP cannot be taken back).
+
+Retry policies, chosen per activity:
+
+- ``send_email``: forever, 5 s doubling to 10 min. An SMTP outage delays mail, never drops it;
+  permanent failures (5xx, template errors) are returned and recorded, not raised.
+- database activities (``update_contact``, ``evaluate_branch``, ``contact_time``,
+  ``split_winner``, ``finish_journey``): forever, 1 s doubling to 5 min; the database being away
+  is their only failure.
+- ``notify_sales`` and ``call_webhook``: 10 s doubling to 30 min for at most a day, then the
+  journey records the failure and carries on: a CRM that is down must not stop the emails.
+
+History bound. Each step costs a handful of history events (an email step: about 8). Before a
+step, once the history passes ``HISTORY_BOUND`` events or the server suggests it, the journey
+continues as new, carrying its position, visit counts, sent messages and unhandled events, so a
+loop or a monthly newsletter can run for years (Temporal's hard limit is 51,200 events).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from campaigns.plan import PlanStep
+    from campaigns.schedule import next_send_time, next_time_of_day, zone
     from workflows.types import (
+        EXIT_EVENTS,
         QUERY_STATE,
+        SIGNAL_CONTROL,
         SIGNAL_EVENT,
         BranchInput,
         BranchResult,
+        ContactTimeInput,
+        ContactTimeResult,
         FinishJourneyInput,
+        JourneyCarry,
+        JourneyControl,
         JourneyInput,
         JourneyResult,
         JourneySignal,
         JourneyState,
+        NotifySalesInput,
+        NotifySalesResult,
         SendEmailInput,
         SendEmailResult,
+        SplitWinnerInput,
+        SplitWinnerResult,
         UpdateContactInput,
+        UpdateContactResult,
+        WebhookInput,
+        WebhookResult,
     )
 
-__all__ = ["SEND_RETRY", "JourneyWorkflow"]
+__all__ = ["HISTORY_BOUND", "SEND_RETRY", "JourneyWorkflow"]
+
+#: Continue-as-new before a step once the history is longer than this many events.
+HISTORY_BOUND = 2000
+#: Event ids remembered across continue-as-new to drop late duplicates.
+SEEN_CARRIED = 500
 
 # SMTP outages delay mail, they never drop it: retry forever, backing off to 10 minutes.
 # Permanent failures (5xx, template errors) are not exceptions: the activity records them.
@@ -50,19 +90,36 @@ DB_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
 )
+# Calls to the outside (sales chat, CRM webhooks): retried for a day, then given up on.
+OUTBOUND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=10),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=30),
+    maximum_attempts=0,
+)
+OUTBOUND_GIVE_UP = timedelta(days=1)
 
 
 @workflow.defn(name="Journey")
 class JourneyWorkflow:
-    def __init__(self) -> None:
-        self._events: list[JourneySignal] = []
-        self._seen: set[int] = set()
-        self._sent: dict[str, str] = {}
-        self._visited: list[str] = []
+    @workflow.init
+    def __init__(self, inp: JourneyInput) -> None:
+        # The input is known here, before any signal handler runs: a signal-with-start delivers
+        # its signal before ``run`` begins, and the handler needs the plan to judge it.
+        self._input = inp
+        carry = inp.carry
+        self._events: list[JourneySignal] = list(carry.events) if carry else []
+        self._seen: set[int] = set(carry.seen) if carry else set()
+        self._sent: dict[str, str] = dict(carry.sent) if carry else {}
+        self._visited: list[str] = list(carry.visited) if carry else []
+        self._paused = carry.paused if carry else False
         self._current: str | None = None
         self._waiting = ""
         self._finished = False
-        self._input: JourneyInput | None = None
+        #: (enrolment state, reason) once something ended the journey early
+        self._end: tuple[str, str] | None = None
+        #: events from this index on arrived since the journey last stopped waiting
+        self._mark = 0
 
     @workflow.signal(name=SIGNAL_EVENT)
     def event(self, signal: JourneySignal) -> None:
@@ -71,108 +128,269 @@ class JourneyWorkflow:
             return
         self._seen.add(signal.event_id)
         self._events.append(signal)
+        if self._end is None:
+            self._end = self._ending(signal)
+
+    @workflow.signal(name=SIGNAL_CONTROL)
+    def control(self, command: JourneyControl) -> None:
+        """Pause holds the journey before its next step (its timers keep running); resume
+        releases it; cancel ends it."""
+        if command.action == "pause":
+            self._paused = True
+        elif command.action == "resume":
+            self._paused = False
+        elif command.action == "cancel" and self._end is None:
+            self._end = ("cancelled", command.reason or "cancelled by an operator")
+
+    def _ending(self, signal: JourneySignal) -> tuple[str, str] | None:
+        if signal.type in EXIT_EVENTS:
+            return ("exited", signal.type)
+        if "goal" in signal.matches:
+            return ("converted", "goal")
+        for match in signal.matches:
+            if match.startswith("exit:"):
+                rules = self._input.plan.exit_when
+                index = int(match.removeprefix("exit:"))
+                return ("exited", rules[index] if index < len(rules) else match)
+        return None
 
     @workflow.query(name=QUERY_STATE)
     def state(self) -> JourneyState:
         inp = self._input
         return JourneyState(
-            campaign_id=inp.plan.campaign_id if inp else "",
-            version=inp.plan.version if inp else "",
-            contact_id=inp.contact_id if inp else 0,
+            campaign_id=inp.plan.campaign_id,
+            version=inp.plan.version,
+            contact_id=inp.contact_id,
             current_step=self._current,
-            waiting_for=self._waiting,
+            waiting_for="paused by an operator" if self._paused else self._waiting,
             visited=list(self._visited),
             finished=self._finished,
+            paused=self._paused,
+            outcome=self._end[0] if self._end else ("completed" if self._finished else ""),
         )
 
     @workflow.run
     async def run(self, inp: JourneyInput) -> JourneyResult:
-        self._input = inp
         plan = inp.plan
-        visits: Counter[str] = Counter()
-        step_id: str | None = plan.entry
+        carry = inp.carry
+        visits: Counter[str] = Counter(carry.visits if carry else {})
+        step_id: str | None = carry.step_id if carry else plan.entry
+        # the trigger event (signal-with-start) is not something a later wait_for waits for
+        self._mark = 0 if carry else len(self._events)
         while step_id is not None:
+            if self._paused:
+                self._waiting = "paused by an operator"
+                await workflow.wait_condition(lambda: not self._paused or self._end is not None)
+                self._waiting = ""
+            if self._end is not None:
+                break
+            if self._history_full():
+                workflow.continue_as_new(self._carry(inp, step_id, visits))
             step = plan.step(step_id)
             visits[step_id] += 1
             self._current = step_id
             self._visited.append(step_id)
-            if step.kind == "send_email":
-                await self._send(inp, step, visits[step_id])
-                step_id = step.next
-            elif step.kind == "wait":
-                self._waiting = f"the timer, until {_until(step.seconds)}"
-                await workflow.sleep(timedelta(seconds=step.seconds))
-                self._waiting = ""
-                step_id = step.next
-            elif step.kind == "wait_for":
-                step_id = step.on_event if await self._wait_for(step) else step.on_timeout
-            elif step.kind == "update_contact":
-                await workflow.execute_activity(
-                    "update_contact",
-                    UpdateContactInput(
-                        contact_id=inp.contact_id,
-                        add_tags=step.add_tags,
-                        remove_tags=step.remove_tags,
-                        set_fields=step.set_fields,
-                        unset_fields=step.unset_fields,
-                        add_score=step.add_score,
-                        key=f"{workflow.info().workflow_id}/{step_id}/{visits[step_id]}",
-                    ),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=DB_RETRY,
-                )
-                step_id = step.next
-            elif step.kind == "branch":
-                step_id = await self._branch(inp, step)
-            elif step.kind == "split":
-                step_id = _variant(step, inp.contact_id, inp.plan.campaign_id)
-            elif step.kind == "goto":
-                # the goto's own visits count its jumps: after max_times, carry on below it
-                step_id = step.goto if visits[step_id] <= step.max_times else step.next
-            elif step.kind == "exit":
-                step_id = None
-            else:  # the router never starts such a plan (workflows.capabilities); belt and braces
-                raise ApplicationError(
-                    f"step {step_id}: this engine cannot run '{step.kind}' steps yet",
-                    non_retryable=True,
-                )
+            step_id = await self._step(inp, step, visits[step.id], visits)
         self._current, self._finished = None, True
+        state, reason = self._end or ("completed", "")
         await workflow.execute_activity(
             "finish_journey",
-            FinishJourneyInput(workflow_id=workflow.info().workflow_id),
+            FinishJourneyInput(
+                workflow_id=workflow.info().workflow_id,
+                state=state,
+                reason=reason,
+                contact_id=inp.contact_id,
+                campaign_id=plan.campaign_id,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
-        return JourneyResult(visited=list(self._visited), emails=dict(self._sent))
+        return JourneyResult(visited=list(self._visited), emails=dict(self._sent), outcome=state)
+
+    async def _step(
+        self, inp: JourneyInput, step: PlanStep, visit: int, visits: Counter[str]
+    ) -> str | None:
+        """Run one step; the id of the next one, or None when the journey ends here."""
+        kind = step.kind
+        if kind == "send_email":
+            await self._send(inp, step, visit)
+            return step.next
+        if kind == "wait":
+            await self._wait(inp, step)
+            return step.next
+        if kind == "wait_for":
+            return step.on_event if await self._wait_for(step) else step.on_timeout
+        if kind == "update_contact":
+            await self._update_contact(inp, step, visit)
+            return step.next
+        if kind == "branch":
+            return await self._branch(inp, step)
+        if kind == "split":
+            return await self._split(inp, step)
+        if kind == "goto":
+            # the goto's own visits count its jumps: after max_times, carry on below it
+            return step.goto if visits[step.id] <= step.max_times else step.next
+        if kind == "notify_sales":
+            await self._notify_sales(inp, step, visit)
+            return step.next
+        if kind == "webhook":
+            await self._webhook(inp, step, visit)
+            return step.next
+        if kind == "exit":
+            return None
+        # the router never starts such a plan (workflows.capabilities); belt and braces
+        raise ApplicationError(
+            f"step {step.id}: this engine cannot run '{kind}' steps", non_retryable=True
+        )
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            info.get_current_history_length() > HISTORY_BOUND
+        )
+
+    def _carry(self, inp: JourneyInput, step_id: str, visits: Counter[str]) -> JourneyInput:
+        """The journey's state for its next run: only what later steps can still use."""
+        sent = set(self._sent.values())
+        events = [
+            e
+            for i, e in enumerate(self._events)
+            if (e.message_id in sent) or (i >= self._mark and e.type == "event")
+        ]
+        carry = JourneyCarry(
+            step_id=step_id,
+            visits=dict(visits),
+            sent=dict(self._sent),
+            seen=sorted(self._seen)[-SEEN_CARRIED:],
+            events=events,
+            paused=self._paused,
+            visited=self._visited[-100:],
+            runs=(inp.carry.runs if inp.carry else 1) + 1,
+        )
+        return JourneyInput(
+            plan=inp.plan,
+            contact_id=inp.contact_id,
+            enrolment=inp.enrolment,
+            timezone=inp.timezone,
+            carry=carry,
+        )
+
+    async def _sleep_until(self, deadline: datetime, waiting: str) -> None:
+        """A timer that an ending (goal, exit, cancel) cuts short."""
+        delay = deadline - workflow.now()
+        if delay <= timedelta(0):
+            return
+        self._waiting = waiting
+        try:
+            await workflow.wait_condition(lambda: self._end is not None, timeout=delay)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting = ""
+            self._mark = len(self._events)
+
+    async def _wait(self, inp: JourneyInput, step: PlanStep) -> None:
+        now = workflow.now()
+        if step.seconds:
+            deadline = now + timedelta(seconds=step.seconds)
+        elif step.until_time:
+            deadline = next_time_of_day(now, step.until_time, zone(inp.timezone))
+        elif step.until_date:
+            deadline = datetime.fromisoformat(step.until_date)
+        else:
+            result: ContactTimeResult = await workflow.execute_activity(
+                "contact_time",
+                ContactTimeInput(contact_id=inp.contact_id, field=step.until_field),
+                result_type=ContactTimeResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            if not result.value:  # no date in the field: nothing to wait for
+                workflow.logger.info("step %s: %s is not set", step.id, step.until_field)
+                return
+            deadline = datetime.fromisoformat(result.value) + timedelta(seconds=step.offset_seconds)
+        await self._sleep_until(deadline, f"the timer, until {_shown(deadline)}")
 
     async def _send(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         info = workflow.info()
-        result: SendEmailResult = await workflow.execute_activity(
-            "send_email",
-            SendEmailInput(
-                message_id=str(workflow.uuid4()),
-                key=f"{info.workflow_id}/{step.id}/{visit}",
-                workflow_id=info.workflow_id,
-                contact_id=inp.contact_id,
-                campaign_id=inp.plan.campaign_id,
-                campaign_version=inp.plan.version,
-                step_id=step.id,
-                template=step.template,
-                subject=step.subject,
-                preheader=step.preheader,
-                track=step.track,
-            ),
-            result_type=SendEmailResult,
-            start_to_close_timeout=timedelta(minutes=2),
-            heartbeat_timeout=timedelta(seconds=10),
-            retry_policy=SEND_RETRY,
-        )
+        plan = inp.plan
+        message_id = str(workflow.uuid4())
+        while True:
+            if plan.window_days:
+                opens = next_send_time(
+                    workflow.now(),
+                    plan.window_days,
+                    plan.window_start,
+                    plan.window_end,
+                    zone(inp.timezone),
+                )
+                await self._sleep_until(opens, f"the send window, opening {_shown(opens)}")
+                if self._end is not None:
+                    return
+            result: SendEmailResult = await workflow.execute_activity(
+                "send_email",
+                SendEmailInput(
+                    message_id=message_id,
+                    key=f"{info.workflow_id}/{step.id}/{visit}",
+                    workflow_id=info.workflow_id,
+                    contact_id=inp.contact_id,
+                    campaign_id=plan.campaign_id,
+                    campaign_version=plan.version,
+                    step_id=step.id,
+                    template=step.template,
+                    subject=step.subject,
+                    preheader=step.preheader,
+                    track=step.track,
+                    from_addr=step.from_addr,
+                    reply_to=step.reply_to,
+                    cap_max=plan.cap_max,
+                    cap_seconds=plan.cap_seconds,
+                    now=workflow.now().isoformat() if plan.cap_max else "",
+                ),
+                result_type=SendEmailResult,
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=SEND_RETRY,
+            )
+            if result.state != "deferred":
+                break
+            # the frequency cap is full: wait for the oldest counted email to leave the window
+            # (at least a minute, so clocks that disagree can never make this loop spin)
+            retry_at = max(
+                datetime.fromisoformat(result.retry_at), workflow.now() + timedelta(minutes=1)
+            )
+            await self._sleep_until(retry_at, f"the frequency cap, until {_shown(retry_at)}")
+            if self._end is not None:
+                return
         self._sent[step.id] = result.message_id
 
-    async def _branch(self, inp: JourneyInput, step: PlanStep) -> str:
-        """The first case that holds now, else ``else``; opens and clicks are the journey's own."""
+    async def _update_contact(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
+        plan = inp.plan
+        result: UpdateContactResult | None = await workflow.execute_activity(
+            "update_contact",
+            UpdateContactInput(
+                contact_id=inp.contact_id,
+                add_tags=step.add_tags,
+                remove_tags=step.remove_tags,
+                set_fields=step.set_fields,
+                unset_fields=step.unset_fields,
+                add_score=step.add_score,
+                key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
+                goal_when=plan.goal_when,
+                exit_when=plan.exit_when,
+            ),
+            result_type=UpdateContactResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        # histories recorded before the activity returned a result replay a None here
+        if result is not None and result.ends and self._end is None:
+            self._end = ("converted" if result.ends == "goal" else "exited", result.reason)
+
+    def _seen_by_step(self) -> dict[str, list[str]]:
+        """The send steps of this journey whose email was opened / clicked (from its signals)."""
         by_message = {message_id: sid for sid, message_id in self._sent.items()}
-        seen = {
+        return {
             kind: sorted(
                 {
                     by_message[e.message_id]
@@ -182,7 +400,11 @@ class JourneyWorkflow:
             )
             for kind in ("open", "click")
         }
-        result = await workflow.execute_activity(
+
+    async def _branch(self, inp: JourneyInput, step: PlanStep) -> str:
+        """The first case that holds now, else ``else``; opens and clicks are the journey's own."""
+        seen = self._seen_by_step()
+        result: BranchResult = await workflow.execute_activity(
             "evaluate_branch",
             BranchInput(
                 contact_id=inp.contact_id,
@@ -196,10 +418,79 @@ class JourneyWorkflow:
         )
         return step.cases[result.index].goto if result.index >= 0 else step.else_goto
 
+    async def _split(self, inp: JourneyInput, step: PlanStep) -> str:
+        """The hashed variant, until an auto-winner has been decided: then the winner."""
+        if step.winner_metric:
+            result: SplitWinnerResult = await workflow.execute_activity(
+                "split_winner",
+                SplitWinnerInput(
+                    campaign_id=inp.plan.campaign_id,
+                    step_id=step.id,
+                    metric=step.winner_metric,
+                    after_seconds=step.winner_after_seconds,
+                    min_sample=step.winner_min_sample,
+                    variant_steps=[v.goto for v in step.variants],
+                    now=workflow.now().isoformat(),
+                ),
+                result_type=SplitWinnerResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            if result.goto:
+                return result.goto
+        return _variant(step, inp.contact_id, inp.plan.campaign_id)
+
+    async def _notify_sales(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
+        try:
+            result: NotifySalesResult = await workflow.execute_activity(
+                "notify_sales",
+                NotifySalesInput(
+                    contact_id=inp.contact_id,
+                    campaign_id=inp.plan.campaign_id,
+                    step_id=step.id,
+                    message=step.message,
+                    via=step.via,
+                    key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
+                ),
+                result_type=NotifySalesResult,
+                start_to_close_timeout=timedelta(minutes=1),
+                schedule_to_close_timeout=OUTBOUND_GIVE_UP,
+                retry_policy=OUTBOUND_RETRY,
+            )
+        except ActivityError as exc:
+            workflow.logger.error("step %s: sales were not notified: %s", step.id, exc.cause)
+            return
+        for problem in result.problems:
+            workflow.logger.warning("step %s: %s", step.id, problem)
+
+    async def _webhook(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
+        try:
+            result: WebhookResult = await workflow.execute_activity(
+                "call_webhook",
+                WebhookInput(
+                    contact_id=inp.contact_id,
+                    campaign_id=inp.plan.campaign_id,
+                    step_id=step.id,
+                    url=step.url,
+                    body=step.body,
+                    key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
+                ),
+                result_type=WebhookResult,
+                start_to_close_timeout=timedelta(minutes=1),
+                schedule_to_close_timeout=OUTBOUND_GIVE_UP,
+                retry_policy=OUTBOUND_RETRY,
+            )
+        except ActivityError as exc:
+            workflow.logger.error("step %s: webhook gave up: %s", step.id, exc.cause)
+            return
+        if result.error:
+            workflow.logger.warning("step %s: webhook refused: %s", step.id, result.error)
+
     async def _wait_for(self, step: PlanStep) -> bool:
         """True if the awaited event arrived (possibly before we got here), False on timeout."""
-        start = len(self._events)
-        self._waiting = f"{step.wait_event} {step.wait_ref} until {_until(step.seconds)}"
+        deadline = workflow.now() + timedelta(seconds=step.seconds)
+        self._waiting = f"{step.wait_event} {step.wait_ref} until {_shown(deadline)}"
+        mark = self._mark
 
         def matched() -> bool:
             if step.wait_event in ("open", "click"):
@@ -207,15 +498,24 @@ class JourneyWorkflow:
                 return wanted is not None and any(
                     e.type == step.wait_event and e.message_id == wanted for e in self._events
                 )
-            return any(e.type == "event" and e.name == step.wait_ref for e in self._events[start:])
+            return any(
+                e.type == "event"
+                and e.name == step.wait_ref
+                and (not step.where or step.id in e.matches)
+                for e in self._events[mark:]
+            )
 
         try:
-            await workflow.wait_condition(matched, timeout=timedelta(seconds=step.seconds))
-            return True
+            await workflow.wait_condition(
+                lambda: matched() or self._end is not None,
+                timeout=timedelta(seconds=step.seconds),
+            )
+            return matched()
         except TimeoutError:
             return False
         finally:
             self._waiting = ""
+            self._mark = len(self._events)
 
 
 def _variant(step: PlanStep, contact_id: int, campaign_id: str) -> str:
@@ -230,7 +530,6 @@ def _variant(step: PlanStep, contact_id: int, campaign_id: str) -> str:
     return step.variants[-1].goto  # percentages sum to 100 (validated); never reached
 
 
-def _until(seconds: float) -> str:
-    """When a wait ends, for people reading the journey's state (queries are not in history)."""
-    deadline = workflow.now() + timedelta(seconds=seconds)
-    return f"{deadline:%Y-%m-%d %H:%M:%S} UTC"
+def _shown(moment: datetime) -> str:
+    """A deadline for people reading the journey's state (queries are not in history)."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

@@ -4,103 +4,329 @@ The API records an event first and routes it second; if Temporal is unreachable 
 ``routed_at`` empty and the worker's sweep routes it later, so nothing a contact did is lost.
 Routing twice is harmless: starts are idempotent by workflow id and journeys ignore an event id
 they have seen.
+
+Who gets what:
+
+- **starts**: campaigns whose trigger matches (form, event with its ``where``, tag added, field
+  changed; a ``segment_entered`` or ``enrol`` event names its campaign), for a subscribed
+  contact inside the audience, allowed by the re-entry rule and not already past an exit rule
+  or the goal. A contact already in the campaign gets the event as a signal through the same
+  signal-with-start, never a second journey.
+- **signals** to the contact's running journeys, only when the event can change their path:
+  an unsubscribe, hard bounce or complaint (they end at once); an event a ``wait_for`` waits
+  for (its ``where`` checked here); the goal's event; or any change after which the goal's
+  ``when`` or an ``exit_when`` rule now holds. The signal names which filters matched
+  (``JourneySignal.matches``), so the journey never needs the event's properties.
+- opens and clicks go to the one journey whose email it was, and only the first of each.
+
+Conditions that name ``opened()``/``clicked()`` are the journey's own knowledge; in audience,
+goal and exit rules the router evaluates them as false.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.client import Client
 
+from campaigns.conditions import (
+    Condition,
+    ConditionFacts,
+    evaluate,
+    parse_condition,
+    parse_event_filter,
+)
 from campaigns.plan import Plan
-from contacts import outbox, repository
+from campaigns.schedule import zone
+from contacts import deploys, outbox, repository
 from contacts.db import session_scope
-from contacts.models import EnrolmentState, Event, utcnow
+from contacts.models import Contact, ContactStatus, EnrolmentState, Event, utcnow
 from drip.settings import Settings
 from workflows.capabilities import unsupported
 from workflows.client import enrol, journey_workflow_id, signal_journey
-from workflows.deploy import live_plans
-from workflows.types import JourneySignal
+from workflows.deploy import live_plan, live_plans, plan_of
+from workflows.facts import contact_facts
+from workflows.types import EXIT_EVENTS, JourneySignal
 
 __all__ = ["EventRouter"]
 
 log = logging.getLogger(__name__)
 
+#: Event types that start campaigns, and the trigger kind each starts.
+_TRIGGERED_BY = {
+    "form": "form",
+    "event": "event",
+    "tag_added": "tag_added",
+    "field_changed": "field_changed",
+}
+#: Event types that enrol into the one campaign they name (``Event.name``): a segment entered
+#: (only for a segment_entered campaign) and an enrolment by the API, CLI or a bulk import
+#: (any campaign: a manual trigger means only these may enrol).
+_ENROLLED_BY: dict[str, str | None] = {"segment_entered": "segment_entered", "enrol": None}
+
+
+@lru_cache(maxsize=1024)
+def _condition(text: str) -> Condition:
+    return parse_condition(text)
+
+
+@lru_cache(maxsize=1024)
+def _filter(text: str) -> Condition:
+    return parse_event_filter(text)
+
+
+@dataclass
+class _Start:
+    plan: Plan
+    number: int
+    signal: JourneySignal
+
 
 @dataclass
 class _Route:
-    starts: list[Plan]
-    signals: list[tuple[str, JourneySignal]]
+    timezone: str = "UTC"
+    starts: list[_Start] = field(default_factory=list)
+    signals: list[tuple[str, JourneySignal]] = field(default_factory=list)
+
+
+class _Facts:
+    """The contact's facts for one routing, read from the database at most once each."""
+
+    def __init__(self, session: Session, contact: Contact, event: Event) -> None:
+        self.session, self.contact, self.event = session, contact, event
+        self._cache: dict[bool, ConditionFacts] = {}
+
+    def holds(self, text: str) -> bool:
+        """A condition on the contact (audience, goal ``when``, ``exit_when``)."""
+        needs_events = "event(" in text
+        if needs_events not in self._cache:
+            self._cache[needs_events] = contact_facts(
+                self.session, self.contact, with_events=needs_events
+            )
+        return evaluate(_condition(text), self._cache[needs_events])
+
+    def matches(self, where: str) -> bool:
+        """A ``where`` filter on the event at hand (its properties only)."""
+        facts = contact_facts(
+            self.session, self.contact, properties=self.event.properties, with_events=False
+        )
+        return evaluate(_filter(where), facts)
 
 
 class EventRouter:
     """Starts and signals journeys for recorded events. New enrolments get the deployed plans
     (``workflows.deploy``), not whatever the YAML files say right now."""
 
-    def __init__(self, *, client: Client, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        client: Client,
+        engine: Engine,
+        settings: Settings,
+        default_timezone: str = "UTC",
+    ) -> None:
         self.client = client
         self.engine = engine
         self.settings = settings
+        self.default_timezone = default_timezone
+        # plans by (campaign, version): immutable, so cached for the router's life
+        self._plans: dict[tuple[str, str], Plan | None] = {}
 
     async def route(self, event_id: int) -> None:
         """Start or signal the journeys for one event, then mark it routed."""
         event, route = await asyncio.to_thread(self._plan_route, event_id)
         if event is None:
             return
-        for plan in route.starts:
-            signal = JourneySignal(event_id=event_id, type=event.type, name=event.name)
-            await enrol(self.client, self.settings, plan, event.contact_id, signal)
+        for start in route.starts:
+            await enrol(
+                self.client,
+                self.settings,
+                start.plan,
+                event.contact_id,
+                start.signal,
+                number=start.number,
+                timezone=route.timezone,
+            )
         for workflow_id, signal in route.signals:
             await signal_journey(self.client, workflow_id, signal)
         await asyncio.to_thread(self._mark_routed, event_id)
 
     def _plan_route(self, event_id: int) -> tuple[Event | None, _Route]:
-        route = _Route(starts=[], signals=[])
         with session_scope(self.engine) as session:
             event = repository.get_event(session, event_id)
             if event.routed_at is not None:
-                return None, route
-            if event.type == "form":
-                route.starts = live_plans(session, "form", event.name)
-            elif event.type == "event":
-                route.starts = live_plans(session, "event", event.name)
-                route.signals = [
-                    (e.workflow_id, JourneySignal(event_id=event_id, type="event", name=event.name))
-                    for e in repository.list_enrolments(session, contact_id=event.contact_id)
-                    if e.state == EnrolmentState.running
-                ]
-            elif event.type in ("open", "click") and event.message_id:
-                message = outbox.get_message(session, event.message_id)
-                # Only the first open (or click) of a message can change a journey's path;
-                # later hits are recorded for reporting but cost Temporal nothing.
-                first = repository.first_event_id(session, event.message_id, event.type)
-                if message is not None and first == event.id:
-                    route.signals = [
-                        (
-                            message.workflow_id,
-                            JourneySignal(
-                                event_id=event_id,
-                                type=event.type,
-                                name=event.name,
-                                step_id=message.step_id,
-                                message_id=message.id,
-                            ),
-                        )
-                    ]
-            route.starts = [p for p in route.starts if _runnable(p)]
-            for plan in route.starts:
-                repository.record_enrolment(
-                    session,
-                    campaign_id=plan.campaign_id,
-                    campaign_version=plan.version,
-                    contact_id=event.contact_id,
-                    workflow_id=journey_workflow_id(plan.campaign_id, event.contact_id),
-                )
+                return None, _Route()
+            contact = repository.get_contact(session, event.contact_id)
+            route = _Route(timezone=self._timezone(contact))
+            if event.type in ("open", "click"):
+                route.signals = self._tracking_signal(session, event)
+                return event, route
+            facts = _Facts(session, contact, event)
+            kind = _TRIGGERED_BY.get(event.type)
+            if kind is not None:
+                plans = live_plans(session, kind, event.name)
+                route.starts = self._starts(session, event, contact, facts, plans)
+            elif event.type in _ENROLLED_BY:
+                plan = live_plan(session, event.name)
+                wanted = _ENROLLED_BY[event.type]
+                if plan is not None and (wanted is None or plan.trigger_kind == wanted):
+                    route.starts = self._starts(session, event, contact, facts, [plan])
+            starting = {
+                journey_workflow_id(s.plan.campaign_id, event.contact_id, s.number)
+                for s in route.starts
+            }
+            for enrolment in repository.list_enrolments(session, contact_id=event.contact_id):
+                if enrolment.state != EnrolmentState.running or enrolment.workflow_id in starting:
+                    continue
+                plan = self._plan(session, enrolment.campaign_id, enrolment.campaign_version)
+                signal = self._signal_for(plan, event, contact, facts) if plan else None
+                if signal is not None:
+                    route.signals.append((enrolment.workflow_id, signal))
             return event, route
+
+    def _starts(
+        self,
+        session: Session,
+        event: Event,
+        contact: Contact,
+        facts: _Facts,
+        plans: list[Plan],
+    ) -> list[_Start]:
+        starts = []
+        for plan in plans:
+            if not _runnable(plan):
+                continue
+            if plan.trigger_where and not facts.matches(plan.trigger_where):
+                continue
+            number = self._admission(session, plan, contact, facts)
+            if number is None:
+                continue
+            signal = self._signal(event, self._matches(plan, event, facts))
+            repository.record_enrolment(
+                session,
+                campaign_id=plan.campaign_id,
+                campaign_version=plan.version,
+                contact_id=event.contact_id,
+                workflow_id=journey_workflow_id(plan.campaign_id, event.contact_id, number),
+                number=number,
+            )
+            starts.append(_Start(plan=plan, number=number, signal=signal))
+        return starts
+
+    def _admission(
+        self, session: Session, plan: Plan, contact: Contact, facts: _Facts
+    ) -> int | None:
+        """The enrolment number this trigger starts (or reaches, if running), or None if the
+        contact may not enter: not subscribed, outside the audience, already past an exit rule
+        or the goal, or barred by the re-entry rule."""
+        assert contact.id is not None
+        last = repository.latest_enrolment(session, plan.campaign_id, contact.id)
+        if last is not None and last.state == EnrolmentState.running:
+            return last.number
+        why = ""
+        if contact.status != ContactStatus.subscribed:
+            why = f"contact is {contact.status}"
+        elif plan.audience and not facts.holds(plan.audience):
+            why = "outside the audience"
+        elif plan.goal_when and facts.holds(plan.goal_when):
+            why = "already meets the goal"
+        elif any(facts.holds(rule) for rule in plan.exit_when):
+            why = "an exit rule holds"
+        elif last is not None:
+            since = utcnow() - last.started_at
+            if plan.reentry == "never":
+                why = "already went through it (reentry: never)"
+            elif plan.reentry == "after" and since < timedelta(seconds=plan.reentry_seconds):
+                why = f"entered {since} ago (reentry after {plan.reentry_seconds:.0f}s)"
+        if why:
+            log.info("contact %s not enrolled in %s: %s", contact.id, plan.campaign_id, why)
+            return None
+        return 1 if last is None else last.number + 1
+
+    def _signal_for(
+        self, plan: Plan, event: Event, contact: Contact, facts: _Facts
+    ) -> JourneySignal | None:
+        """The signal a running journey of ``plan`` gets for ``event``, or None if the event
+        cannot change its path (then Temporal is spared the signal)."""
+        if event.type in EXIT_EVENTS:
+            # a soft bounce (the contact still subscribed) ends nothing
+            if event.type == "bounce" and contact.status == ContactStatus.subscribed:
+                return None
+            return self._signal(event, [])
+        matches = self._matches(plan, event, facts)
+        awaited = event.type == "event" and any(
+            s.kind == "wait_for" and s.wait_event == "event" and s.wait_ref == event.name
+            for s in plan.steps.values()
+        )
+        return self._signal(event, matches) if matches or awaited else None
+
+    def _matches(self, plan: Plan, event: Event, facts: _Facts) -> list[str]:
+        """Which of the plan's filters hold for this event and contact (JourneySignal.matches)."""
+        found = []
+        if event.type == "event":
+            for step in plan.steps.values():
+                if (
+                    step.kind == "wait_for"
+                    and step.where
+                    and step.wait_event == "event"
+                    and step.wait_ref == event.name
+                    and facts.matches(step.where)
+                ):
+                    found.append(step.id)
+            if plan.goal_event == event.name and (
+                not plan.goal_where or facts.matches(plan.goal_where)
+            ):
+                found.append("goal")
+        if plan.goal_when and facts.holds(plan.goal_when):
+            found.append("goal")
+        found += [f"exit:{i}" for i, rule in enumerate(plan.exit_when) if facts.holds(rule)]
+        return found
+
+    @staticmethod
+    def _signal(event: Event, matches: list[str]) -> JourneySignal:
+        assert event.id is not None
+        return JourneySignal(
+            event_id=event.id, type=event.type, name=event.name, matches=sorted(set(matches))
+        )
+
+    def _tracking_signal(self, session: Session, event: Event) -> list[tuple[str, JourneySignal]]:
+        """Only the first open (or click) of a message can change a journey's path; later hits
+        are recorded for reporting but cost Temporal nothing."""
+        if not event.message_id or event.id is None:
+            return []
+        message = outbox.get_message(session, event.message_id)
+        if message is None or repository.first_event_id(session, message.id, event.type) != (
+            event.id
+        ):
+            return []
+        signal = JourneySignal(
+            event_id=event.id,
+            type=event.type,
+            name=event.name,
+            step_id=message.step_id,
+            message_id=message.id,
+        )
+        return [(message.workflow_id, signal)]
+
+    def _plan(self, session: Session, campaign_id: str, version: str) -> Plan | None:
+        key = (campaign_id, version)
+        if key not in self._plans:
+            row = deploys.find_version(session, campaign_id, version)
+            self._plans[key] = plan_of(row) if row is not None else None
+        return self._plans[key]
+
+    def _timezone(self, contact: Contact) -> str:
+        """The contact's ``timezone`` field if it names a zone, else the workspace's."""
+        wanted = contact.fields.get("timezone")
+        if isinstance(wanted, str) and zone(wanted, "").key == wanted:
+            return wanted
+        return self.default_timezone
 
     def _mark_routed(self, event_id: int) -> None:
         with session_scope(self.engine) as session:

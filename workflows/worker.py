@@ -21,6 +21,7 @@ from emails.sender import SmtpTransport, Transport
 from workflows.activities import JourneyActivities
 from workflows.client import connect
 from workflows.journey import JourneyWorkflow
+from workflows.notify import NotifyActivities
 from workflows.router import EventRouter
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
@@ -40,12 +41,23 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     """A worker for the journey task queue; tests pass their own task queue and transport."""
+    transport = transport or SmtpTransport(settings)
+    router = EventRouter(
+        client=client,
+        engine=engine,
+        settings=settings,
+        default_timezone=workspace.config.timezone,
+    )
     activities = JourneyActivities(
+        settings=settings, engine=engine, workspace=workspace, transport=transport, router=router
+    )
+    activities.extra += NotifyActivities(
         settings=settings,
         engine=engine,
         workspace=workspace,
-        transport=transport or SmtpTransport(settings),
-    )
+        transport=transport,
+        renderer=activities.renderer,
+    ).all()
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -62,7 +74,12 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
     client = await connect(settings)
     engine = create_db_engine(settings.database_url)
     worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
-    router = EventRouter(client=client, engine=engine, settings=settings)
+    router = EventRouter(
+        client=client,
+        engine=engine,
+        settings=settings,
+        default_timezone=workspace.config.timezone,
+    )
     sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
     try:
         await worker.run()

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from campaigns.workspace import Workspace
 from contacts import repository
 from contacts.db import session_scope
-from contacts.models import ContactStatus, Event, Message, MessageState
+from contacts.models import ContactStatus, Event, Message
 from drip.settings import Settings
 from emails.links import unsubscribe_token
 from tests.support import SmtpServer, running_stack
@@ -75,7 +75,7 @@ async def test_forged_or_garbage_tokens_are_a_404_page(
     assert _status(engine, contact_id) == ContactStatus.subscribed
 
 
-async def test_unsubscribing_mid_journey_suppresses_the_reminder(
+async def test_unsubscribing_mid_journey_ends_it_at_once(
     time_env: WorkflowEnvironment,
     settings: Settings,
     engine: Engine,
@@ -98,9 +98,12 @@ async def test_unsubscribing_mid_journey_suppresses_the_reminder(
         await time_env.sleep(timedelta(days=31))  # past the two-day wait for an open
         with session_scope(engine) as s:
             enrolment_ids = [e.workflow_id for e in repository.list_enrolments(s)]
-        await time_env.client.get_workflow_handle(enrolment_ids[0]).result()
+        result = await time_env.client.get_workflow_handle(enrolment_ids[0]).result()
 
+    # the unsubscribe ended the journey at once: the reminder was never even attempted
+    assert result["outcome"] == "exited"
     assert smtp.mailbox.subjects() == ["Welcome to Acme Outdoor, friend"]
     with session_scope(engine) as s:
-        rows = {m.step_id: m for m in s.exec(select(Message)).all()}
-    assert rows["reminder"].state == MessageState.suppressed
+        assert [m.step_id for m in s.exec(select(Message)).all()] == ["welcome"]
+        (enrolment,) = repository.list_enrolments(s)
+    assert (enrolment.state, enrolment.end_reason) == ("exited", "unsubscribe")

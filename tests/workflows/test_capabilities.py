@@ -23,17 +23,10 @@ BRANCHING = """\
 id: demo-followup
 name: Demo follow-up
 trigger:
-  event: demo_requested
+  segment_entered: 'contact.score >= 50'
 steps:
-  - id: route
-    branch:
-      cases:
-        - {when: 'contact.score >= 50', goto: hot}
-      else: done
   - id: hot
     notify_sales: {message: Hot lead}
-  - id: done
-    exit:
 """
 
 
@@ -51,7 +44,7 @@ async def test_an_unsupported_plan_is_not_started(
         contact, _ = repository.upsert_contact(s, "dee@example.com")
         assert contact.id is not None
         event, _ = repository.record_event(
-            s, contact_id=contact.id, type="event", name="demo_requested", dedupe_key="demo-1"
+            s, contact_id=contact.id, type="segment_entered", name="demo-followup", dedupe_key="d1"
         )
         event_id = event.id
     assert event_id is not None
@@ -62,4 +55,4 @@ async def test_an_unsupported_plan_is_not_started(
     with session_scope(engine) as s:
         assert s.exec(select(Enrolment)).all() == []
         assert repository.get_event(s, event_id).routed_at is not None  # not retried forever
-    assert "demo-followup" in caplog.text and "step hot: notify_sales" in caplog.text
+    assert "demo-followup" in caplog.text and "trigger segment_entered" in caplog.text
