@@ -98,6 +98,9 @@ OUTBOUND_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 OUTBOUND_GIVE_UP = timedelta(days=1)
+#: A click proves the email was opened, also when the client blocked the pixel (or the click
+#: signal overtook the open's).
+_COUNTS_AS = {"open": ("open", "click"), "click": ("click",)}
 
 
 @workflow.defn(name="Journey")
@@ -184,7 +187,7 @@ class JourneyWorkflow:
                 self._waiting = ""
             if self._end is not None:
                 break
-            if self._history_full():
+            if self._history_full(inp.history_bound or HISTORY_BOUND):
                 workflow.continue_as_new(self._carry(inp, step_id, visits))
             step = plan.step(step_id)
             visits[step_id] += 1
@@ -243,11 +246,9 @@ class JourneyWorkflow:
             f"step {step.id}: this engine cannot run '{kind}' steps", non_retryable=True
         )
 
-    def _history_full(self) -> bool:
+    def _history_full(self, bound: int) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or (
-            info.get_current_history_length() > HISTORY_BOUND
-        )
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > bound
 
     def _carry(self, inp: JourneyInput, step_id: str, visits: Counter[str]) -> JourneyInput:
         """The journey's state for its next run: only what later steps can still use."""
@@ -273,6 +274,7 @@ class JourneyWorkflow:
             enrolment=inp.enrolment,
             timezone=inp.timezone,
             carry=carry,
+            history_bound=inp.history_bound,
         )
 
     async def _sleep_until(self, deadline: datetime, waiting: str) -> None:
@@ -345,7 +347,7 @@ class JourneyWorkflow:
                     reply_to=step.reply_to,
                     cap_max=plan.cap_max,
                     cap_seconds=plan.cap_seconds,
-                    now=workflow.now().isoformat() if plan.cap_max else "",
+                    now=workflow.now().isoformat(),
                 ),
                 result_type=SendEmailResult,
                 start_to_close_timeout=timedelta(minutes=2),
@@ -388,14 +390,15 @@ class JourneyWorkflow:
             self._end = ("converted" if result.ends == "goal" else "exited", result.reason)
 
     def _seen_by_step(self) -> dict[str, list[str]]:
-        """The send steps of this journey whose email was opened / clicked (from its signals)."""
+        """The send steps of this journey whose email was opened / clicked (from its signals).
+        A click counts as an open too: the reader saw the email even if images stayed off."""
         by_message = {message_id: sid for sid, message_id in self._sent.items()}
         return {
             kind: sorted(
                 {
                     by_message[e.message_id]
                     for e in self._events
-                    if e.type == kind and e.message_id in by_message
+                    if e.type in _COUNTS_AS[kind] and e.message_id in by_message
                 }
             )
             for kind in ("open", "click")
@@ -495,8 +498,9 @@ class JourneyWorkflow:
         def matched() -> bool:
             if step.wait_event in ("open", "click"):
                 wanted = self._sent.get(step.wait_ref)
+                kinds = _COUNTS_AS[step.wait_event]
                 return wanted is not None and any(
-                    e.type == step.wait_event and e.message_id == wanted for e in self._events
+                    e.type in kinds and e.message_id == wanted for e in self._events
                 )
             return any(
                 e.type == "event"

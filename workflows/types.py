@@ -99,6 +99,8 @@ class JourneyInput:
     enrolment: int = 1
     timezone: str = "UTC"
     carry: JourneyCarry | None = None
+    #: continue-as-new past this many history events (0: the engine's default)
+    history_bound: int = 0
 
 
 @dataclass

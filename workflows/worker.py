@@ -1,4 +1,5 @@
-"""The Temporal worker: journey workflows, their activities, and the event router's sweep.
+"""The Temporal worker: journey workflows, their activities, the event router's sweep, and the
+segment sweep (a Temporal Schedule the worker creates or updates at start-up).
 
 ``drip worker`` runs this alone against a configured Temporal cluster (the production shape);
 ``drip dev`` runs it inside the embedded stack.
@@ -23,12 +24,13 @@ from workflows.client import connect
 from workflows.journey import JourneyWorkflow
 from workflows.notify import NotifyActivities
 from workflows.router import EventRouter
+from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow,)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep)
 
 
 def build_worker(
@@ -58,6 +60,7 @@ def build_worker(
         transport=transport,
         renderer=activities.renderer,
     ).all()
+    activities.extra += SegmentActivities(engine=engine, router=router).all()
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -80,6 +83,13 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
         settings=settings,
         default_timezone=workspace.config.timezone,
     )
+    try:
+        await ensure_segment_schedule(client, settings)
+    except Exception:  # journeys matter more than segment entry: run, and say so loudly
+        log.exception(
+            "cannot create the segment sweep's schedule; segment_entered campaigns enrol "
+            "nobody until a worker starts with it"
+        )
     sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
     try:
         await worker.run()
