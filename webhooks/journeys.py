@@ -20,6 +20,9 @@ __all__ = ["JourneyGateway"]
 
 log = logging.getLogger(__name__)
 
+#: How long a request may spend routing its event before leaving it to the worker's sweep.
+ROUTE_BUDGET_SECONDS = 2.0
+
 
 class JourneyGateway:
     def __init__(
@@ -58,7 +61,10 @@ class JourneyGateway:
     async def route(self, event_id: int) -> bool:
         """Route one event now; on any Temporal trouble leave it for the sweep and say so."""
         try:
-            await (await self.router()).route(event_id)
+            # a request never waits long on Temporal: past the budget the sweep takes over
+            # (a half-done route is safe to repeat: starts and signals are idempotent)
+            async with asyncio.timeout(ROUTE_BUDGET_SECONDS):
+                await (await self.router()).route(event_id)
         except Exception:
             log.warning(
                 "event %s not routed now; the worker's sweep will retry", event_id, exc_info=True
