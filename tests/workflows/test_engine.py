@@ -22,6 +22,7 @@ from drip.settings import Settings
 from tests.engine_support import driving, workspace_with
 from tests.receiver import start_server
 from tests.support import SmtpServer
+from tests.workflows.recording import maybe_record
 from workflows.client import control_journey, journey_state, journey_workflow_id
 from workflows.journey import JourneyWorkflow
 from workflows.outbound import SIGNATURE_HEADER, verify_signature
@@ -129,6 +130,7 @@ async def test_the_goal_ends_the_journey_mid_wait_and_counts_a_conversion(
         assert running.state == "running"
         await d.event(cy, "event", "purchase", {"total": 50})
         [enrolment] = await d.finish()
+        await maybe_record(time_env.client.get_workflow_handle(enrolment.workflow_id), "goal")
     assert smtp.mailbox.subjects() == ["Your cart"]
     assert (enrolment.state, enrolment.end_reason) == ("converted", "goal")
     with session_scope(engine) as s:
@@ -168,6 +170,7 @@ async def test_tags_trigger_and_an_exit_rule_ends_the_journey_when_it_becomes_tr
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
         await d.update(dee, add_tags=["customer"])
         [enrolment] = await d.finish()
+        await maybe_record(time_env.client.get_workflow_handle(enrolment.workflow_id), "exit")
     assert smtp.mailbox.subjects() == ["Hello lead"]
     assert [m.recipients for m in smtp.mailbox.messages] == [["dee@example.com"]]
     assert (enrolment.state, enrolment.end_reason) == ("exited", 'has_tag("customer")')
@@ -263,6 +266,7 @@ async def test_a_long_loop_continues_as_new_and_keeps_its_state(
         )
         result: JourneyResult = await handle.result()
         description = await handle.describe()
+        await maybe_record(handle, "loop-continued")
     # the loop body once, then once per each of 40 jumps back; the visited list is only the tail
     assert result.visited[-4:] == ["tick", "point", "again", "bye"]
     assert smtp.mailbox.subjects() == ["Forty days"]
@@ -400,7 +404,10 @@ async def test_sends_wait_for_the_window_in_the_contacts_own_zone(
         typo = d.contact("typo@example.com", timezone="Mars/Base")  # falls back to UTC
         for who in (tokyo, typo):
             await d.event(who, "form", "newsletter")
-        await d.finish(days=20)
+        enrolments = await d.finish(days=20)
+        await maybe_record(
+            time_env.client.get_workflow_handle(enrolments[0].workflow_id), "send-window"
+        )
     assert sorted(smtp.mailbox.subjects()) == sorted(
         ["Saturday morning", "Not before the window"] * 2
     )
