@@ -465,50 +465,55 @@ class JourneyWorkflow:
         return _variant(step, inp.contact_id, inp.plan.campaign_id)
 
     async def _notify_sales(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
-        try:
-            result: NotifySalesResult = await workflow.execute_activity(
-                "notify_sales",
-                NotifySalesInput(
-                    contact_id=inp.contact_id,
-                    campaign_id=inp.plan.campaign_id,
-                    step_id=step.id,
-                    message=step.message,
-                    via=step.via,
-                    key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
-                ),
-                result_type=NotifySalesResult,
-                start_to_close_timeout=timedelta(minutes=1),
-                schedule_to_close_timeout=OUTBOUND_GIVE_UP,
-                retry_policy=OUTBOUND_RETRY,
-            )
-        except ActivityError as exc:
-            workflow.logger.error("step %s: sales were not notified: %s", step.id, exc.cause)
-            return
-        for problem in result.problems:
+        key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
+        result = await self._outbound(
+            "notify_sales",
+            NotifySalesInput(
+                contact_id=inp.contact_id,
+                campaign_id=inp.plan.campaign_id,
+                step_id=step.id,
+                message=step.message,
+                via=step.via,
+                key=key,
+            ),
+            NotifySalesResult,
+        )
+        for problem in result.problems if result else ["sales were not notified"]:
             workflow.logger.warning("step %s: %s", step.id, problem)
 
     async def _webhook(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
+        key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
+        result = await self._outbound(
+            "call_webhook",
+            WebhookInput(
+                contact_id=inp.contact_id,
+                campaign_id=inp.plan.campaign_id,
+                step_id=step.id,
+                url=step.url,
+                body=step.body,
+                key=key,
+            ),
+            WebhookResult,
+        )
+        if result is None or result.error:
+            error = result.error if result else "gave up"
+            workflow.logger.warning("step %s: webhook: %s", step.id, error)
+
+    async def _outbound(self, name: str, arg: object, result_type: type[T]) -> T | None:
+        """A call to the outside, retried for a day; None if it never got through (the
+        journey carries on: a receiver that is down must not hold the emails back)."""
         try:
-            result: WebhookResult = await workflow.execute_activity(
-                "call_webhook",
-                WebhookInput(
-                    contact_id=inp.contact_id,
-                    campaign_id=inp.plan.campaign_id,
-                    step_id=step.id,
-                    url=step.url,
-                    body=step.body,
-                    key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
-                ),
-                result_type=WebhookResult,
+            return await workflow.execute_activity(  # type: ignore[no-any-return]
+                name,
+                arg,
+                result_type=result_type,
                 start_to_close_timeout=timedelta(minutes=1),
                 schedule_to_close_timeout=OUTBOUND_GIVE_UP,
                 retry_policy=OUTBOUND_RETRY,
             )
         except ActivityError as exc:
-            workflow.logger.error("step %s: webhook gave up: %s", step.id, exc.cause)
-            return
-        if result.error:
-            workflow.logger.warning("step %s: webhook refused: %s", step.id, result.error)
+            workflow.logger.error("%s gave up: %s", name, exc.cause)
+            return None
 
     async def _wait_for(self, step: PlanStep) -> bool:
         """True if the awaited event arrived (possibly before we got here), False on timeout."""
