@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import TypeVar
@@ -23,6 +24,7 @@ from campaigns.workspace import Workspace
 from contacts import outbox, repository, splits
 from contacts.db import session_scope
 from contacts.models import (
+    Contact,
     ContactStatus,
     EnrolmentState,
     Message,
@@ -59,6 +61,15 @@ INTERRUPTED = (
     "interrupted during the SMTP transaction; not resent, to avoid a duplicate "
     "(the relay may or may not have accepted it)"
 )
+
+
+@dataclass(frozen=True)
+class _Composed:
+    """A rendered email, ready for SMTP: its bytes, envelope sender and tracked links."""
+
+    data: bytes
+    sender: str
+    links: list[tuple[str, int, str]]
 
 
 class JourneyActivities:
@@ -107,14 +118,22 @@ class JourneyActivities:
             return await self._send_email(inp)
 
     async def _send_email(self, inp: SendEmailInput) -> SendEmailResult:
-        prepared = await self._db(lambda: self._prepare(inp))
-        if isinstance(prepared, SendEmailResult):
-            return prepared
-        message_bytes, sender, recipient = prepared
+        reserved = await self._db(lambda: self._reserve(inp))
+        if isinstance(reserved, SendEmailResult):
+            return reserved
+        # Rendering happens between two short transactions, never inside one: SQLite has one
+        # writer, and holding its lock through MJML and MIME would serialise every send.
+        composed = await asyncio.to_thread(self._compose, inp, reserved)
+        claimed = await self._db(lambda: self._claim(inp, composed))
+        if claimed is not None:
+            return claimed
+        assert isinstance(composed, _Composed)
         # From here until the row says ``sent``, a crash leaves it in ``sending``: the retry then
         # refuses to send (at most once), because the relay may already have accepted it.
         try:
-            await self.transport.send(sender=sender, recipients=[recipient], data=message_bytes)
+            await self.transport.send(
+                sender=composed.sender, recipients=[reserved.email], data=composed.data
+            )
         except TransientSendError as exc:
             reason = str(exc)
             await self._db(lambda: self._release(inp.message_id, reason))
@@ -126,8 +145,9 @@ class JourneyActivities:
         await self._db(lambda: self._finish(inp.message_id, MessageState.sent, None))
         return SendEmailResult(message_id=inp.message_id, state="sent")
 
-    def _prepare(self, inp: SendEmailInput) -> SendEmailResult | tuple[bytes, str, str]:
-        """Reserve the outbox row, check suppression, render, claim the send: one transaction."""
+    def _reserve(self, inp: SendEmailInput) -> SendEmailResult | Contact:
+        """Check the frequency cap, reserve the outbox row and check suppression: the contact
+        to send to, or the final answer (deferred, suppressed, already done)."""
         with session_scope(self.engine) as session:
             contact = repository.get_contact(session, inp.contact_id, lock=inp.cap_max > 0)
             if inp.cap_max and contact.status == ContactStatus.subscribed:
@@ -176,38 +196,58 @@ class JourneyActivities:
                     session, row.id, MessageState.suppressed, f"contact is {contact.status}"
                 )
                 return SendEmailResult(message_id=row.id, state="suppressed")
-            try:
-                rendered = self.renderer.render(
-                    template=inp.template,
-                    subject=inp.subject,
-                    preheader=inp.preheader,
-                    contact=contact,
-                    message_id=row.id,
-                    campaign_id=inp.campaign_id,
-                    step_id=inp.step_id,
-                    track=inp.track,
-                )
-            except TemplateError as exc:
-                outbox.finish_send(session, row.id, MessageState.failed, f"template: {exc}")
-                return SendEmailResult(message_id=row.id, state="failed", error=str(exc))
-            outbox.store_links(session, row.id, rendered.links)
-            config = self.workspace.config
-            sender = inp.from_addr or config.from_
-            data = build_message(
-                rendered,
-                from_addr=sender,
-                to_addr=contact.email,
-                reply_to=inp.reply_to or config.reply_to,
-                message_id=row.id,
-                domain=domain_of(config.from_),
-                unsubscribe_mailto=config.unsubscribe_mailto,
+            return contact
+
+    def _compose(self, inp: SendEmailInput, contact: Contact) -> str | _Composed:
+        """The MIME bytes, envelope sender and tracked links; or the template's error."""
+        try:
+            rendered = self.renderer.render(
+                template=inp.template,
+                subject=inp.subject,
+                preheader=inp.preheader,
+                contact=contact,
+                message_id=inp.message_id,
+                campaign_id=inp.campaign_id,
+                step_id=inp.step_id,
+                track=inp.track,
             )
-            if not outbox.begin_send(session, row.id):
-                current = outbox.get_message(session, row.id)
-                return SendEmailResult(
-                    message_id=row.id, state=str(current.state) if current else "failed"
+        except TemplateError as exc:
+            return str(exc)
+        config = self.workspace.config
+        sender = inp.from_addr or config.from_
+        data = build_message(
+            rendered,
+            from_addr=sender,
+            to_addr=contact.email,
+            reply_to=inp.reply_to or config.reply_to,
+            message_id=inp.message_id,
+            domain=domain_of(config.from_),
+            unsubscribe_mailto=config.unsubscribe_mailto,
+        )
+        return _Composed(data=data, sender=_address(sender), links=rendered.links)
+
+    def _claim(self, inp: SendEmailInput, composed: str | _Composed) -> SendEmailResult | None:
+        """Store the links and take the right to talk to SMTP (None: go ahead), unless the
+        template failed or the contact unsubscribed while the email was being built."""
+        with session_scope(self.engine) as session:
+            if isinstance(composed, str):
+                outbox.finish_send(
+                    session, inp.message_id, MessageState.failed, f"template: {composed}"
                 )
-            return data, _address(sender), contact.email
+                return SendEmailResult(message_id=inp.message_id, state="failed", error=composed)
+            status = repository.get_contact(session, inp.contact_id).status
+            if status != ContactStatus.subscribed:
+                outbox.finish_send(
+                    session, inp.message_id, MessageState.suppressed, f"contact is {status}"
+                )
+                return SendEmailResult(message_id=inp.message_id, state="suppressed")
+            outbox.store_links(session, inp.message_id, composed.links)
+            if not outbox.begin_send(session, inp.message_id):
+                current = outbox.get_message(session, inp.message_id)
+                return SendEmailResult(
+                    message_id=inp.message_id, state=str(current.state) if current else "failed"
+                )
+            return None
 
     def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> None:
         """The relay refused for good: the message failed, and if it was the address that was
