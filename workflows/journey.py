@@ -246,6 +246,9 @@ class JourneyWorkflow:
             await self._webhook(inp, step, visit)
             return step.next
         if kind == "exit":
+            # which way out it took, for the enrolment row and `drip journeys show`
+            if step.reason and self._end is None:
+                self._end = ("completed", step.reason)
             return None
         # the router never starts such a plan (workflows.capabilities); belt and braces
         raise ApplicationError(

@@ -150,7 +150,9 @@ class NotifyActivities:
         )
         try:
             await self.transport.send(
-                sender=parseaddr(config.from_)[1], recipients=[to], data=msg.as_bytes()
+                sender=parseaddr(config.from_)[1],
+                recipients=[parseaddr(to)[1]],
+                data=msg.as_bytes(),
             )
         except PermanentSendError as exc:  # transient errors raise: the activity retries
             return f"sales email to {to} refused: {exc}"

@@ -159,7 +159,7 @@ def test_re_engagement_tests_two_subjects_politely(demo: Workspace) -> None:
 
 def test_webinar_reminders_wait_around_the_webinar_time(demo: Workspace) -> None:
     plan = demo.plans["webinar-reminders"]
-    assert plan.trigger_form == "webinar"
+    assert (plan.trigger_kind, plan.trigger_value) == ("field_changed", "webinar_at")
     waits = [plan.steps[s] for s in _kinds(plan, "wait")]
     assert [(w.until_field, w.offset_seconds) for w in waits] == [
         ("webinar_at", -86400),

@@ -19,7 +19,7 @@ from contacts import repository
 from contacts.db import session_scope
 from contacts.models import Event, Message
 from drip.settings import Settings
-from tests.engine_support import driving, workspace_with
+from tests.engine_support import journeys, workspace_with
 from tests.receiver import start_server
 from tests.support import SmtpServer
 from tests.workflows.recording import maybe_record
@@ -55,20 +55,22 @@ async def test_an_open_racing_the_send_and_its_duplicates_count_once(
     tmp_path: Path,
 ) -> None:
     smtp.mailbox.delay = 1.0  # the send activity is still in SMTP DATA when the open lands
-    async with driving(time_env, settings, engine, workspace_with(tmp_path, OPEN_OR_NOT)) as d:
+    async with journeys(
+        time_env, settings, engine, workspace_with(tmp_path, OPEN_OR_NOT), smtp.mailbox
+    ) as d:
         ada = d.contact("ada@example.com")
-        await d.event(ada, "form", "newsletter")
+        await d.record(ada, "form", "newsletter")
         await smtp.mailbox.wait_for(lambda m: m.data_started == 1)
-        first = d.message("first")
+        first = d.message(ada, "first")
         assert first is not None and first.state == "sending"  # really mid-send
-        opened = d.record(ada, "open", message_id=first.id)
+        opened = await d.record(ada, "open", message_id=first.id, route=False)
         await d.router.route(opened)
         # the same event delivered again (a retried route), and a second open of the message
         handle = time_env.client.get_workflow_handle(first.workflow_id)
         await handle.signal(
             SIGNAL_EVENT, JourneySignal(event_id=opened, type="open", message_id=first.id)
         )
-        await d.event(ada, "open", message_id=first.id)
+        await d.record(ada, "open", message_id=first.id)
         [enrolment] = await d.finish()
     assert smtp.mailbox.subjects() == ["First", "Thanks for reading"]
     assert enrolment.state == "completed"
@@ -82,13 +84,15 @@ async def test_a_click_without_an_open_counts_as_opened(
     tmp_path: Path,
 ) -> None:
     """Images blocked: the click's signal comes first and no open ever does."""
-    async with driving(time_env, settings, engine, workspace_with(tmp_path, OPEN_OR_NOT)) as d:
+    async with journeys(
+        time_env, settings, engine, workspace_with(tmp_path, OPEN_OR_NOT), smtp.mailbox
+    ) as d:
         bo = d.contact("bo@example.com")
-        await d.event(bo, "form", "newsletter")
+        await d.record(bo, "form", "newsletter")
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
-        first = d.message("first")
+        first = d.message(bo, "first")
         assert first is not None
-        await d.event(bo, "click", message_id=first.id)
+        await d.record(bo, "click", message_id=first.id)
         await d.finish()
     assert smtp.mailbox.subjects() == ["First", "Thanks for reading"]
 
@@ -119,16 +123,18 @@ async def test_the_goal_ends_the_journey_mid_wait_and_counts_a_conversion(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    async with driving(time_env, settings, engine, workspace_with(tmp_path, CART)) as d:
+    async with journeys(
+        time_env, settings, engine, workspace_with(tmp_path, CART), smtp.mailbox
+    ) as d:
         cy = d.contact("cy@example.com")
-        await d.event(cy, "event", "cart_abandoned")
+        await d.record(cy, "event", "cart_abandoned")
         await time_env.sleep(timedelta(days=1, hours=1))
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
-        await d.event(cy, "event", "purchase", {"total": 5})  # below the goal's filter
+        await d.record(cy, "event", "purchase", {"total": 5})  # below the goal's filter
         await asyncio.sleep(0.5)
         [running] = d.enrolments()
         assert running.state == "running"
-        await d.event(cy, "event", "purchase", {"total": 50})
+        await d.record(cy, "event", "purchase", {"total": 50})
         [enrolment] = await d.finish()
         await maybe_record(time_env.client.get_workflow_handle(enrolment.workflow_id), "goal")
     assert smtp.mailbox.subjects() == ["Your cart"]
@@ -161,14 +167,16 @@ async def test_tags_trigger_and_an_exit_rule_ends_the_journey_when_it_becomes_tr
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    async with driving(time_env, settings, engine, workspace_with(tmp_path, NURTURE)) as d:
+    async with journeys(
+        time_env, settings, engine, workspace_with(tmp_path, NURTURE), smtp.mailbox
+    ) as d:
         dee = d.contact("dee@example.com")
         buyer = d.contact("buyer@example.com")
-        await d.update(buyer, add_tags=["customer"])
-        await d.update(buyer, add_tags=["lead"])  # outside the audience: never enrolled
-        await d.update(dee, add_tags=["lead"])
+        await d.change(buyer, add_tags=["customer"])
+        await d.change(buyer, add_tags=["lead"])  # outside the audience: never enrolled
+        await d.change(dee, add_tags=["lead"])
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
-        await d.update(dee, add_tags=["customer"])
+        await d.change(dee, add_tags=["customer"])
         [enrolment] = await d.finish()
         await maybe_record(time_env.client.get_workflow_handle(enrolment.workflow_id), "exit")
     assert smtp.mailbox.subjects() == ["Hello lead"]
@@ -206,12 +214,12 @@ async def test_wait_for_counts_only_events_that_pass_its_filter(
     tmp_path: Path,
 ) -> None:
     workspace = workspace_with(tmp_path, WAIT_FOR_BOOTS)
-    async with driving(time_env, settings, engine, workspace) as d:
+    async with journeys(time_env, settings, engine, workspace, smtp.mailbox) as d:
         socks, boots = d.contact("socks@example.com"), d.contact("boots@example.com")
         for who in (socks, boots):
-            await d.event(who, "form", "newsletter")
-        await d.event(socks, "event", "purchase", {"category": "socks"})
-        await d.event(boots, "event", "purchase", {"category": "boots"})
+            await d.record(who, "form", "newsletter")
+        await d.record(socks, "event", "purchase", {"category": "socks"})
+        await d.record(boots, "event", "purchase", {"category": "boots"})
         await d.finish()
     assert sorted((m.recipients[0], m.subject) for m in smtp.mailbox.messages) == [
         ("boots@example.com", "Enjoy your boots"),
@@ -244,9 +252,9 @@ async def test_a_long_loop_continues_as_new_and_keeps_its_state(
 ) -> None:
     workspace = workspace_with(tmp_path, LOOP)
     plan = workspace.plans["forever"]
-    async with driving(time_env, settings, engine, workspace) as d:
+    async with journeys(time_env, settings, engine, workspace, smtp.mailbox) as d:
         eve = d.contact("eve@example.com")
-        started = d.record(eve, "form", "newsletter")
+        started = await d.record(eve, "form", "newsletter", route=False)
         workflow_id = journey_workflow_id("forever", eve)
         with session_scope(engine) as s:
             repository.record_enrolment(
@@ -318,9 +326,9 @@ async def test_sales_hear_by_email_and_chat_and_the_crm_gets_a_signed_webhook(
         outbound = settings.model_copy(
             update={"outbound_allow_networks": ["127.0.0.1/32"], "outbound_ca_bundle": bundle}
         )
-        async with driving(time_env, outbound, engine, workspace) as d:
+        async with journeys(time_env, outbound, engine, workspace, smtp.mailbox) as d:
             fay = d.contact("fay@example.com", first_name="Fay")
-            await d.event(fay, "form", "newsletter")
+            await d.record(fay, "form", "newsletter")
             [enrolment] = await d.finish(days=1)
     finally:
         await server.stop()
@@ -353,10 +361,12 @@ async def test_a_journey_waits_out_a_paused_operator_and_can_be_cancelled(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    async with driving(time_env, settings, engine, workspace_with(tmp_path, NURTURE)) as d:
+    async with journeys(
+        time_env, settings, engine, workspace_with(tmp_path, NURTURE), smtp.mailbox
+    ) as d:
         gus, hal = d.contact("gus@example.com"), d.contact("hal@example.com")
         for who in (gus, hal):
-            await d.update(who, add_tags=["lead"])
+            await d.change(who, add_tags=["lead"])
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 2)
         gus_id, hal_id = (journey_workflow_id("nurture", who) for who in (gus, hal))
         assert await control_journey(time_env.client, gus_id, "pause")
@@ -399,11 +409,11 @@ async def test_sends_wait_for_the_window_in_the_contacts_own_zone(
     tmp_path: Path,
 ) -> None:
     workspace = workspace_with(tmp_path, WINDOWED)
-    async with driving(time_env, settings, engine, workspace) as d:
+    async with journeys(time_env, settings, engine, workspace, smtp.mailbox) as d:
         tokyo = d.contact("tokyo@example.com", timezone="Asia/Tokyo")
         typo = d.contact("typo@example.com", timezone="Mars/Base")  # falls back to UTC
         for who in (tokyo, typo):
-            await d.event(who, "form", "newsletter")
+            await d.record(who, "form", "newsletter")
         enrolments = await d.finish(days=20)
         await maybe_record(
             time_env.client.get_workflow_handle(enrolments[0].workflow_id), "send-window"
