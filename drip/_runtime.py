@@ -1,4 +1,5 @@
-"""Process plumbing shared by ``drip dev``, ``drip worker`` and ``drip api``: stop signals.
+"""Process plumbing shared by the commands: stop signals, and running async work that talks to
+Temporal without crashing at exit.
 
 One policy everywhere: the first SIGINT/SIGTERM asks for a clean stop and the command exits 0;
 a second one forces it. uvicorn's own handling is switched off because it re-raises the signal
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
+from typing import Any, TypeVar
 
 import uvicorn
 
-__all__ = ["ApiServer", "stop_on_signals"]
+__all__ = ["ApiServer", "run_with_temporal", "stop_on_signals"]
+
+T = TypeVar("T")
 
 
 class ApiServer(uvicorn.Server):
@@ -55,3 +60,16 @@ def stop_on_signals(
     finally:
         for installed_sig in installed:
             loop.remove_signal_handler(installed_sig)
+
+
+def run_with_temporal(work: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` for a command that talks to Temporal, then free the client at once.
+
+    The Temporal client sits in a reference cycle; left for the interpreter's shutdown, its Rust
+    threads call into a finalizing Python and the process dies (SIGABRT or SIGSEGV) after the
+    command has done its work, in about one run in seven on this machine (temporalio/sdk-python
+    issue 300). Collecting it while Python is whole avoids that."""
+    try:
+        return asyncio.run(work)
+    finally:
+        gc.collect()

@@ -25,7 +25,7 @@ from sqlalchemy import make_url
 from campaigns import CampaignError, Workspace, load_workspace
 from contacts.db import create_db_engine, migrate
 from drip import __version__, cli_campaigns, cli_journeys
-from drip._runtime import ApiServer, stop_on_signals
+from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
 
 __all__ = ["app"]
@@ -133,7 +133,7 @@ def dev(workspace: WorkspaceOption = None) -> None:
             "and `drip api`"
         )
     try:
-        asyncio.run(run_dev(settings, console=console))
+        run_with_temporal(run_dev(settings, console=console))
     except DevError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C before the stack was up: nothing to clean
@@ -177,7 +177,7 @@ def worker(workspace: WorkspaceOption = None) -> None:
     _migrate(settings)
     _warn_if_undeployed(settings, ws)
     try:
-        asyncio.run(_until_stopped(run_worker(settings, ws)))
+        run_with_temporal(_until_stopped(run_worker(settings, ws)))
     except KeyboardInterrupt:
         pass
     except TemporalUnavailable as exc:  # a setting or an outage, not a bug: no traceback
@@ -222,7 +222,7 @@ def api(
             await server.serve()
 
     try:
-        asyncio.run(serve())
+        run_with_temporal(serve())
     except KeyboardInterrupt:
         pass
     except SystemExit as exc:  # uvicorn's way of saying it could not start (logged above)

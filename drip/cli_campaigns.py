@@ -1,4 +1,5 @@
-"""``drip campaigns``: validate, diff and deploy a workspace's campaigns, and describe them."""
+"""``drip campaigns``: validate, diff and deploy a workspace's campaigns, describe them, and
+pause, resume or cancel a deployed one with all its running journeys."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from campaigns.graph import to_mermaid, to_svg
 from campaigns.jsonschema import campaign_json_schema_text
 from contacts import deploys
 from contacts.db import create_db_engine, migrate, session_scope
+from drip._runtime import run_with_temporal
+from drip.cli_journeys import plural
 from drip.settings import get_settings
+from workflows.bulk import BulkError
 from workflows.capabilities import unsupported
+from workflows.client import TemporalUnavailable, connect
 from workflows.deploy import Deployment, deploy_workspace
+from workflows.operations import control_campaign
 
 app = typer.Typer(help="Validate and inspect campaigns.", no_args_is_help=True)
 console = Console()
@@ -204,3 +210,81 @@ def graph(
         svg.parent.mkdir(parents=True, exist_ok=True)
         svg.write_text(to_svg(plan))
         err.print(f"wrote {svg}", highlight=False)
+
+
+ReasonOption = Annotated[
+    str | None, typer.Option(help="why, kept with each journey's end (cancel) and in its log")
+]
+
+
+@app.command()
+def pause(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    reason: ReasonOption = None,
+) -> None:
+    """Stop new enrolments and hold every running journey before its next step.
+
+    The campaign's status becomes paused (the same plan), until `drip campaigns resume`."""
+    _control(campaign, "pause", reason or "")
+
+
+@app.command()
+def resume(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    reason: ReasonOption = None,
+) -> None:
+    """Make a paused campaign active again and release its paused journeys."""
+    _control(campaign, "resume", reason or "")
+
+
+@app.command()
+def cancel(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    reason: ReasonOption = None,
+) -> None:
+    """End every running journey of the campaign now, and stop new enrolments.
+
+    Journeys end as cancelled; the campaign's status becomes paused (the same plan)."""
+    _control(campaign, "cancel", reason or "")
+
+
+_DONE = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+def _control(campaign: str, action: str, reason: str) -> None:
+    settings = get_settings()
+    engine = _engine()
+    source = f"drip campaigns {action} ({getpass.getuser()})"
+
+    async def run() -> dict[str, bool | str]:
+        client = await connect(settings)
+        return await control_campaign(client, engine, campaign, action, reason, source=source)
+
+    try:
+        results = run_with_temporal(run())
+    except BulkError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except TemporalUnavailable as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    with session_scope(engine) as session:
+        status = deploys.current_versions(session)[campaign].status
+    signalled = sum(1 for r in results.values() if r is True)
+    finished = sum(1 for r in results.values() if r is False)
+    console.print(
+        f"[bold]{escape(campaign)}[/bold] is {status}; "
+        f"{plural(signalled, 'running journey')} {_DONE[action]}"
+        + (f" ({finished} had already finished)" if finished else ""),
+        highlight=False,
+    )
+    if action != "resume":
+        console.print(
+            "[dim]`drip campaigns deploy` applies the status in the YAML file again[/dim]",
+            highlight=False,
+        )
+    failures = {w: r for w, r in results.items() if isinstance(r, str)}
+    for workflow_id, problem in failures.items():
+        err.print(f"[red]not {_DONE[action]}: {escape(workflow_id)}: {escape(problem)}[/red]")
+    if failures:
+        raise typer.Exit(1)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "get_settings"]
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     public_base_url: str = "http://localhost:8000"
 
     secret_key: SecretStr | None = None
+
+    #: How often the worker's Temporal Schedule re-evaluates ``segment_entered`` conditions: a
+    #: contact enters a segment at most this long after starting to match it.
+    segment_sweep_seconds: float = Field(default=300.0, ge=1.0)
 
     #: Webhook steps and sales chat alerts POST only to hosts the workspace allowlists, and never
     #: into loopback, private or link-local networks unless one is listed here (CIDRs, e.g. an

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -37,6 +36,7 @@ from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.errors import PermanentSendError, TransientSendError
 from emails.sender import Transport
 from workflows.facts import contact_facts
+from workflows.heartbeat import heartbeating
 from workflows.router import EventRouter
 from workflows.types import (
     BranchInput,
@@ -114,7 +114,7 @@ class JourneyActivities:
     @activity.defn(name="send_email")
     async def send_email(self, inp: SendEmailInput) -> SendEmailResult:
         """Send one journey email at most once: the outbox row is claimed before SMTP."""
-        async with _heartbeating():
+        async with heartbeating(every=2.0):
             return await self._send_email(inp)
 
     async def _send_email(self, inp: SendEmailInput) -> SendEmailResult:
@@ -418,23 +418,6 @@ class JourneyActivities:
                     )
 
         await self._db(work)
-
-
-@asynccontextmanager
-async def _heartbeating(every: float = 2.0) -> AsyncIterator[None]:
-    """Heartbeat while a send runs, so Temporal notices a killed worker within the heartbeat
-    timeout instead of waiting out the whole start-to-close timeout."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 def _moment(iso: str) -> datetime:

@@ -1,9 +1,9 @@
-"""What this engine can run of the campaign language, which the [campaigns] issue grew first.
+"""What this engine can run: a guard against version skew.
 
-The language (``campaigns``) describes branches, splits, goals, send windows and more; the journey
-workflow learns them step by step. Until it knows a feature, a campaign that uses it is refused at
+Today the journey workflow runs the whole campaign language. A plan stored by a newer drip (a
+step kind or trigger this worker does not know, during a rolling upgrade) is refused at
 enrolment with the reason logged, and shown by ``drip campaigns validate``, rather than started
-and then run wrongly (a send window ignored, a branch taken as an exit).
+and then run wrongly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ SUPPORTED_STEP_KINDS = frozenset(
         "exit",
     }
 )
-_SUPPORTED_TRIGGERS = frozenset({"form", "event", "tag_added", "field_changed", "manual"})
+#: ``segment_entered`` is entered by the segment sweep (``workflows.segments``)
+_SUPPORTED_TRIGGERS = frozenset(
+    {"form", "event", "tag_added", "field_changed", "segment_entered", "manual"}
+)
 
 
 def unsupported(plan: Plan) -> list[str]:

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -60,7 +59,8 @@ with workflow.unsafe.imports_passed_through():
     from contacts.models import ContactStatus, Event, SegmentMember, utcnow
     from drip.settings import Settings
     from workflows.deploy import plan_of
-    from workflows.router import EventRouter
+    from workflows.heartbeat import heartbeating
+from workflows.router import EventRouter
 
 __all__ = [
     "SCHEDULE_ID",
@@ -147,7 +147,7 @@ class SegmentActivities:
     async def evaluate_segments(self, inp: SweepInput) -> SweepResult:
         """Compare every live ``segment_entered`` campaign's segment with its members, record
         the entries and leaves, and route the entries."""
-        async with _heartbeating():
+        async with heartbeating(every=10.0):
             result = SweepResult()
             # first what an earlier attempt recorded but could not route
             pending = await asyncio.to_thread(self._unrouted, inp.batch)
@@ -288,23 +288,6 @@ def _enter(session: Session, plan: Plan, contact_id: int) -> int:
     )
     assert event.id is not None
     return event.id
-
-
-@asynccontextmanager
-async def _heartbeating(every: float = 10.0) -> AsyncIterator[None]:
-    """Heartbeat while the sweep runs, so a killed worker is noticed within the heartbeat
-    timeout rather than the whole start-to-close timeout."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 async def ensure_segment_schedule(

@@ -73,7 +73,8 @@ def build_worker(
 
 
 async def run_worker(settings: Settings, workspace: Workspace) -> None:
-    """Run until cancelled: the worker plus the sweep that routes events the API could not."""
+    """Run until cancelled: the worker, the sweep that routes events the API could not, and
+    the segment sweep's schedule (created or updated here, run by any worker)."""
     client = await connect(settings)
     engine = create_db_engine(settings.database_url)
     worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
@@ -84,15 +85,21 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
         default_timezone=workspace.config.timezone,
     )
     try:
+        await _start_segment_schedule(client, settings)
+        sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
+        try:
+            await worker.run()
+        finally:
+            sweep.cancel()
+    finally:
+        engine.dispose()
+
+
+async def _start_segment_schedule(client: Client, settings: Settings) -> None:
+    try:
         await ensure_segment_schedule(client, settings)
     except Exception:  # journeys matter more than segment entry: run, and say so loudly
         log.exception(
-            "cannot create the segment sweep's schedule; segment_entered campaigns enrol "
-            "nobody until a worker starts with it"
+            "cannot create or update the segment sweep's Temporal Schedule; segment_entered "
+            "campaigns enrol nobody until a worker starts with it"
         )
-    sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
-    try:
-        await worker.run()
-    finally:
-        sweep.cancel()
-        engine.dispose()
