@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 
 from campaigns import CampaignError, Workspace, load_workspace
 from contacts.db import create_db_engine, migrate
-from drip import __version__, cli_campaigns, cli_journeys
+from drip import __version__, cli_campaigns, cli_contacts, cli_journeys
 from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
 
@@ -42,6 +42,7 @@ db_app = typer.Typer(help="The contact database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(cli_campaigns.app, name="campaigns")
 app.add_typer(cli_journeys.app, name="journeys")
+app.add_typer(cli_contacts.app, name="contacts")
 
 console = Console()
 err = Console(stderr=True)

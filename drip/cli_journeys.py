@@ -89,7 +89,7 @@ def show(contact: Annotated[str, typer.Argument(help="email address or contact i
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
     with session_scope(engine) as s:
-        found = _find_contact(s, contact)
+        found = find_contact(s, contact)
         assert found.id is not None
         enrolments = repository.list_enrolments(s, contact_id=found.id)
         messages = s.exec(
@@ -142,7 +142,7 @@ def show(contact: Annotated[str, typer.Argument(help="email address or contact i
                 )
 
 
-def _find_contact(session: Session, text: str) -> Contact:
+def find_contact(session: Session, text: str) -> Contact:
     """The contact an operator named by address or id; exit 1 saying so if there is none."""
     try:
         found = (
@@ -183,7 +183,7 @@ def _usage(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _timezone(settings: Settings) -> str:
+def workspace_timezone(settings: Settings) -> str:
     """The workspace's zone, which the worker's router gives journeys too; UTC if unreadable."""
     try:
         return load_workspace(settings.workspace).config.timezone
@@ -254,7 +254,15 @@ def enrol(
     )
     try:
         result = run_with_temporal(
-            _enrol(settings, engine, campaign, targets, import_id, concurrency, _timezone(settings))
+            _enrol(
+                settings,
+                engine,
+                campaign,
+                targets,
+                import_id,
+                concurrency,
+                workspace_timezone(settings),
+            )
         )
     except BulkError as exc:
         _usage(str(exc))
@@ -372,7 +380,7 @@ def _control(contact: str, action: str, campaign: str | None, reason: str) -> No
     settings = get_settings()
     engine = create_db_engine(settings.database_url)
     with session_scope(engine) as s:
-        found = _find_contact(s, contact)
+        found = find_contact(s, contact)
         running = [
             e
             for e in repository.list_enrolments(s, contact_id=found.id)

@@ -334,3 +334,47 @@ async def test_campaign_pause_resume_and_cancel(
     with session_scope(engine) as s:
         history = [r.status for r in deploys.version_history(s, "slow-hello")]
     assert history == ["paused", "active", "paused", "active"]  # newest first
+
+
+TAGGED = """\
+id: tagged-hello
+name: Tagged hello
+trigger:
+  tag_added: lead
+steps:
+  - id: hello
+    send_email: {template: welcome, subject: "Hello, lead"}
+"""
+
+
+async def test_contacts_update_records_the_change_and_starts_its_campaigns(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    root = copy_workspace(tmp_path)
+    for old in (root / "campaigns").glob("*.yaml"):
+        old.unlink()
+    (root / "campaigns" / "tagged-hello.yaml").write_text(TAGGED)
+    ws = load_workspace(root)
+    deploy_workspace(engine, ws)
+    with session_scope(engine) as s:
+        repository.upsert_contact(s, "ann@example.com", {"plan": "free"})
+    async with build_worker(time_env.client, settings=settings, engine=engine, workspace=ws):
+        run = await _drip(
+            time_env, settings, ws,
+            "contacts", "update", "ann@example.com", "--add-tag", "lead", "--set", "plan=pro",
+            "--set", "seats=12",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert "3 changes recorded" in run.stdout and "routed" in run.stdout, run.stdout
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
+        missing = await _drip(time_env, settings, ws, "contacts", "update", "nobody@x.example")
+        assert missing.returncode == 1 and "no contact nobody@x.example" in missing.stderr
+    assert smtp.mailbox.subjects() == ["Hello, lead"]
+    with session_scope(engine) as s:
+        ann = repository.get_contact_by_email(s, "ann@example.com")
+    assert ann is not None and ann.tags == ["lead"]
+    assert ann.fields == {"plan": "pro", "seats": 12}
