@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = 30.0
+    #: idle connections kept open for reuse (0: a new connection per message)
+    smtp_pool_size: int = 10
+    #: a pooled connection is closed after this many messages (relays cap it) ...
+    smtp_messages_per_connection: int = 100
+    #: ... or after this long idle (relays drop idle sessions)
+    smtp_idle_seconds: float = 30.0
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -5,14 +5,18 @@ interface: tests plug in a real local SMTP server, and a user can plug in an HTT
 transport's one other duty is to say whether a failure is worth retrying: every error it raises is
 a TransientSendError or a PermanentSendError (see ``emails.errors``).
 
-SmtpTransport opens one connection per message for now. Connection handling goes through
-``_acquire``/``_release`` so a pool can replace it without touching ``send`` or its callers.
+SmtpTransport keeps a small pool of idle connections: opening a connection (TCP, EHLO, TLS,
+AUTH) costs more than sending one message over it. A reused connection is checked with NOOP
+before a message goes on it, so a connection the relay dropped while idle is replaced before
+anything is sent: a message is handed to SMTP at most once per ``send``, whatever the pool does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
@@ -87,6 +91,13 @@ def _message(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+@dataclass
+class _Pooled:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = 0.0
+
+
 class SmtpTransport:
     """Delivers through an SMTP relay configured in Settings (``DRIP_SMTP_*``)."""
 
@@ -97,22 +108,33 @@ class SmtpTransport:
         self.username = settings.smtp_user
         self._password = settings.smtp_password
         self.timeout = settings.smtp_timeout_seconds
+        self.pool_size = settings.smtp_pool_size
+        self.per_connection = settings.smtp_messages_per_connection
+        self.idle_seconds = settings.smtp_idle_seconds
+        self._idle: list[_Pooled] = []
+        #: connections opened, for tests and operators (how well the pool is reused)
+        self.connections_opened = 0
 
     async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None:
         if not recipients:
             raise PermanentSendError("no recipients")
         try:
-            client = await self._acquire()
+            conn = await self._acquire()
         except Exception as exc:
             raise classify_smtp_error(exc) from exc
         healthy = False
         try:
-            errors, _ = await client.sendmail(sender, recipients, data)
+            errors, _ = await conn.client.sendmail(sender, recipients, data)
             healthy = True
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+            # the relay answered (a refusal): the session itself is still usable after RSET
+            healthy = await _reset(conn.client)
+            raise classify_smtp_error(exc) from exc
         except Exception as exc:
             raise classify_smtp_error(exc) from exc
         finally:
-            await self._release(client, healthy=healthy)
+            conn.sent += 1
+            await self._release(conn, healthy=healthy)
         if errors:
             # Some recipients were accepted, so a retry would send them a duplicate: give up on
             # the refused ones instead. Journeys send to one recipient, so this is rare.
@@ -120,7 +142,10 @@ class SmtpTransport:
             raise PermanentSendError(f"some recipients refused: {detail}")
 
     async def close(self) -> None:
-        """Release pooled connections; nothing to do while each send has its own."""
+        """Say goodbye on every idle connection (the worker calls this when it stops)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _quit(conn.client)
 
     def _client(self) -> aiosmtplib.SMTP:
         password = self._password.get_secret_value() if self._password is not None else None
@@ -134,22 +159,62 @@ class SmtpTransport:
             start_tls=self.tls == "starttls",
         )
 
-    async def _acquire(self) -> aiosmtplib.SMTP:
-        """A connected, authenticated client (the place for a pool to hand out an idle one)."""
+    async def _acquire(self) -> _Pooled:
+        """An idle connection that still answers NOOP, else a new connected, authenticated one."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since > self.idle_seconds or not conn.client.is_connected:
+                await _quit(conn.client)
+                continue
+            try:
+                await conn.client.noop()
+            except Exception:  # dropped while idle: nothing was sent on it, open another
+                _close(conn.client)
+                continue
+            return conn
         client = self._client()
         try:
             await client.connect()
         except BaseException:
-            if client.is_connected:  # connected, then TLS or AUTH failed
-                client.close()
+            _close(client)  # connected, then TLS or AUTH failed
             raise
-        return client
+        self.connections_opened += 1
+        return _Pooled(client)
 
-    async def _release(self, client: aiosmtplib.SMTP, *, healthy: bool) -> None:
-        """Done with a connection. The message is already accepted or refused by now, so a
-        failing QUIT must not turn a delivered message into an error."""
-        if healthy and client.is_connected:
-            with contextlib.suppress(Exception):
-                await client.quit()
-        if client.is_connected:
-            client.close()
+    async def _release(self, conn: _Pooled, *, healthy: bool) -> None:
+        """Back to the pool if it is healthy and has room, else closed. The message is already
+        accepted or refused by now, so a failing QUIT must not turn it into an error."""
+        if (
+            healthy
+            and conn.client.is_connected
+            and conn.sent < self.per_connection
+            and len(self._idle) < self.pool_size
+        ):
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+            return
+        if healthy:
+            await _quit(conn.client)
+        _close(conn.client)
+
+
+async def _reset(client: aiosmtplib.SMTP) -> bool:
+    """RSET after a refused transaction; True if the session can carry another message."""
+    try:
+        await client.rset()
+    except Exception:
+        return False
+    return client.is_connected
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        with contextlib.suppress(Exception):
+            await client.quit()
+    _close(client)
+
+
+def _close(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        client.close()

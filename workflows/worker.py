@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -33,6 +34,19 @@ log = logging.getLogger(__name__)
 WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep)
 
 
+class JourneyWorker(Worker):
+    """The worker, closing the SMTP connections it pooled when it shuts down."""
+
+    def __init__(self, client: Client, *, transport: SmtpTransport | None, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._owned_transport = transport
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        if self._owned_transport is not None:
+            await self._owned_transport.close()
+
+
 def build_worker(
     client: Client,
     *,
@@ -41,9 +55,11 @@ def build_worker(
     workspace: Workspace,
     transport: Transport | None = None,
     task_queue: str | None = None,
-) -> Worker:
+) -> JourneyWorker:
     """A worker for the journey task queue; tests pass their own task queue and transport."""
-    transport = transport or SmtpTransport(settings)
+    owned = None if transport is not None else SmtpTransport(settings)
+    transport = transport or owned
+    assert transport is not None
     router = EventRouter(
         client=client,
         engine=engine,
@@ -61,8 +77,9 @@ def build_worker(
         renderer=activities.renderer,
     ).all()
     activities.extra += SegmentActivities(engine=engine, router=router).all()
-    return Worker(
+    return JourneyWorker(
         client,
+        transport=owned,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities.all(),

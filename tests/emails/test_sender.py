@@ -180,12 +180,61 @@ async def test_dots_at_line_start_survive(smtp: SmtpServer, settings: Settings) 
     assert smtp.mailbox.messages[0].raw.rstrip(b"\r\n") == DATA.rstrip(b"\r\n")
 
 
-async def test_several_sends_over_fresh_connections(smtp: SmtpServer, settings: Settings) -> None:
+async def test_sends_reuse_pooled_connections(smtp: SmtpServer, settings: Settings) -> None:
     t = SmtpTransport(settings)
     for _ in range(3):
         await _send(t)
+    await asyncio.gather(*(_send(t) for _ in range(4)))  # concurrent sends open more
+    for _ in range(3):
+        await _send(t)
     await t.close()
-    assert len(smtp.mailbox.messages) == 3
+    assert len(smtp.mailbox.messages) == 10
+    assert 1 < t.connections_opened <= 4
+
+
+async def test_a_connection_is_retired_after_its_message_budget(
+    smtp: SmtpServer, settings: Settings
+) -> None:
+    t = SmtpTransport(settings.model_copy(update={"smtp_messages_per_connection": 2}))
+    for _ in range(5):
+        await _send(t)
+    await t.close()
+    assert (len(smtp.mailbox.messages), t.connections_opened) == (5, 3)
+
+
+async def test_a_pooled_connection_the_relay_dropped_is_replaced_before_sending(
+    smtp: SmtpServer, settings: Settings
+) -> None:
+    """The relay restarts while our connection idles: NOOP finds it dead, nothing is sent on
+    it, and the message goes once over a new connection."""
+    t = SmtpTransport(settings)
+    await _send(t)
+    smtp.stop()
+    smtp.start()
+    await _send(t)
+    await t.close()
+    assert (len(smtp.mailbox.messages), t.connections_opened) == (2, 2)
+
+
+async def test_a_refused_recipient_leaves_the_session_usable(settings: Settings) -> None:
+    handler = Scripted(rcpt={"gone@example.com": "550 5.1.1 no such user"})
+    with aiosmtpd_server(handler) as port:
+        t = transport(settings, port)
+        with pytest.raises(PermanentSendError):
+            await _send(t, ["gone@example.com"])
+        await _send(t)
+        await t.close()
+    assert [rcpts for rcpts, _ in handler.accepted] == [["ann@example.com"]]
+    assert t.connections_opened == 1
+
+
+async def test_without_a_pool_each_message_has_its_own_connection(
+    smtp: SmtpServer, settings: Settings
+) -> None:
+    t = SmtpTransport(settings.model_copy(update={"smtp_pool_size": 0}))
+    for _ in range(3):
+        await _send(t)
+    assert (len(smtp.mailbox.messages), t.connections_opened) == (3, 3)
 
 
 async def test_no_recipients_is_permanent_without_connecting(settings: Settings) -> None:
