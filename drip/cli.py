@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 
 from campaigns import CampaignError, Workspace, load_workspace
 from contacts.db import create_db_engine, migrate
-from drip import __version__, cli_campaigns, cli_contacts, cli_journeys
+from drip import __version__, cli_campaigns, cli_contacts, cli_emails, cli_journeys
 from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
 
@@ -43,6 +43,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(cli_campaigns.app, name="campaigns")
 app.add_typer(cli_journeys.app, name="journeys")
 app.add_typer(cli_contacts.app, name="contacts")
+app.add_typer(cli_emails.app, name="emails")
 
 console = Console()
 err = Console(stderr=True)
