@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,20 +79,10 @@ def variant_figures(
                 opened=hits["open"],
                 clicked=hits["click"],
                 converted=converted,
-                first_sent=_aware(first),
+                first_sent=first,
             )
         )
     return out
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """min() over a column comes back without the column type's UTC conversion on SQLite."""
-    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
-        return value
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC)
 
 
 def decide(

@@ -285,11 +285,6 @@ async def enrol_many(
                 status=str(contact.status),
             )
 
-    def latest(contact_id: int) -> int | None:
-        with session_scope(router.engine) as session:
-            last = repository.latest_enrolment(session, campaign_id, contact_id)
-            return last.number if last else None
-
     async def one(target: Target) -> None:
         nonlocal done
         try:
@@ -312,12 +307,12 @@ async def enrol_many(
                 result.skipped.append(Problem(target.label, why, target.line))
                 return
             try:
-                await router.route(got.event_id)
+                enrolled = await router.route(got.event_id)
             except Exception as exc:
                 why = f"recorded, but not routed yet (the worker routes it later): {exc}"
                 result.failed.append(Problem(target.label, why, target.line))
                 return
-            if await asyncio.to_thread(latest, got.contact_id) != got.before:
+            if campaign_id in enrolled:
                 result.enrolled += 1
             else:
                 why = _not_admitted(plan, got)

@@ -86,6 +86,8 @@ class _Start:
     plan: Plan
     number: int
     signal: JourneySignal
+    #: a new enrolment (False: the trigger reaches the contact's running journey)
+    new: bool = True
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Facts:
     def __init__(self, session: Session, contact: Contact, event: Event) -> None:
         self.session, self.contact, self.event = session, contact, event
         self._cache: dict[bool, ConditionFacts] = {}
+        self._event_facts: ConditionFacts | None = None
 
     def holds(self, text: str) -> bool:
         """A condition on the contact (audience, goal ``when``, ``exit_when``)."""
@@ -113,10 +116,11 @@ class _Facts:
 
     def matches(self, where: str) -> bool:
         """A ``where`` filter on the event at hand (its properties only)."""
-        facts = contact_facts(
-            self.session, self.contact, properties=self.event.properties, with_events=False
-        )
-        return evaluate(_filter(where), facts)
+        if self._event_facts is None:
+            self._event_facts = contact_facts(
+                self.session, self.contact, properties=self.event.properties, with_events=False
+            )
+        return evaluate(_filter(where), self._event_facts)
 
 
 class EventRouter:
@@ -138,11 +142,12 @@ class EventRouter:
         # plans by (campaign, version): immutable, so cached for the router's life
         self._plans: dict[tuple[str, str], Plan | None] = {}
 
-    async def route(self, event_id: int) -> None:
-        """Start or signal the journeys for one event, then mark it routed."""
+    async def route(self, event_id: int) -> list[str]:
+        """Start or signal the journeys for one event, then mark it routed; the campaigns the
+        contact was newly enrolled in (empty when it was already routed)."""
         event, route = await asyncio.to_thread(self._plan_route, event_id)
         if event is None:
-            return
+            return []
         for start in route.starts:
             await enrol(
                 self.client,
@@ -156,6 +161,7 @@ class EventRouter:
         for workflow_id, signal in route.signals:
             await signal_journey(self.client, workflow_id, signal)
         await asyncio.to_thread(self._mark_routed, event_id)
+        return [s.plan.campaign_id for s in route.starts if s.new]
 
     def _plan_route(self, event_id: int) -> tuple[Event | None, _Route]:
         with session_scope(self.engine) as session:
@@ -204,9 +210,10 @@ class EventRouter:
                 continue
             if plan.trigger_where and not facts.matches(plan.trigger_where):
                 continue
-            number = self._admission(session, plan, contact, facts)
-            if number is None:
+            admitted = self._admission(session, plan, contact, facts)
+            if admitted is None:
                 continue
+            number, new = admitted
             signal = self._signal(event, self._matches(plan, event, facts))
             repository.record_enrolment(
                 session,
@@ -216,19 +223,20 @@ class EventRouter:
                 workflow_id=journey_workflow_id(plan.campaign_id, event.contact_id, number),
                 number=number,
             )
-            starts.append(_Start(plan=plan, number=number, signal=signal))
+            starts.append(_Start(plan=plan, number=number, signal=signal, new=new))
         return starts
 
     def _admission(
         self, session: Session, plan: Plan, contact: Contact, facts: _Facts
-    ) -> int | None:
-        """The enrolment number this trigger starts (or reaches, if running), or None if the
-        contact may not enter: not subscribed, outside the audience, already past an exit rule
-        or the goal, or barred by the re-entry rule."""
+    ) -> tuple[int, bool] | None:
+        """(enrolment number, new) for this trigger: a new enrolment, or the contact's running
+        journey (new False), which the trigger reaches. None if the contact may not enter: not
+        subscribed, outside the audience, already past an exit rule or the goal, or barred by
+        the re-entry rule."""
         assert contact.id is not None
         last = repository.latest_enrolment(session, plan.campaign_id, contact.id)
         if last is not None and last.state == EnrolmentState.running:
-            return last.number
+            return last.number, False
         why = ""
         if contact.status != ContactStatus.subscribed:
             why = f"contact is {contact.status}"
@@ -247,7 +255,7 @@ class EventRouter:
         if why:
             log.info("contact %s not enrolled in %s: %s", contact.id, plan.campaign_id, why)
             return None
-        return 1 if last is None else last.number + 1
+        return (1 if last is None else last.number + 1), True
 
     def _signal_for(
         self, plan: Plan, event: Event, contact: Contact, facts: _Facts
