@@ -50,6 +50,22 @@ class Settings(BaseSettings):
     smtp_messages_per_connection: int = 100
     #: ... or after this long idle (relays drop idle sessions)
     smtp_idle_seconds: float = 30.0
+    #: messages per second handed to the relay by one worker process (0: as fast as it takes
+    #: them); relays and ESPs throttle or defer senders that exceed their plan's rate
+    smtp_rate_per_second: float = Field(default=0.0, ge=0.0)
+    #: SMTP transactions in flight at once from one worker process (relays cap connections)
+    smtp_max_connections: int = Field(default=10, ge=1)
+
+    #: DKIM signing (RFC 6376) of every email, on when a domain, selector and key are set; the
+    #: public key goes in DNS at ``{selector}._domainkey.{domain}``. Most relays sign for you.
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    #: a PEM file: RSA (2048 bits or more) or Ed25519 private key
+    dkim_private_key: Path | None = None
+
+    #: soft bounces (mailbox full, message refused) before an address is suppressed; hard
+    #: bounces and spam complaints suppress at the first one
+    soft_bounce_limit: int = Field(default=3, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -27,6 +27,8 @@ __all__ = [
     "rewrite_links",
     "unsubscribe_token",
     "verify_unsubscribe_token",
+    "verify_view_token",
+    "view_token",
 ]
 
 #: An anchor carrying this attribute is never rewritten (the layout's unsubscribe link uses it).
@@ -37,6 +39,7 @@ _ID_BYTES = 8
 _UNSUB_MAC_BYTES = 16
 _UNSUB_LENGTH = (_ID_BYTES + _UNSUB_MAC_BYTES) * 4 // 3
 _UNSUB_TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{{_UNSUB_LENGTH}}}$")
+_VIEW_TOKEN = re.compile(r"^(?P<id>[A-Za-z0-9-]{1,64})\.(?P<mac>[A-Za-z0-9_-]{24})$")
 
 # An opening <a> tag and its href value (quoted either way, or bare). MJML always writes double
 # quotes, but hand-written mj-raw may not. Non-greedy attribute runs keep this linear.
@@ -88,6 +91,26 @@ def verify_unsubscribe_token(secret: bytes, token: str) -> int | None:
     if not hmac.compare_digest(mac, expected[:_UNSUB_MAC_BYTES]):
         return None
     return int.from_bytes(payload, "big")
+
+
+def view_token(secret: bytes, message_id: str) -> str:
+    """The token of a message's "view in your browser" page: the message id and a MAC over it,
+    so the page needs no token table and a guessed id without the MAC shows nothing."""
+    if not _VIEW_TOKEN.fullmatch(f"{message_id}.{'A' * 24}"):
+        raise ValueError(f"message id not usable in a view token: {message_id!r}")
+    return f"{message_id}.{_b64(_mac(secret, 'view', message_id)[:_TOKEN_BYTES])}"
+
+
+def verify_view_token(secret: bytes, token: str) -> str | None:
+    """The message id in a view token we issued, or None for anything else."""
+    match = _VIEW_TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    message_id = match.group("id")
+    expected = _b64(_mac(secret, "view", message_id)[:_TOKEN_BYTES])
+    if not hmac.compare_digest(match.group("mac"), expected):
+        return None
+    return message_id
 
 
 def pixel_url(base_url: str, token: str) -> str:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from emails._text import html_to_text
-from emails.links import insert_pixel, open_token, pixel_url, rewrite_links, unsubscribe_token
+from emails.links import (
+    insert_pixel,
+    open_token,
+    pixel_url,
+    rewrite_links,
+    unsubscribe_token,
+    view_token,
+)
 from emails.templates import Record, TemplateEngine
 
 if TYPE_CHECKING:
@@ -41,6 +48,8 @@ class RenderedEmail:
     open_token: str = ""
     unsubscribe_url: str = ""
     preheader: str = ""
+    #: the "view in your browser" page, empty when rendering that page itself
+    view_url: str = ""
 
 
 class Renderer:
@@ -68,6 +77,15 @@ class Renderer:
     def unsubscribe_url(self, contact_id: int) -> str:
         return f"{self.base_url}/u/{unsubscribe_token(self._secret, contact_id)}"
 
+    def preferences_url(self, contact_id: int) -> str:
+        """The page that confirms an unsubscribe and offers the subscription preferences; the
+        same page as the unsubscribe link, which never unsubscribes on a GET."""
+        return self.unsubscribe_url(contact_id)
+
+    def view_url(self, message_id: str) -> str:
+        """The "view in your browser" page of one sent message."""
+        return f"{self.base_url}/m/{view_token(self._secret, message_id)}"
+
     def render(
         self,
         *,
@@ -79,20 +97,28 @@ class Renderer:
         campaign_id: str,
         step_id: str,
         track: bool,
+        for_browser: bool = False,
     ) -> RenderedEmail:
         """Render ``template`` for ``contact``; raises TemplateError for anything the template
-        (or subject, or preheader) does wrong, never a partial email."""
+        (or subject, or preheader) does wrong, never a partial email.
+
+        ``for_browser`` renders the "view in your browser" page of an email already sent: no
+        tracking (a page view is not an open) and no link to itself.
+        """
         if contact.id is None:
             raise ValueError("render needs a stored contact: the unsubscribe link names its id")
         unsubscribe_url = self.unsubscribe_url(contact.id)
+        view_url = "" if for_browser else self.view_url(message_id)
         context: dict[str, Any] = {
             "contact": Record({**contact.fields, "email": contact.email}),
             "workspace": self._workspace,
             "campaign_id": campaign_id,
             "step_id": step_id,
             "unsubscribe_url": unsubscribe_url,
-            "view_in_browser_url": "",
+            "preferences_url": self.preferences_url(contact.id),
+            "view_in_browser_url": view_url,
         }
+        track = track and not for_browser
         # Header values must be one line: a newline from contact data would otherwise let a field
         # value inject headers, or make the message unbuildable.
         rendered_subject = _one_line(
@@ -123,6 +149,7 @@ class Renderer:
             open_token=token,
             unsubscribe_url=unsubscribe_url,
             preheader=rendered_preheader,
+            view_url=view_url,
         )
 
 

@@ -50,7 +50,7 @@ def test_every_web_link_is_tracked(render: RenderFn, ann: Contact, settings: Set
         assert CLICK.match(h)
     # no original web link is left in the HTML, only the untracked kinds
     untracked = [h for h in hrefs(out.html) if not h.startswith(f"{BASE}/t/c/")]
-    assert untracked == ["mailto:support@acme.example", out.unsubscribe_url]
+    assert untracked == ["mailto:support@acme.example", out.unsubscribe_url, out.view_url]
     for url in WELCOME_LINKS:
         assert f'"{html.escape(url)}"' not in out.html
 
@@ -63,7 +63,7 @@ def test_ampersands_are_unescaped_in_stored_urls(
     urls = [url for _, _, url in out.links]
     assert "https://acme.example/shop?utm_source=drip&x=1" in urls
     assert not any("&amp;" in url for url in urls)
-    assert len(urls) == len(set(hrefs(out.html)) - {out.unsubscribe_url})
+    assert len(urls) == len(set(hrefs(out.html)) - {out.unsubscribe_url, out.view_url})
 
 
 def test_unsubscribe_and_mailto_are_not_rewritten(render: RenderFn, ann: Contact) -> None:
@@ -115,6 +115,7 @@ def test_no_tracking_leaves_links_and_adds_no_pixel(render: RenderFn, ann: Conta
         WELCOME_LINKS[2],
         "mailto:support@acme.example",
         out.unsubscribe_url,
+        out.view_url,
     ]
     assert f"({WELCOME_LINKS[1]})" in out.text
 
