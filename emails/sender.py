@@ -9,6 +9,11 @@ SmtpTransport keeps a small pool of idle connections: opening a connection (TCP,
 AUTH) costs more than sending one message over it. A reused connection is checked with NOOP
 before a message goes on it, so a connection the relay dropped while idle is replaced before
 anything is sent: a message is handed to SMTP at most once per ``send``, whatever the pool does.
+
+Relays limit senders (connections at once, messages per second) and answer an excess with 421 or
+451, which would only turn into retries: ``smtp_max_connections`` caps transactions in flight and
+``smtp_rate_per_second`` spaces them out, per worker process (with several workers, divide the
+relay's limit between them).
 """
 
 from __future__ import annotations
@@ -91,6 +96,24 @@ def _message(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+class _Pace:
+    """Hands out send times at most ``per_second`` apart: each caller books the next free slot
+    and sleeps until it, so bursts queue up instead of hitting the relay at once."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
 @dataclass
 class _Pooled:
     client: aiosmtplib.SMTP
@@ -111,6 +134,9 @@ class SmtpTransport:
         self.pool_size = settings.smtp_pool_size
         self.per_connection = settings.smtp_messages_per_connection
         self.idle_seconds = settings.smtp_idle_seconds
+        self.max_connections = settings.smtp_max_connections
+        self._slots = asyncio.Semaphore(settings.smtp_max_connections)
+        self._pace = _Pace(settings.smtp_rate_per_second)
         self._idle: list[_Pooled] = []
         #: connections opened, for tests and operators (how well the pool is reused)
         self.connections_opened = 0
@@ -118,6 +144,11 @@ class SmtpTransport:
     async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None:
         if not recipients:
             raise PermanentSendError("no recipients")
+        async with self._slots:
+            await self._pace.wait()
+            await self._send(sender, recipients, data)
+
+    async def _send(self, sender: str, recipients: list[str], data: bytes) -> None:
         try:
             conn = await self._acquire()
         except Exception as exc:

@@ -192,6 +192,52 @@ async def test_sends_reuse_pooled_connections(smtp: SmtpServer, settings: Settin
     assert 1 < t.connections_opened <= 4
 
 
+class Counting(Scripted):
+    """Accepts every message, holding each DATA a moment, and notes how many were in flight at
+    once and when each arrived."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hold = hold
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.arrivals: list[float] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.arrivals.append(asyncio.get_running_loop().time())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.hold)
+        finally:
+            self.in_flight -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_transactions_in_flight_are_capped(settings: Settings) -> None:
+    handler = Counting(hold=0.2)
+    with aiosmtpd_server(handler) as port:
+        t = transport(settings, port, smtp_max_connections=3)
+        await asyncio.gather(*(_send(t) for _ in range(9)))
+        await t.close()
+    assert len(handler.accepted) == 9
+    assert handler.most_in_flight == 3
+    assert t.connections_opened == 3
+
+
+async def test_sends_are_spaced_to_the_configured_rate(settings: Settings) -> None:
+    handler = Counting(hold=0.0)
+    with aiosmtpd_server(handler) as port:
+        t = transport(settings, port, smtp_rate_per_second=20.0)
+        await asyncio.gather(*(_send(t) for _ in range(6)))
+        await t.close()
+    assert len(handler.accepted) == 6
+    gaps = [b - a for a, b in zip(handler.arrivals, handler.arrivals[1:], strict=False)]
+    # five gaps of at least 1/20 s (a little less is the clocks of client and server loops)
+    assert handler.arrivals[-1] - handler.arrivals[0] >= 5 * 0.05 - 0.01
+    assert min(gaps) >= 0.04
+
+
 async def test_a_connection_is_retired_after_its_message_budget(
     smtp: SmtpServer, settings: Settings
 ) -> None:
