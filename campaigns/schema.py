@@ -507,6 +507,10 @@ class WorkspaceConfig(_Strict):
         description="hosts a webhook step may POST to ('*.example.com' for subdomains)",
     )
     sales: SalesConfig = Field(default_factory=SalesConfig)
+    layout: Identifier | None = Field(
+        default=None,
+        description="the default email layout: emails/layouts/NAME.mjml (default: built in)",
+    )
 
     @field_validator("timezone")
     @classmethod

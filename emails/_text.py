@@ -9,9 +9,28 @@ them, and the hidden preheader, styles and Outlook conditional comments are drop
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text"]
+__all__ = [
+    "LINK_END",
+    "LINK_START",
+    "finish_text",
+    "html_to_text",
+    "html_to_text_template",
+    "text_to_template",
+]
+
+#: Around a web link's URL in a text template, so the renderer can swap in the tracked URL.
+#: Control characters no template or contact value can produce (the text sandbox strips them).
+LINK_START = "\x02"
+LINK_END = "\x03"
+_MARKED = re.compile(f"{LINK_START}([^{LINK_START}{LINK_END}]*){LINK_END}")
+_WEB = re.compile(r"^https?://", re.IGNORECASE)
+#: A URL in an author's text part; trailing punctuation ends a sentence, not the URL.
+_TEXT_URL = re.compile(
+    r"""https?://(?:{{[^}]*}}|[^\s<>"'\x02\x03])+?(?=[.,;:!?)\]]*(?:\s|$))""", re.IGNORECASE
+)
 
 _BLOCK = frozenset(
     {
@@ -29,8 +48,9 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 
 
 class _TextParser(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, *, mark_links: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        self._mark = mark_links
         self.out: list[str] = []
         self._skip_depth = 0  # inside <head>, <style>, a display:none element ...
         self._stack: list[tuple[str, bool]] = []  # open elements and whether each one skips
@@ -77,10 +97,11 @@ class _TextParser(HTMLParser):
             label = " ".join("".join(self.out[start:]).split())
             if href.startswith("mailto:"):
                 href = href[len("mailto:") :]
+            shown = f"{LINK_START}{href}{LINK_END}" if self._mark and _WEB.match(href) else href
             if label and label != href:
-                self.out.append(f" ({href})")
+                self.out.append(f" ({shown})")
             elif not label:
-                self.out.append(href)
+                self.out.append(shown)
         elif tag in _BLOCK:
             self.out.append("\n")
 
@@ -90,11 +111,44 @@ class _TextParser(HTMLParser):
             self.out.append(data.replace("\r", " ").replace("\n", " "))
 
 
-def html_to_text(html_doc: str) -> str:
-    """Readable plain text of an email's HTML."""
-    parser = _TextParser()
+def _convert(html_doc: str, *, mark_links: bool) -> str:
+    parser = _TextParser(mark_links=mark_links)
     parser.feed(html_doc)
     parser.close()
     lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.out).split("\n"))
     text = "\n".join(lines)
+    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
+
+
+def html_to_text(html_doc: str) -> str:
+    """Readable plain text of an email's HTML."""
+    return _convert(html_doc, mark_links=False)
+
+
+def html_to_text_template(html_template: str) -> str:
+    """The text part as a Jinja template, from the HTML template (Jinja tags and all).
+
+    Converting once per template instead of once per email is what makes the text part cheap:
+    tags and expressions are just text to the HTML parser, so they come through in place, and
+    the text sandbox renders them per contact. Web links come out marked (see ``LINK_START``).
+    """
+    return _convert(html_template, mark_links=True)
+
+
+def text_to_template(text: str, tag_url: Callable[[str], str] | None) -> str:
+    """An author's own text part, with its web links marked like a derived one; ``tag_url``
+    may add to each URL (the campaign's UTM parameters)."""
+
+    def mark(match: re.Match[str]) -> str:
+        url = match.group(0)
+        return f"{LINK_START}{tag_url(url) if tag_url else url}{LINK_END}"
+
+    return _TEXT_URL.sub(mark, text.replace("\r\n", "\n"))
+
+
+def finish_text(text: str, links: Mapping[str, str]) -> str:
+    """A rendered text template made final: each marked URL replaced by ``links[url]`` (the
+    tracked URL) or itself, and the blank lines that skipped ``{% if %}`` blocks leave tidied."""
+    if LINK_START in text:
+        text = _MARKED.sub(lambda m: links.get(m.group(1), m.group(1)), text)
     return _BLANK_LINES.sub("\n\n", text).strip() + "\n"

@@ -1,17 +1,19 @@
 """Rendering one email for one contact: subject, HTML, plain text, tracked links.
 
-This runs once per recipient, so everything that does not depend on the contact (MJML, Jinja
-compilation, the signing key) is prepared once; per contact there is a Jinja render, one regex
-pass to rewrite links and one HTML parse for the text part.
+This runs once per recipient, so everything that does not depend on the contact (MJML, CSS
+inlining, UTM parameters, Jinja compilation, the text part's template, the signing key) is
+prepared once; per contact there are the Jinja renders (subject, preheader, HTML, text), one regex
+pass to rewrite links and one to put the tracked links into the text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emails._text import html_to_text
+from emails._text import finish_text, html_to_text
 from emails.links import (
     insert_pixel,
     open_token,
@@ -20,7 +22,7 @@ from emails.links import (
     unsubscribe_token,
     view_token,
 )
-from emails.templates import Record, TemplateEngine
+from emails.templates import Record, TemplateEngine, Utm, render_bounded
 
 if TYPE_CHECKING:
     from campaigns.workspace import Workspace
@@ -60,7 +62,9 @@ class Renderer:
         self.base_url = settings.public_base_url.rstrip("/")
         # Read once: in dev ``secret()`` reads a file, which has no place on the per-contact path.
         self._secret = settings.secret()
-        self._templates = TemplateEngine(workspace.templates)
+        self._templates = TemplateEngine(
+            workspace.templates, folder=workspace.root / "emails", layout=workspace.config.layout
+        )
         self._workspace = Record(
             {"name": workspace.config.name, "postal_address": workspace.config.postal_address}
         )
@@ -98,12 +102,15 @@ class Renderer:
         step_id: str,
         track: bool,
         for_browser: bool = False,
+        utm: Mapping[str, Any] | None = None,
     ) -> RenderedEmail:
         """Render ``template`` for ``contact``; raises TemplateError for anything the template
         (or subject, or preheader) does wrong, never a partial email.
 
         ``for_browser`` renders the "view in your browser" page of an email already sent: no
-        tracking (a page view is not an open) and no link to itself.
+        tracking (a page view is not an open) and no link to itself. ``utm`` holds the
+        campaign's UTM settings (``source``, ``medium``, ``campaign``, ``content``, ``term``,
+        ``domains``), appended to its links.
         """
         if contact.id is None:
             raise ValueError("render needs a stored contact: the unsubscribe link names its id")
@@ -127,17 +134,24 @@ class Renderer:
         rendered_preheader = _one_line(
             self._templates.render_text(preheader, context, what=f"{template}: preheader")
         )
-        html = self._templates.render_body(
-            template, {**context, "subject": rendered_subject, "preheader": rendered_preheader}
-        )
+        compiled = self._templates.email(template, Utm.from_mapping(utm))
+        context["subject"] = rendered_subject
+        context["preheader"] = rendered_preheader
+        html = render_bounded(compiled.html, context, template)
         links: list[tuple[str, int, str]] = []
         token = ""
         if track:
             html, links = rewrite_links(
                 html, message_id=message_id, secret=self._secret, base_url=self.base_url
             )
-        # The text part is derived before the pixel goes in; it uses the same (tracked) links.
-        text = html_to_text(html)
+        # The text part carries the same (tracked) links as the HTML, and never the pixel.
+        if compiled.text is not None:
+            tracked: dict[str, str] = {}
+            for link_token, _, url in links:
+                tracked.setdefault(url, f"{self.base_url}/t/c/{link_token}")
+            text = finish_text(render_bounded(compiled.text, context, f"{template}.txt"), tracked)
+        else:
+            text = html_to_text(html)
         if track:
             token = open_token(self._secret, message_id)
             html = insert_pixel(html, pixel_url(self.base_url, token))

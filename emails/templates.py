@@ -1,34 +1,45 @@
-"""Templates: MJML body fragments in a layout we own, personalised with sandboxed Jinja.
+"""Templates: MJML body fragments in a layout, personalised with sandboxed Jinja.
 
-Authors write only the middle of the email; the layout around it (``layout.mjml``) adds the
-preheader, a header with the workspace name and a footer with the postal address and the
-unsubscribe link. Compliance is the engine's job, so a template cannot forget the footer and a
-fragment that tries to be a whole document is refused.
+Authors write only the middle of the email; a layout around it adds the preheader, a header and a
+footer with the postal address and the unsubscribe link. The built-in layout (``layout.mjml``)
+can be replaced by the workspace's own (``emails/layouts/NAME.mjml``, chosen in workspace.yaml
+with ``layout: NAME`` or per template with a first line ``{# layout: NAME #}``), but every layout
+must show the postal address and the unsubscribe link: compliance is the engine's job, so a
+template cannot forget the footer, and a fragment that tries to be a whole document is refused.
+Shared pieces live in ``emails/partials/NAME.mjml`` and are pulled in with
+``{% include "NAME" %}``, resolved when the template compiles, never at render time.
 
-MJML and then Jinja compile once per distinct content (hash of layout + fragment), because the
-result does not depend on the contact: Jinja tags pass through MJML untouched, and per contact only
-the Jinja render runs. Measured in ``bench/render.py``: compiling costs ~1.8 ms per email (mostly
-Jinja compiling MJML's output), the cached render ~0.03 ms.
+Everything that does not depend on the contact compiles once per distinct content (layout,
+partials, fragment and the campaign's UTM parameters): partials are spliced in, MJML turns the
+result into HTML (Jinja tags pass through it untouched), ``mj-style inline`` CSS is inlined with
+css-inline (mjml-python leaves that to us), UTM parameters are appended to the links, and Jinja
+compiles the HTML. The plain-text part compiles at the same time, from a ``.txt`` file beside the
+template or else derived from that HTML, so per contact there are only two Jinja renders.
 
 Jinja is sandboxed because templates are written by marketers, not developers, and a template
-must never reach settings, environment variables or files (SSTI): no globals, no loader (so no
-``include``/``import``/``extends``, which are refused at compile time anyway), underscore
-attributes blocked by the sandbox, and undefined names are errors rather than blanks, except
-through ``default()``, so ``{{ contact.first_name | default('friend') }}`` works. Size and output
-are bounded so one bad template cannot exhaust the worker.
+must never reach settings, environment variables or files (SSTI): no globals, no loader (an
+include names a partial, resolved by us), underscore attributes blocked by the sandbox, and
+undefined names are errors rather than blanks, except through ``default()``, so
+``{{ contact.first_name | default('friend') }}`` works. Size, output and render time are bounded
+so one bad template cannot exhaust the worker.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html as html_lib
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+import css_inline
 import jinja2
 import mjml
 from jinja2 import nodes
@@ -36,14 +47,17 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
+from emails._text import LINK_END, LINK_START, html_to_text_template, text_to_template
 from emails.errors import TemplateError
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
     "MAX_RENDER_SECONDS",
     "MAX_TEMPLATE_BYTES",
+    "CompiledEmail",
     "Record",
     "TemplateEngine",
+    "compile_email",
     "compile_fragment",
 ]
 
@@ -55,11 +69,32 @@ MAX_OUTPUT_CHARS = 2_000_000
 MAX_RENDER_SECONDS = 2.0
 #: Largest string or list a template may build with ``*``.
 _MAX_REPEAT = 100_000
+#: Loops inside loops multiply: two levels over contact data are plenty for an email, and a
+#: loop that prints nothing would never reach the render-time check between output chunks.
+_MAX_LOOP_DEPTH = 2
 
-_PLACEHOLDER = "<!-- drip:content -->"
+#: Where a layout puts the template's content.
+PLACEHOLDER = "<!-- drip:content -->"
+_PLACEHOLDER = PLACEHOLDER
 _LAYOUT = files("emails").joinpath("layout.mjml").read_text(encoding="utf-8")
 _DOCUMENT_TAGS = ("<mjml", "<mj-body", "<mj-head")
-_FORBIDDEN_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+_FORBIDDEN_NODES = (nodes.Import, nodes.FromImport, nodes.Extends)
+#: A layout must carry both, so no email goes out without them (CAN-SPAM, GDPR, RFC 8058).
+_LAYOUT_MUST = (
+    (re.compile(r"{{-?\s*workspace\.postal_address\b"), "the postal address"),
+    (re.compile(r"{{-?\s*unsubscribe_url\s*-?}}"), "the unsubscribe link"),
+)
+_INCLUDE = re.compile(r"""{%-?\s*include\s+(["'])(?P<name>[^"'{}%]*)\1\s*-?%}""")
+_PARTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_LAYOUT_LINE = re.compile(r"\A\s*{#\s*layout:\s*(?P<name>[^\s#]*)\s*#}")
+_INCLUDE_DEPTH = 5
+_INLINE_STYLE = re.compile(
+    r"<mj-style\b(?P<attrs>[^>]*)>(?P<css>.*?)</mj-style\s*>", re.IGNORECASE | re.DOTALL
+)
+_INLINE_ATTR = re.compile(r"""\binline\s*=\s*["']inline["']""", re.IGNORECASE)
+_HREF = re.compile(
+    r"""(?P<before><a\b[^>]*?\shref\s*=\s*)(?P<q>["'])(?P<url>[^"']*)(?P=q)""", re.IGNORECASE
+)
 
 
 class Record:
@@ -136,15 +171,19 @@ class _Sandbox(SandboxedEnvironment):
 
 _HTML = _Sandbox(autoescape=True)
 _TEXT = _Sandbox(autoescape=False)
+# In the text part, LINK_START/LINK_END mark where a link's URL stands so the renderer can put
+# the tracked URL there; a contact's own data must not be able to forge such a mark.
+_MARKS = str.maketrans("", "", LINK_START + LINK_END)
+_TEXT.finalize = lambda value: value.translate(_MARKS) if isinstance(value, str) else value
 
-_compiled: OrderedDict[str, jinja2.Template] = OrderedDict()
+_compiled: OrderedDict[str, Any] = OrderedDict()
 _compiled_lock = threading.Lock()
 _COMPILED_MAX = 256
 
 
 def _check_source(source: str, name: str, env: SandboxedEnvironment) -> None:
-    """Refuse oversize sources, Jinja syntax errors and file access, with the author's line
-    numbers (after MJML the lines no longer match the file)."""
+    """Refuse oversize sources, Jinja syntax errors and imports, with the author's line numbers
+    (after MJML the lines no longer match the file)."""
     if len(source.encode()) > MAX_TEMPLATE_BYTES:
         raise TemplateError(f"template larger than {MAX_TEMPLATE_BYTES} bytes", template=name)
     try:
@@ -155,78 +194,395 @@ def _check_source(source: str, name: str, env: SandboxedEnvironment) -> None:
         ) from None
     for node in tree.find_all(_FORBIDDEN_NODES):
         raise TemplateError(
-            "include, import and extends are not allowed in templates",
+            "import and extends are not allowed in templates (a layout is chosen with "
+            '{# layout: NAME #}, shared pieces are included with {% include "NAME" %})',
             template=name,
             lineno=node.lineno,
         )
+    if _loop_depth(tree) > _MAX_LOOP_DEPTH:
+        raise TemplateError(
+            f"loops nest more than {_MAX_LOOP_DEPTH} deep", template=name, lineno=None
+        )
+    for node in tree.find_all(nodes.Include):
+        target = node.template
+        if not (isinstance(target, nodes.Const) and isinstance(target.value, str)):
+            raise TemplateError(
+                'include takes the name of a partial in quotes: {% include "footer" %}',
+                template=name,
+                lineno=node.lineno,
+            )
+        if node.ignore_missing or not node.with_context:
+            raise TemplateError(
+                'write a plain {% include "NAME" %}; its options are not supported',
+                template=name,
+                lineno=node.lineno,
+            )
 
 
-def compile_fragment(source: str, name: str = "") -> jinja2.Template:
-    """The Jinja template of a whole email (layout + fragment), compiled once per content."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    with _compiled_lock:
-        cached = _compiled.get(digest)
-        if cached is not None:
-            _compiled.move_to_end(digest)
-            return cached
+def _loop_depth(node: nodes.Node) -> int:
+    inner = max((_loop_depth(child) for child in node.iter_child_nodes()), default=0)
+    return inner + 1 if isinstance(node, nodes.For) else inner
+
+
+@dataclass(frozen=True)
+class Utm:
+    """UTM parameters a campaign appends to its links (``utm_source=...``); empty values are
+    left out. ``domains`` limits them to the company's own sites (and their subdomains)."""
+
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    content: str = ""
+    term: str = ""
+    domains: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Utm | None:
+        if not values:
+            return None
+        domains = values.get("domains") or ()
+        return cls(
+            **{k: str(values.get(k) or "") for k in ("source", "medium", "campaign", "content")},
+            term=str(values.get("term") or ""),
+            domains=tuple(str(d).lower() for d in domains),
+        )
+
+    def params(self) -> list[tuple[str, str]]:
+        pairs = [
+            ("utm_source", self.source),
+            ("utm_medium", self.medium),
+            ("utm_campaign", self.campaign),
+            ("utm_content", self.content),
+            ("utm_term", self.term),
+        ]
+        return [(k, v) for k, v in pairs if v]
+
+    def applies_to(self, host: str) -> bool:
+        host = host.lower()
+        return not self.domains or any(host == d or host.endswith("." + d) for d in self.domains)
+
+
+@dataclass(frozen=True)
+class CompiledEmail:
+    """A template compiled for rendering: the HTML, and the plain text (None when it could not
+    be derived ahead of time: the renderer then derives it from each rendered HTML)."""
+
+    html: jinja2.Template
+    text: jinja2.Template | None
+
+
+def _splice(
+    source: str,
+    name: str,
+    partials: Mapping[str, str],
+    used: dict[str, str],
+    depth: int = 0,
+    chain: tuple[str, ...] = (),
+) -> str:
+    """``source`` with every ``{% include "NAME" %}`` replaced by that partial's source."""
     _check_source(source, name, _HTML)
-    lowered = source.lower()
+
+    def replace(match: re.Match[str]) -> str:
+        wanted = match.group("name")
+        key = wanted.removeprefix("partials/").removesuffix(".mjml")
+        lineno = source.count("\n", 0, match.start()) + 1
+        if not _PARTIAL_NAME.fullmatch(key) or key not in partials:
+            known = ", ".join(sorted(partials)) or "none"
+            raise TemplateError(
+                f"include: {wanted!r} is not a partial (the files in emails/partials/: {known})",
+                template=name,
+                lineno=lineno,
+            )
+        if key in chain or depth >= _INCLUDE_DEPTH:
+            raise TemplateError(
+                f"include: partials nest too deep or include themselves ({' > '.join(chain)})",
+                template=name,
+                lineno=lineno,
+            )
+        used[key] = partials[key]
+        return _splice(
+            partials[key], f"partials/{key}.mjml", partials, used, depth + 1, (*chain, key)
+        )
+
+    return _INCLUDE.sub(replace, source)
+
+
+def _inline_styles(mjml_source: str) -> tuple[str, str]:
+    """Take out the ``<mj-style inline="inline">`` blocks: (source without them, their CSS)."""
+    css: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        if not _INLINE_ATTR.search(match.group("attrs")):
+            return match.group(0)
+        css.append(match.group("css"))
+        return ""
+
+    return _INLINE_STYLE.sub(take, mjml_source), "\n".join(css)
+
+
+def _utm_query(url: str, utm: Utm) -> str:
+    """The query text to append to ``url`` (unescaped), or "" when it needs none."""
+    if not url.lower().startswith(("http://", "https://")) or "{" in url.split("?")[0]:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if not parts.hostname or not utm.applies_to(parts.hostname):
+        return ""
+    present = {pair.split("=", 1)[0] for pair in parts.query.split("&") if pair}
+    missing = [(k, v) for k, v in utm.params() if k not in present]
+    return urlencode(missing) if missing else ""
+
+
+def _splice_query(raw: str, extra: str, amp: str) -> str:
+    head, hash_, fragment = raw.partition("#")
+    joiner = amp if "?" in head else "?"
+    if head.endswith(("?", "&", "&amp;")):
+        joiner = ""
+    return f"{head}{joiner}{extra}{hash_}{fragment}"
+
+
+def _append_utm(html_doc: str, utm: Utm) -> str:
+    """Add the campaign's UTM parameters to every web link that lacks them, at compile time.
+
+    The URL may hold Jinja (``?id={{ contact.id }}``); only what is appended is escaped, the
+    author's text stays byte for byte. Parameters the author already wrote win.
+    """
+
+    def add(match: re.Match[str]) -> str:
+        raw = match.group("url")
+        extra = _utm_query(html_lib.unescape(raw).strip(), utm)
+        if not extra:
+            return match.group(0)
+        new = _splice_query(raw, html_lib.escape(extra, quote=True), "&amp;")
+        return f"{match.group('before')}{match.group('q')}{new}{match.group('q')}"
+
+    return _HREF.sub(add, html_doc)
+
+
+def _remember(key: str, value: Any) -> None:
+    with _compiled_lock:
+        _compiled[key] = value
+        while len(_compiled) > _COMPILED_MAX:
+            _compiled.popitem(last=False)
+
+
+def compile_email(
+    source: str,
+    name: str = "",
+    *,
+    layout: str | None = None,
+    layout_name: str = "layout.mjml",
+    partials: Mapping[str, str] | None = None,
+    text_source: str | None = None,
+    utm: Utm | None = None,
+) -> CompiledEmail:
+    """Compile a template (its layout, partials and text part) once per distinct content."""
+    partials = partials or {}
+    layout_source = _LAYOUT if layout is None else layout
+    key = hashlib.sha256(
+        repr((source, layout_source, sorted(partials.items()), text_source, utm)).encode()
+    ).hexdigest()
+    with _compiled_lock:
+        cached = _compiled.get(key)
+        if cached is not None:
+            _compiled.move_to_end(key)
+            return cached  # type: ignore[no-any-return]
+    used: dict[str, str] = {}
+    body = _splice(source, name, partials, used)
+    lowered = body.lower()
     if any(tag in lowered for tag in _DOCUMENT_TAGS):
         raise TemplateError(
             "a template is a body fragment (mj-section or mj-wrapper elements); the layout "
             "adds <mjml>, <mj-head> and <mj-body> with the footer",
             template=name,
         )
+    frame = _splice(layout_source, layout_name, partials, used)
+    if frame.count(PLACEHOLDER) != 1:
+        raise TemplateError(
+            f"a layout must contain {PLACEHOLDER} exactly once, where the content goes",
+            template=layout_name,
+        )
+    for pattern, what in _LAYOUT_MUST:
+        if not pattern.search(frame):
+            raise TemplateError(
+                f"a layout must show {what} (its footer needs {{{{ workspace.postal_address }}}}"
+                " and a link to {{ unsubscribe_url }})",
+                template=layout_name,
+            )
+    document, inline_css = _inline_styles(frame.replace(PLACEHOLDER, body))
     try:
-        html = mjml.mjml2html(_LAYOUT.replace(_PLACEHOLDER, source))
+        html = str(mjml.mjml2html(document))
     except Exception as exc:  # mjml-python raises ValueError, but any failure is the template's
         raise TemplateError(f"MJML error: {exc}", template=name) from None
+    if inline_css.strip():
+        try:
+            html = css_inline.CSSInliner(
+                inline_style_tags=False,
+                keep_style_tags=True,
+                load_remote_stylesheets=False,
+                extra_css=inline_css,
+            ).inline(html)
+        except ValueError as exc:
+            raise TemplateError(f"mj-style inline: {exc}", template=name) from None
+    if utm is not None and utm.params():
+        html = _append_utm(html, utm)
     try:
         template = _HTML.from_string(html)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"syntax error after MJML: {exc.message}", template=name) from None
-    with _compiled_lock:
-        _compiled[digest] = template
-        while len(_compiled) > _COMPILED_MAX:
-            _compiled.popitem(last=False)
-    return template
+    compiled = CompiledEmail(html=template, text=_text_part(html, text_source, name, utm))
+    _remember(key, compiled)
+    return compiled
+
+
+def _text_part(
+    html: str, text_source: str | None, name: str, utm: Utm | None
+) -> jinja2.Template | None:
+    """The plain-text part's template: the author's ``.txt`` sibling, or derived from the HTML
+    (links marked so tracked URLs can be put in per contact)."""
+    if text_source is not None:
+        text_name = name.removesuffix(".mjml") + ".txt"
+        _check_source(text_source, text_name, _TEXT)
+        if any(True for _ in _TEXT.parse(text_source).find_all(nodes.Include)):
+            raise TemplateError(
+                "include is for MJML partials, not the text part", template=text_name
+            )
+        if utm is not None and utm.params():
+            with_utm = utm
+
+            def tag(url: str) -> str:
+                extra = _utm_query(url, with_utm)
+                return _splice_query(url, extra, "&") if extra else url
+
+            return _TEXT.from_string(text_to_template(text_source, tag))
+        return _TEXT.from_string(text_to_template(text_source, None))
+    try:
+        return _TEXT.from_string(html_to_text_template(html))
+    except jinja2.TemplateSyntaxError:
+        # Jinja that only makes sense inside the HTML's markup (a tag spanning attributes, an
+        # if opened in a hidden element): derive the text from each rendered email instead.
+        return None
+
+
+def compile_fragment(source: str, name: str = "") -> jinja2.Template:
+    """The Jinja template of a whole email (built-in layout + fragment), compiled once per
+    content."""
+    return compile_email(source, name).html
+
+
+_Stamp = tuple[int, int] | None
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _read(path: Path, name: str) -> str:
+    stamp = _stamp(path)
+    if stamp is not None and stamp[1] > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"larger than {MAX_TEMPLATE_BYTES} bytes", template=name)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"cannot read template: {exc}", template=name) from None
 
 
 class TemplateEngine:
     """Finds a workspace's templates by name and renders them and subject lines.
 
-    A template file is read again only when its size or modification time changes, so editing a
-    template under ``drip dev`` takes effect without a restart while a send costs one ``stat``.
+    ``folder`` holds ``layouts/`` and ``partials/`` (by default the templates' own folder);
+    ``layout`` names the workspace's default layout (None: the built-in one). A template is
+    compiled again only when a file it was built from (itself, its ``.txt``, its layout, a
+    partial) changes size or modification time, so editing under ``drip dev`` takes effect
+    without a restart while a send costs a few ``stat`` calls.
     """
 
-    def __init__(self, templates: Mapping[str, Path]) -> None:
+    def __init__(
+        self,
+        templates: Mapping[str, Path],
+        *,
+        folder: Path | None = None,
+        layout: str | None = None,
+    ) -> None:
         self._paths = dict(templates)
-        self._files: dict[str, tuple[tuple[int, int], jinja2.Template]] = {}
+        first = next(iter(self._paths.values()), None)
+        self._folder = folder if folder is not None else (first.parent if first else None)
+        self._layout = layout
+        self._files: dict[tuple[str, Utm | None], tuple[list[tuple[Path, _Stamp]], CompiledEmail]]
+        self._files = {}
         self._lock = threading.Lock()
 
-    def body(self, name: str) -> jinja2.Template:
+    def email(self, name: str, utm: Utm | None = None) -> CompiledEmail:
+        """The compiled template ``name`` (with ``utm`` on its links)."""
         path = self._paths.get(name)
         if path is None:
             raise TemplateError("unknown template", template=name)
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise TemplateError(f"cannot read template: {exc.strerror}", template=name) from None
-        stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            known = self._files.get(name)
-        if known is not None and known[0] == stamp:
+            known = self._files.get((name, utm))
+        if known is not None and all(_stamp(dep) == stamp for dep, stamp in known[0]):
             return known[1]
-        if stat.st_size > MAX_TEMPLATE_BYTES:
-            raise TemplateError(f"template larger than {MAX_TEMPLATE_BYTES} bytes", template=name)
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TemplateError(f"cannot read template: {exc}", template=name) from None
-        template = compile_fragment(source, name)
+        deps, compiled = self._compile(name, path, utm)
         with self._lock:
-            self._files[name] = (stamp, template)
-        return template
+            self._files[(name, utm)] = (deps, compiled)
+        return compiled
+
+    def body(self, name: str) -> jinja2.Template:
+        return self.email(name).html
+
+    def _compile(
+        self, name: str, path: Path, utm: Utm | None
+    ) -> tuple[list[tuple[Path, _Stamp]], CompiledEmail]:
+        deps: list[tuple[Path, _Stamp]] = [(path, _stamp(path))]
+        if deps[0][1] is None:
+            raise TemplateError("cannot read template: no such file", template=name)
+        source = _read(path, name)
+        text_path = path.with_suffix(".txt")
+        deps.append((text_path, _stamp(text_path)))
+        text_source = _read(text_path, f"{name}.txt") if deps[-1][1] is not None else None
+        partials: dict[str, str] = {}
+        layout: str | None = None
+        layout_name = "layout.mjml"
+        chosen = _LAYOUT_LINE.match(source)
+        layout_key = chosen.group("name") if chosen else self._layout
+        if self._folder is not None:
+            partial_dir = self._folder / "partials"
+            deps.append((partial_dir, _stamp(partial_dir)))
+            for file in sorted(partial_dir.glob("*.mjml")):
+                deps.append((file, _stamp(file)))
+                partials[file.stem] = _read(file, f"partials/{file.name}")
+        if layout_key:
+            layouts = self._folder / "layouts" if self._folder is not None else None
+            layout_path = layouts / f"{layout_key}.mjml" if layouts is not None else None
+            if (
+                layout_path is None
+                or not _PARTIAL_NAME.fullmatch(layout_key)
+                or not layout_path.is_file()
+            ):
+                known = ", ".join(sorted(p.stem for p in layouts.glob("*.mjml"))) if layouts else ""
+                raise TemplateError(
+                    f"unknown layout {layout_key!r} (the files in emails/layouts/: "
+                    f"{known or 'none'})",
+                    template=name,
+                )
+            deps.append((layout_path, _stamp(layout_path)))
+            layout_name = f"layouts/{layout_path.name}"
+            layout = _read(layout_path, layout_name)
+        compiled = compile_email(
+            source,
+            name,
+            layout=layout,
+            layout_name=layout_name,
+            partials=partials,
+            text_source=text_source,
+            utm=utm,
+        )
+        return deps, compiled
 
     def render_body(self, name: str, context: Mapping[str, Any]) -> str:
         return render_bounded(self.body(name), context, name)
@@ -242,13 +598,12 @@ def _text_template(source: str, what: str) -> jinja2.Template:
     with _compiled_lock:
         cached = _compiled.get(key)
         if cached is not None:
-            return cached
+            return cached  # type: ignore[no-any-return]
     _check_source(source, what, _TEXT)
+    if any(True for _ in _TEXT.parse(source).find_all(nodes.Include)):
+        raise TemplateError("include is not allowed here", template=what)
     template = _TEXT.from_string(source)
-    with _compiled_lock:
-        _compiled[key] = template
-        while len(_compiled) > _COMPILED_MAX:
-            _compiled.popitem(last=False)
+    _remember(key, template)
     return template
 
 

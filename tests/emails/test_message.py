@@ -12,6 +12,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from campaigns.workspace import Workspace
 from contacts.models import Contact
@@ -258,3 +260,61 @@ def test_domain_of(address: str, domain: str) -> None:
 def test_domain_of_refuses_non_addresses(address: str) -> None:
     with pytest.raises(ValueError, match="not an email address"):
         domain_of(address)
+
+
+#: Subjects as the renderer hands them over: one line, single spaces, no control characters.
+_subjects = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=300).map(
+    lambda s: " ".join(s.split())
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=_subjects)
+def test_any_subject_round_trips_within_line_limits(subject: str) -> None:
+    data = _build(_rendered(subject=subject))
+    assert data.isascii()
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    folded = head[head.index("Subject:") :].split("\r\nList-Unsubscribe:")[0].split("\r\n")
+    # encoded words fit in 78; only a single word longer than a line may exceed it
+    assert all(len(line) <= 78 or " " not in line.strip() for line in folded)
+    assert _parse(data)["Subject"] == subject
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=3000), html=st.text(max_size=3000))
+def test_any_body_round_trips(text: str, html: str) -> None:
+    data = _build(_rendered(text=text, html=html))
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    parts = list(_parse(data).iter_parts())
+    # MIME bodies are lines: every line end becomes CRLF, and a lone CR is a line end too
+    canonical = [v.replace("\r\n", "\n").replace("\r", "\n") for v in (text, html)]
+    assert [_content(p).rstrip("\n") for p in parts] == [v.rstrip("\n") for v in canonical]
+
+
+def test_ascii_that_looks_like_an_encoded_word_is_encoded() -> None:
+    subject = "Try =?utf-8?q?this?= trick"
+    data = _build(_rendered(subject=subject))
+    assert _parse(data)["Subject"] == subject
+    assert "=?utf-8?q?this?=" not in _raw_header(data, "Subject")
+
+
+def test_long_ascii_subject_is_folded_at_spaces() -> None:
+    subject = "Your weekly trail notes: " + "ridge walks and river crossings " * 6
+    subject = subject.strip()
+    data = _build(_rendered(subject=subject))
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    folded = head[head.index("Subject:") :].split("\r\nList-Unsubscribe:")[0].split("\r\n")
+    assert len(folded) > 1 and max(len(line) for line in folded) <= 78
+    assert _raw_header(data, "Subject") == subject
+    assert _parse(data)["Subject"] == subject
+
+
+@pytest.mark.parametrize("field", ["to_addr", "from_addr", "reply_to"])
+def test_header_injection_through_an_address_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match="one line"):
+        _build(**{field: "ann@example.com\r\nBcc: everyone@example.com"})
+
+
+def test_subject_with_a_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="one line"):
+        _build(_rendered(subject="Hi\r\nBcc: everyone@example.com"))
