@@ -58,7 +58,7 @@ def _b64(raw: bytes) -> str:
 def _mac(secret: bytes, *parts: str) -> bytes:
     # The purpose comes first and NUL separates parts, so an open token can never equal a click
     # token and ("ab", "c") never collides with ("a", "bc").
-    return hmac.new(secret, "\x00".join(parts).encode(), hashlib.sha256).digest()
+    return hmac.digest(secret, "\x00".join(parts).encode(), "sha256")
 
 
 def open_token(secret: bytes, message_id: str) -> str:
@@ -77,7 +77,7 @@ def unsubscribe_token(secret: bytes, contact_id: int) -> str:
     if not 0 <= contact_id < 2**63:
         raise ValueError(f"contact id out of range: {contact_id}")
     payload = contact_id.to_bytes(_ID_BYTES, "big")
-    mac = hmac.new(secret, b"unsubscribe\x00" + payload, hashlib.sha256).digest()
+    mac = hmac.digest(secret, b"unsubscribe\x00" + payload, "sha256")
     return _b64(payload + mac[:_UNSUB_MAC_BYTES])
 
 
@@ -87,7 +87,7 @@ def verify_unsubscribe_token(secret: bytes, token: str) -> int | None:
         return None
     raw = base64.urlsafe_b64decode(token)
     payload, mac = raw[:_ID_BYTES], raw[_ID_BYTES:]
-    expected = hmac.new(secret, b"unsubscribe\x00" + payload, hashlib.sha256).digest()
+    expected = hmac.digest(secret, b"unsubscribe\x00" + payload, "sha256")
     if not hmac.compare_digest(mac, expected[:_UNSUB_MAC_BYTES]):
         return None
     return int.from_bytes(payload, "big")
@@ -124,10 +124,12 @@ def insert_pixel(html_doc: str, url: str) -> str:
         f'<img src="{html.escape(url)}" alt="" width="1" height="1" border="0" '
         'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0;" />'
     )
-    ends = list(_BODY_END.finditer(html_doc))
-    if not ends:
-        return html_doc + img
-    at = ends[-1].start()
+    at = html_doc.rfind("</body")
+    if at < 0 or not _BODY_END.match(html_doc, at):
+        ends = list(_BODY_END.finditer(html_doc))  # </BODY>, or </body > with a space
+        if not ends:
+            return html_doc + img
+        at = ends[-1].start()
     return html_doc[:at] + img + html_doc[at:]
 
 

@@ -122,7 +122,8 @@ class Renderer:
             "campaign_id": campaign_id,
             "step_id": step_id,
             "unsubscribe_url": unsubscribe_url,
-            "preferences_url": self.preferences_url(contact.id),
+            # the same page as the unsubscribe link (see preferences_url)
+            "preferences_url": unsubscribe_url,
             "view_in_browser_url": view_url,
         }
         track = track and not for_browser

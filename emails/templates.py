@@ -72,6 +72,7 @@ _MAX_REPEAT = 100_000
 #: Loops inside loops multiply: two levels over contact data are plenty for an email, and a
 #: loop that prints nothing would never reach the render-time check between output chunks.
 _MAX_LOOP_DEPTH = 2
+_CLOCK_EVERY = 16
 
 #: Where a layout puts the template's content.
 PLACEHOLDER = "<!-- drip:content -->"
@@ -173,8 +174,15 @@ _HTML = _Sandbox(autoescape=True)
 _TEXT = _Sandbox(autoescape=False)
 # In the text part, LINK_START/LINK_END mark where a link's URL stands so the renderer can put
 # the tracked URL there; a contact's own data must not be able to forge such a mark.
-_MARKS = str.maketrans("", "", LINK_START + LINK_END)
-_TEXT.finalize = lambda value: value.translate(_MARKS) if isinstance(value, str) else value
+
+
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, str) and (LINK_START in value or LINK_END in value):
+        return value.replace(LINK_START, "").replace(LINK_END, "")
+    return value
+
+
+_TEXT.finalize = _unmarked
 
 _compiled: OrderedDict[str, Any] = OrderedDict()
 _compiled_lock = threading.Lock()
@@ -590,6 +598,8 @@ class TemplateEngine:
     def render_text(self, source: str, context: Mapping[str, Any], *, what: str) -> str:
         """Render a one-line text template (subject, preheader): Jinja without autoescape,
         because the MIME layer encodes it and HTML entities would show up literally."""
+        if "{" not in source:  # nothing to personalise: no Jinja needed
+            return source
         return render_bounded(_text_template(source, what), context, what)
 
 
@@ -608,21 +618,28 @@ def _text_template(source: str, what: str) -> jinja2.Template:
 
 
 def render_bounded(template: jinja2.Template, context: Mapping[str, Any], name: str) -> str:
-    """Render, turning every failure into TemplateError and stopping runaway output or time."""
+    """Render, turning every failure into TemplateError and stopping runaway output or time.
+
+    The limits are checked between output chunks (a few dozen per email); the clock is read
+    every ``_CLOCK_EVERY`` chunks, because reading it per chunk was a measurable share of a
+    render.
+    """
     deadline = time.monotonic() + MAX_RENDER_SECONDS
     chunks: list[str] = []
     size = 0
     try:
-        stream: Iterator[str] = template.generate(context)
-        for chunk in stream:
+        stream: Iterator[str] = template.root_render_func(template.new_context(dict(context)))
+        for count, chunk in enumerate(stream, 1):
             size += len(chunk)
             chunks.append(chunk)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateError(
                     f"output larger than {MAX_OUTPUT_CHARS} characters", template=name
                 )
-            if time.monotonic() > deadline:
+            if not count % _CLOCK_EVERY and time.monotonic() > deadline:
                 raise TemplateError(f"render took over {MAX_RENDER_SECONDS}s", template=name)
+        if time.monotonic() > deadline:
+            raise TemplateError(f"render took over {MAX_RENDER_SECONDS}s", template=name)
     except TemplateError:
         raise
     except SecurityError as exc:

@@ -16,7 +16,7 @@ from drip import __version__
 from drip.settings import Settings, get_settings
 from webhooks.journeys import JourneyGateway
 from webhooks.problems import install_problem_handlers
-from webhooks.routes import forms, tracking, unsubscribe
+from webhooks.routes import forms, tracking, unsubscribe, view
 
 __all__ = ["create_app"]
 
@@ -59,6 +59,7 @@ def create_app(
     app.include_router(forms.router)
     app.include_router(tracking.router)
     app.include_router(unsubscribe.router)
+    app.include_router(view.router)
     if settings.env == "dev":
         from webhooks.routes import mailbox
 

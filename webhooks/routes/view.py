@@ -1,0 +1,148 @@
+"""The "view in your browser" page of a sent email: ``GET /m/{token}``.
+
+Every email's footer links here. The token is the message id and an HMAC over it
+(``emails.links.view_token``), so the page needs no token table, and the URL is a capability:
+whoever has it sees the email, so the page is never cached by shared caches, never indexed, and
+never leaks its URL in a ``Referer`` when the reader follows a link in it.
+
+The page is rendered again from the outbox row (template, the step's subject template, campaign
+and step) for the contact as stored now, with the same Renderer the worker uses, in its
+``for_browser`` mode: no open pixel and no click tracking (looking at the page is not an open or a
+click), and no link to itself. Only messages that were actually sent are shown. Viewing records
+nothing and changes nothing, so HEAD is GET without the body.
+
+Anything that is not a sent message of a contact we still have answers the same 404 page as the
+other links in emails (click, unsubscribe), never a 500: a browser follows these links, so the
+answer is HTML, not problem JSON. A template that no longer renders (renamed, broken since) gets a
+410 page and a log line, since the email itself exists but cannot be shown any more.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
+
+from contacts import outbox, repository
+from contacts.db import session_scope
+from contacts.errors import NotFound
+from contacts.models import Contact, Message, MessageState
+from emails import Renderer, TemplateError
+from emails.links import verify_view_token
+from webhooks._templating import message_page
+from webhooks.deps import EngineDep, SettingsDep, WorkspaceDep
+
+__all__ = ["PAGE_HEADERS", "router"]
+
+router = APIRouter(prefix="/m", tags=["emails"])
+log = logging.getLogger(__name__)
+
+#: Headers of every answer under ``/m/``: the URL is a capability, so no shared cache, no search
+#: index and no ``Referer`` carrying it off-site.
+_PRIVATE_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+#: The email's own HTML: images from anywhere and inline styles, as a mail client shows them; no
+#: scripts, frames, forms or plugins. ``sandbox`` gives it an opaque origin as defence in depth;
+#: a link the email opens in a new tab leaves the sandbox, so the site it opens works normally.
+PAGE_HEADERS = {
+    **_PRIVATE_HEADERS,
+    "Content-Security-Policy": "sandbox allow-popups allow-popups-to-escape-sandbox; "
+    "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+    "font-src https: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+}
+
+
+def _renderer(request: Request, settings: SettingsDep, workspace: WorkspaceDep) -> Renderer:
+    """The app's one Renderer, made on first use and kept on the app: it reads the secret and
+    caches compiled templates, which has no place on every request."""
+    state = request.app.state
+    renderer = getattr(state, "view_renderer", None)
+    if renderer is None:
+        renderer = Renderer(workspace, settings)
+        state.view_renderer = renderer
+    return cast(Renderer, renderer)
+
+
+RendererDep = Annotated[Renderer, Depends(_renderer)]
+
+
+# HEAD is the same handler (it has no side effects); it stays out of the OpenAPI document, where
+# a second operation of the same function would only duplicate GET.
+@router.head("/{token:path}", include_in_schema=False)
+@router.get(
+    "/{token:path}",
+    response_class=HTMLResponse,
+    summary='"View in your browser": a sent email as a web page, without tracking',
+    responses={
+        404: {"description": "not a sent message we know: a page, the same for every cause"},
+        410: {"description": "the message exists but its template no longer renders"},
+    },
+)
+async def view_in_browser(
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    workspace: WorkspaceDep,
+    renderer: RendererDep,
+) -> Response:
+    message_id = verify_view_token(settings.secret(), token)
+    found = None if message_id is None else await run_in_threadpool(_load, engine, message_id)
+    if found is None:
+        return _page(
+            "Email not found",
+            "This link is not valid. It may have been copied incompletely.",
+            404,
+            workspace,
+        )
+    message, contact = found
+    try:
+        rendered = await run_in_threadpool(
+            renderer.render,
+            template=message.template,
+            # the outbox keeps the step's subject *template*; it renders here as it did at send
+            subject=message.subject,
+            preheader="",
+            contact=contact,
+            message_id=message.id,
+            campaign_id=message.campaign_id,
+            step_id=message.step_id,
+            track=False,
+            for_browser=True,
+        )
+    except TemplateError as exc:
+        log.warning("view in browser: message %s cannot be rendered any more: %s", message.id, exc)
+        return _page(
+            "Email no longer available",
+            "This email can no longer be shown in a browser. The copy in your inbox is unchanged.",
+            410,
+            workspace,
+        )
+    return HTMLResponse(rendered.html, headers=PAGE_HEADERS)
+
+
+def _load(engine: EngineDep, message_id: str) -> tuple[Message, Contact] | None:
+    """The message and its contact, or None unless the message was sent and the contact exists."""
+    with session_scope(engine) as session:
+        message = outbox.get_message(session, message_id)
+        if message is None or message.state != MessageState.sent:
+            return None
+        try:
+            contact = repository.get_contact(session, message.contact_id)
+        except NotFound:
+            return None
+        return message, contact
+
+
+def _page(title: str, text: str, status_code: int, workspace: WorkspaceDep) -> Response:
+    response = message_page(
+        title, text, status_code=status_code, workspace_name=workspace.config.name
+    )
+    response.headers.update(_PRIVATE_HEADERS)
+    return response
