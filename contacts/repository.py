@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
@@ -28,6 +28,7 @@ __all__ = [
     "list_enrolments",
     "mark_event_routed",
     "normalise_email",
+    "record_bounce",
     "record_enrolment",
     "record_event",
     "set_enrolment_step",
@@ -247,6 +248,104 @@ def record_event(
     )
     event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
     return event, created
+
+
+#: A delivery failure or spam report about one contact's address.
+BounceKind = Literal["hard", "soft", "complaint"]
+#: Soft bounces older than this no longer count toward suppression.
+SOFT_BOUNCE_WINDOW = timedelta(days=90)
+#: Proof that mail reached the contact's mailbox: soft bounces before it no longer count.
+_REACHED = ("open", "click")
+
+
+def record_bounce(
+    session: Session,
+    *,
+    contact_id: int,
+    kind: BounceKind,
+    dedupe_key: str,
+    soft_limit: int,
+    message_id: str | None = None,
+    source: str = "",
+    properties: Mapping[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+    recorded: list[int] | None = None,
+) -> bool:
+    """Record a bounce (``hard``, ``soft``) or a spam ``complaint`` once per ``dedupe_key``, and
+    suppress the contact if the rule says so; True if the contact's status changed.
+
+    The one place for the suppression rule, for SMTP refusals and ESP webhooks alike:
+
+    - a complaint makes the contact ``complained`` (whatever it was: the strongest "never
+      again");
+    - a hard bounce makes a subscribed contact ``bounced``;
+    - a soft bounce makes a subscribed contact ``bounced`` once ``soft_limit`` soft bounces
+      (settings' ``soft_bounce_limit``; several reports of one message count once) have been
+      recorded since the later of its last open or click and ``SOFT_BOUNCE_WINDOW`` ago. An
+      open or click proves a later email reached the mailbox (even if a machine made it), so a
+      mailbox that was full in spring and works since does not inch toward suppression forever.
+
+    A contact who unsubscribed keeps that status on a bounce (their own choice is the better
+    record). The event is recorded as ``bounce`` (name ``hard`` or ``soft``) or ``complaint``;
+    a report seen before (same ``dedupe_key``) changes nothing. A newly recorded event's id is
+    appended to ``recorded``: the caller routes it, which ends the contact's running journeys
+    once the contact is suppressed.
+    """
+    if kind not in ("hard", "soft", "complaint"):
+        raise ValueError(f"unknown bounce kind {kind!r}")
+    if soft_limit < 1:
+        raise ValueError("soft_limit must be at least 1")
+    # locked first: two bounces of one contact recorded at once must count each other
+    contact = get_contact(session, contact_id, lock=True)
+    event, created = record_event(
+        session,
+        contact_id=contact_id,
+        type="complaint" if kind == "complaint" else "bounce",
+        name="" if kind == "complaint" else kind,
+        dedupe_key=dedupe_key,
+        properties=properties,
+        source=source,
+        message_id=message_id,
+        occurred_at=occurred_at,
+    )
+    if not created:
+        return False
+    if recorded is not None and event.id is not None:
+        recorded.append(event.id)
+    status = ContactStatus.complained if kind == "complaint" else ContactStatus.bounced
+    if contact.status == status:
+        return False
+    if kind != "complaint":
+        if contact.status != ContactStatus.subscribed:
+            return False
+        if kind == "soft" and _soft_bounces(session, contact_id, event.occurred_at) < soft_limit:
+            return False
+    contact.status, contact.updated_at = status, utcnow()
+    session.add(contact)
+    session.flush()
+    return True
+
+
+def _soft_bounces(session: Session, contact_id: int, at: datetime) -> int:
+    """Soft bounces of the contact that count at ``at``: since its last open or click, within
+    ``SOFT_BOUNCE_WINDOW``; one per message (events without a message count one each)."""
+    since = at - SOFT_BOUNCE_WINDOW
+    reached = session.exec(
+        select(sa.func.max(Event.occurred_at)).where(
+            Event.contact_id == contact_id, col(Event.type).in_(_REACHED)
+        )
+    ).one()
+    if reached is not None and reached > since:
+        since = reached
+    message_ids = session.exec(
+        select(Event.message_id).where(
+            Event.contact_id == contact_id,
+            Event.type == "bounce",
+            Event.name == "soft",
+            col(Event.occurred_at) > since,
+        )
+    ).all()
+    return len({m for m in message_ids if m}) + sum(1 for m in message_ids if not m)
 
 
 def get_event(session: Session, event_id: int) -> Event:

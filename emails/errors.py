@@ -12,21 +12,33 @@
         │                        authentication trouble: retry later with backoff, because a relay
         │                        outage or a misconfiguration should delay mail, never drop it.
         └── PermanentSendError   SMTP 5xx for this message or recipient: do not retry; count it
-                                 as a bounce.
+                                 as a hard or soft bounce (``bounce``), see below.
 
 Messages never contain rendered content or settings, only what went wrong and where, so they are
 safe to store on the outbox row and show in logs.
+
+Bounces. A permanent refusal is a *hard* bounce when it says the address itself is no good (it
+suppresses the contact at once), a *soft* bounce when the address may work another day (mailbox
+full, message refused as spam or too big; ``soft_bounce_limit`` of them suppress), or no bounce
+at all (``None``) when it says nothing about the recipient: the relay refused our sender. The
+table is ``emails.sender.bounce_kind``; ``contacts.repository.record_bounce`` applies the rule.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "Bounce",
     "EmailError",
     "PermanentSendError",
     "SendError",
     "TemplateError",
     "TransientSendError",
 ]
+
+#: What a permanent refusal says about the recipient's address (see the module docstring).
+Bounce = Literal["hard", "soft"]
 
 
 class EmailError(Exception):
@@ -61,13 +73,28 @@ class TransientSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    """The server said no for good (5xx); retrying would only repeat the bounce.
+    """The server said no for good (5xx); retrying would only repeat the refusal.
 
-    ``hard_bounce`` is set when the refusal was of the recipient itself (5xx to RCPT TO: no such
-    mailbox): the address should get no more mail. A 5xx to the message (content, size) says
-    nothing about the address, so it is not a hard bounce.
+    ``bounce`` says what the refusal means for the address: ``"hard"`` (no such mailbox or
+    domain: send it nothing more), ``"soft"`` (mailbox full, content or policy refused: counted,
+    suppressed after ``soft_bounce_limit``), ``None`` (not about the recipient, e.g. our sender
+    was refused: the message failed but the contact is not counted). ``status`` is the RFC 3463
+    enhanced status code of the reply (``"5.1.1"``) when it had one.
     """
 
-    def __init__(self, message: str, *, code: int | None = None, hard_bounce: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        bounce: Bounce | None = None,
+        status: str | None = None,
+    ) -> None:
         super().__init__(message, code=code)
-        self.hard_bounce = hard_bounce
+        self.bounce: Bounce | None = bounce
+        self.status = status
+
+    @property
+    def hard_bounce(self) -> bool:
+        """The address itself was refused: it should get no more mail."""
+        return self.bounce == "hard"

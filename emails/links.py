@@ -13,7 +13,6 @@ the token, so the token carries the contact id and a MAC over it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import html
 import re

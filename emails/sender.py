@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiosmtplib
 
-from emails.errors import PermanentSendError, SendError, TransientSendError
+from emails.errors import Bounce, PermanentSendError, SendError, TransientSendError
 
 if TYPE_CHECKING:
     from drip.settings import Settings
 
-__all__ = ["SmtpTransport", "Transport", "classify_smtp_error"]
+__all__ = ["SmtpTransport", "Transport", "bounce_kind", "classify_smtp_error", "enhanced_status"]
 
 
 class Transport(Protocol):
@@ -40,16 +41,89 @@ class Transport(Protocol):
     async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None: ...
 
 
-def _by_code(code: int, message: str) -> SendError:
+#: Where in the transaction the server refused: the sender, the recipient or the message.
+Stage = Literal["mail", "rcpt", "data"]
+
+#: An RFC 3463 enhanced status code opening a reply's text (RFC 2034): class.subject.detail
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+#: Reply codes to RCPT TO that refuse the address itself: no such mailbox (550), not local
+#: (551), mailbox name not allowed (553), domain accepts no mail (556, RFC 7504).
+_ADDRESS_REFUSED = frozenset({550, 551, 553, 556})
+
+
+def enhanced_status(code: int, message: str) -> str | None:
+    """The enhanced status code a reply's text starts with (``"5.1.1"``), or None. A code whose
+    class disagrees with the reply code's (``550 4.2.2``) is ignored: one of the two is wrong."""
+    match = _ENHANCED.match(message.lstrip())
+    if match is None or match.group(1) != str(code)[:1]:
+        return None
+    return match.group(0)
+
+
+def bounce_kind(code: int, message: str, *, stage: Stage | None) -> Bounce | None:
+    """What a permanent refusal says about the recipient's address: ``"hard"`` (it will never
+    take mail: suppress now), ``"soft"`` (it may another day: count it) or None (the refusal was
+    not about the recipient, so it counts for nothing).
+
+    The enhanced status code decides when the reply has one; otherwise the reply code and the
+    command it answered::
+
+        5.1.x         bad mailbox, domain or address syntax ("5.1.1 no such user")   hard
+        5.1.7, 5.1.8  bad *sender* address or domain                                 none
+        5.2.1         mailbox disabled                                               hard
+        5.2.x         mailbox full (5.2.2), message too big (5.2.3), list trouble    soft
+        5.3.x - 5.6.x the receiving system, routing, protocol, content               soft
+        5.7.x         policy: spam, reputation, authentication, blocklists           soft
+        550, 551, 553, 556 to RCPT TO, without an enhanced code (or 5.0.0)           hard
+        any other 5xx to RCPT TO (552, 554, ...) or any 5xx to DATA                  soft
+        any 5xx to MAIL FROM, or outside a transaction (``stage`` None)              none
+
+    5.2.1 is hard although RFC 3463 allows it to be temporary: Gmail and Yahoo answer it for
+    closed or disabled accounts, which do not come back, and ESPs treat it as hard. A 5.7.x
+    policy refusal is soft because it is about our mail or our IP, not the address: if it
+    lasts, ``soft_bounce_limit`` refusals suppress the contact anyway. A refused sender or a
+    refusal outside MAIL/RCPT/DATA (STARTTLS) is about our configuration, and counting it
+    against every recipient would suppress the whole list while an operator fixes it.
+    """
+    if stage not in ("rcpt", "data") or not 500 <= code <= 599:
+        return None
+    status = enhanced_status(code, message)
+    if status is not None and status != "5.0.0":
+        _, subject, detail = status.split(".")
+        if subject == "1":
+            return None if detail in ("7", "8") else "hard"
+        return "hard" if status == "5.2.1" else "soft"
+    if stage == "rcpt" and code in _ADDRESS_REFUSED:
+        return "hard"
+    return "soft"
+
+
+def _by_code(code: int, message: str, stage: Stage | None = None) -> SendError:
     # Only 5xx is a verdict about the message; anything else (4xx, or a code outside the SMTP
     # ranges from a confused server) may go through on a later try.
     if 500 <= code <= 599:
-        return PermanentSendError(message, code=code)
+        return PermanentSendError(
+            message,
+            code=code,
+            bounce=bounce_kind(code, message, stage=stage),
+            status=enhanced_status(code, message),
+        )
     return TransientSendError(message, code=code)
 
 
+def _stage(exc: aiosmtplib.SMTPResponseException) -> Stage | None:
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return "mail"
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return "rcpt"
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return "data"
+    return None
+
+
 def classify_smtp_error(exc: BaseException) -> SendError:
-    """Map an aiosmtplib or socket error to retry (transient) or give up (permanent).
+    """Map an aiosmtplib or socket error to retry (transient) or give up (permanent), and a
+    permanent one to a hard, soft or no bounce (``bounce_kind``).
 
     Authentication, TLS negotiation, a refused greeting and a refused EHLO count as transient
     although the server may answer 5xx: they are about the sender's connection or configuration,
@@ -62,8 +136,13 @@ def classify_smtp_error(exc: BaseException) -> SendError:
         refused = exc.recipients
         detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
         if refused and all(500 <= r.code <= 599 for r in refused):
+            # journeys send to one recipient: its refusal says what kind of bounce this is
+            first, reply = refused[0], _message(refused[0])
             return PermanentSendError(
-                f"recipient refused: {detail}", code=refused[0].code, hard_bounce=True
+                f"recipient refused: {detail}",
+                code=first.code,
+                bounce=bounce_kind(first.code, reply, stage="rcpt"),
+                status=enhanced_status(first.code, reply),
             )
         code = next((r.code for r in refused if not 500 <= r.code <= 599), None)
         return TransientSendError(f"recipient refused: {detail}", code=code)
@@ -77,7 +156,7 @@ def classify_smtp_error(exc: BaseException) -> SendError:
         code = getattr(exc, "code", None)
         return TransientSendError(f"SMTP setup failed: {_message(exc)}", code=code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _by_code(exc.code, _message(exc))
+        return _by_code(exc.code, _message(exc), _stage(exc))
     if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPConnectTimeoutError):
         return TransientSendError(f"cannot connect: {_message(exc)}")
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):

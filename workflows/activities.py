@@ -140,7 +140,7 @@ class JourneyActivities:
             raise
         except PermanentSendError as exc:
             error = exc
-            await self._db(lambda: self._refused(inp, error))
+            await self._route(await self._db(lambda: self._refused(inp, error)))
             return SendEmailResult(message_id=inp.message_id, state="failed", error=str(exc))
         await self._db(lambda: self._finish(inp.message_id, MessageState.sent, None))
         return SendEmailResult(message_id=inp.message_id, state="sent")
@@ -249,24 +249,32 @@ class JourneyActivities:
                 )
             return None
 
-    def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> None:
-        """The relay refused for good: the message failed, and if it was the address that was
-        refused (a hard bounce), the contact is marked bounced so nothing more is sent to it."""
+    def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> list[int]:
+        """The relay refused for good: the message failed, and a hard or soft bounce is counted
+        (``repository.record_bounce``: a hard one, or the ``soft_bounce_limit``-th soft one,
+        marks the contact bounced). Returns the bounce event to route: once the contact is
+        bounced, the router ends its running journeys, this one included."""
+        recorded: list[int] = []
         with session_scope(self.engine) as session:
             outbox.finish_send(session, inp.message_id, MessageState.failed, str(exc))
-            if exc.hard_bounce and repository.set_status(
-                session, inp.contact_id, ContactStatus.bounced
-            ):
-                repository.record_event(
+            if exc.bounce is not None:
+                repository.record_bounce(
                     session,
                     contact_id=inp.contact_id,
-                    type="bounce",
-                    name="hard",
-                    properties={"code": exc.code, "reason": exc.reason, "during": "smtp"},
-                    source="smtp",
+                    kind=exc.bounce,
                     message_id=inp.message_id,
+                    source="smtp",
+                    properties={
+                        "code": exc.code,
+                        "status": exc.status,
+                        "reason": exc.reason,
+                        "during": "smtp",
+                    },
                     dedupe_key=f"bounce:{inp.message_id}",
+                    soft_limit=self.settings.soft_bounce_limit,
+                    recorded=recorded,
                 )
+        return recorded
 
     def _release(self, message_id: str, error: str) -> None:
         with session_scope(self.engine) as session:

@@ -165,15 +165,19 @@ async def test_a_refused_address_is_a_hard_bounce_and_gets_nothing_more(
         await _let_a_month_pass(time_env)
         with session_scope(engine) as s:
             workflow_id = s.exec(select(Enrolment)).one().workflow_id
-        await time_env.client.get_workflow_handle(workflow_id).result()
+        result = await time_env.client.get_workflow_handle(workflow_id).result()
     assert smtp.mailbox.messages == []
     with session_scope(engine) as s:
         contact = repository.get_contact_by_email(s, "gone@example.com")
         rows = {m.step_id: m for m in s.exec(select(Message)).all()}
         bounces = s.exec(select(Event).where(Event.type == "bounce")).all()
+        enrolment = s.exec(select(Enrolment)).one()
     assert contact is not None and contact.status == ContactStatus.bounced
     assert rows["welcome"].state == MessageState.failed and "550" in (rows["welcome"].error or "")
-    assert rows["reminder"].state == MessageState.suppressed
-    assert [(b.name, b.properties["code"], b.message_id) for b in bounces] == [
-        ("hard", 550, rows["welcome"].id)
-    ]
+    # the bounce is routed like an unsubscribe: the journey ends there, no reminder is even tried
+    assert set(rows) == {"welcome"}
+    assert result["outcome"] == "exited"
+    assert (enrolment.state, enrolment.end_reason) == (EnrolmentState.exited, "bounce")
+    assert [
+        (b.name, b.properties["code"], b.properties["status"], b.message_id) for b in bounces
+    ] == [("hard", 550, "5.1.1", rows["welcome"].id)]
