@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from datetime import timedelta
+from typing import Any
 
 from campaigns.plan import Plan, PlanCase, PlanStep, PlanVariant, plan_hash
 from campaigns.schema import Campaign, Reentry, Step
@@ -13,6 +14,20 @@ __all__ = ["compile_campaign"]
 
 def _seconds(value: timedelta | None) -> float:
     return value.total_seconds() if value is not None else 0.0
+
+
+def _utm(campaign: Campaign) -> dict[str, Any]:
+    utm = campaign.utm
+    if utm is None:
+        return {}
+    return {
+        "source": utm.source,
+        "medium": utm.medium,
+        "campaign": utm.campaign or campaign.id,
+        "content": utm.content or "",
+        "term": utm.term or "",
+        "domains": [d.lower() for d in utm.domains],
+    }
 
 
 def _step(step: Step, following: str | None) -> PlanStep:
@@ -147,7 +162,10 @@ def compile_campaign(campaign: Campaign) -> Plan:
         window_end=window.end if window else "",
         cap_max=cap.max if cap else 0,
         cap_seconds=_seconds(cap.per) if cap else 0.0,
+        utm=_utm(campaign),
     )
     content = asdict(plan)
     content.pop("version")
+    if not content["utm"]:
+        content.pop("utm")  # plans without UTM keep the version they had before it existed
     return replace(plan, version=plan_hash(content))

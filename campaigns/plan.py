@@ -121,6 +121,9 @@ class Plan:
     window_end: str = ""
     cap_max: int = 0
     cap_seconds: float = 0.0
+    #: UTM parameters for its links (source, medium, campaign, content, term, domains); empty:
+    #: none. ``content`` empty means the sending step's id.
+    utm: dict[str, Any] = field(default_factory=dict)
 
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]

@@ -422,6 +422,23 @@ class FrequencyCap(_Strict):
     per: Duration
 
 
+class Utm(_Strict):
+    """UTM parameters appended to the campaign's links, so web analytics credits the visits to
+    it. Parameters a link already has are kept as the author wrote them."""
+
+    source: str = Field(default="drip", min_length=1, max_length=100)
+    medium: str = Field(default="email", min_length=1, max_length=100)
+    campaign: str | None = Field(default=None, max_length=100, description="default: its id")
+    content: str | None = Field(
+        default=None, max_length=100, description="default: the id of the sending step"
+    )
+    term: str | None = Field(default=None, max_length=100)
+    domains: list[str] = Field(
+        default_factory=list,
+        description="only links to these hosts (and their subdomains); default: every web link",
+    )
+
+
 class Campaign(_Strict):
     """A campaign file: who enters (trigger, audience) and what happens to them (steps, top to
     bottom), when it ends early (goal, exit_when) and how politely it sends (window, cap)."""
@@ -454,6 +471,7 @@ class Campaign(_Strict):
     )
     send_window: SendWindow | None = None
     frequency_cap: FrequencyCap | None = None
+    utm: Utm | None = Field(default=None, description="UTM parameters on its links")
     steps: list[Step] = Field(min_length=1, max_length=500)
 
 

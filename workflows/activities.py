@@ -210,6 +210,7 @@ class JourneyActivities:
                 campaign_id=inp.campaign_id,
                 step_id=inp.step_id,
                 track=inp.track,
+                utm=inp.utm,
             )
         except TemplateError as exc:
             return str(exc)

@@ -150,6 +150,8 @@ class SendEmailInput:
     #: the journey's clock when it asked (ISO 8601): the cap counts back from it, and the row
     #: is stamped with it, so the cap follows Temporal's time, also when tests skip time
     now: str = ""
+    #: the campaign's UTM parameters for this step's links (empty: none)
+    utm: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
