@@ -1,15 +1,17 @@
 """``drip emails preview|send-test``: see a template as a contact will, before any campaign
 sends it. Nothing is tracked and nothing is recorded: previews use the real renderer and MIME
-builder, without storing links or outbox rows."""
+builder, without storing links or outbox rows. ``drip emails lint`` checks every template for
+what would hurt in the inbox or at send time (``emails.lint``), for CI."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -30,8 +32,9 @@ from emails import (
     build_message,
     domain_of,
 )
+from emails.lint import Finding, lint_workspace
 
-app = typer.Typer(help="Preview templates and send test emails.", no_args_is_help=True)
+app = typer.Typer(help="Preview and lint templates, send test emails.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -178,3 +181,104 @@ def send_test(
         f"{settings.smtp_host}:{settings.smtp_port}",
         highlight=False,
     )
+
+
+@app.command()
+def lint(
+    templates: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="TEMPLATE",
+            help="template names or emails/NAME.mjml files (default: all)",
+            show_default=False,
+        ),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="workspace folder [default: DRIP_WORKSPACE]",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Literal["text", "json"], typer.Option("--format", help="text or json")
+    ] = "text",
+    strict: Annotated[bool, typer.Option(help="exit 1 on warnings too")] = False,
+) -> None:
+    """Check templates for what would fail at send time or hurt in the inbox.
+
+    Alt text, the postal address, unresolved variables, contact fields that may be missing,
+    http links and images, Gmail's 102 KB clipping limit: one finding a line, as
+    path:line: severity rule: message.
+
+    Exit 1 on any error (with --strict, on any warning too), 2 if it cannot lint."""
+    settings = get_settings()
+    root = workspace or settings.workspace
+    try:
+        ws = load_workspace(root)
+    except CampaignError as exc:
+        err.print(f"[red]the workspace {escape(str(root))} has problems:[/red]", highlight=False)
+        for problem in exc.problems:
+            err.print(f"[red]{escape(str(problem))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    names = _lint_names(ws, templates or [])
+    findings = lint_workspace(ws, settings, names)
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = len(findings) - errors
+    count = len(names) if names is not None else len(ws.templates)
+    if output == "json":
+        report = {
+            "templates": count,
+            "errors": errors,
+            "warnings": warnings,
+            "findings": [dataclasses.asdict(f) for f in findings],
+        }
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for finding in findings:
+            console.print(_finding_line(finding), highlight=False, soft_wrap=True)
+        console.print(_lint_summary(count, errors, warnings), highlight=False)
+    if errors or (strict and warnings):
+        raise typer.Exit(1)
+
+
+def _lint_names(workspace: Workspace, given: list[str]) -> list[str] | None:
+    """Template names from names or file paths; None for all of them."""
+    if not given:
+        return None
+    by_file = {path.resolve(): name for name, path in workspace.templates.items()}
+    names: list[str] = []
+    for item in given:
+        name = by_file.get(Path(item).resolve()) if item.endswith(".mjml") else item
+        if name is None or name not in workspace.templates:
+            known = ", ".join(sorted(workspace.templates))
+            err.print(
+                f"[red]no template {escape(item)} in {escape(str(workspace.root))} "
+                f"(known: {escape(known)})[/red]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def _finding_line(finding: Finding) -> str:
+    colour = "red" if finding.severity == "error" else "yellow"
+    where = f"{finding.path}:{finding.line}" if finding.line > 0 else finding.path
+    return (
+        f"{escape(where)}: [{colour}]{finding.severity}[/{colour}] {escape(finding.rule)}: "
+        f"{escape(finding.message)}"
+    )
+
+
+def _lint_summary(templates: int, errors: int, warnings: int) -> str:
+    checked = f"{templates} template{'s' if templates != 1 else ''}"
+    if not errors and not warnings:
+        return f"{checked}: [green]no problems[/green]"
+    parts = [f"{errors} error{'s' if errors != 1 else ''}"] if errors else []
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return f"{checked}: {', '.join(parts)}"

@@ -1,0 +1,423 @@
+"""Lint a workspace's email templates before a campaign sends them (``drip emails lint``).
+
+Everything here finds what would hurt at send time or in the inbox, in the author's files and
+lines: images without alt text, a missing postal address, names that are not in the render
+context, ``contact.X`` that fails for contacts without X, ``http://`` links and images, and HTML
+big enough for Gmail to clip (which hides the footer with the unsubscribe link). Checks of the
+source walk Jinja's AST and an HTML parse of the fragment, so they point at lines; checks of the
+result render every template through the real :class:`~emails.render.Renderer` for a sample
+contact with every known field filled in, tracked as a send would be.
+
+Functions return :class:`Finding` rows and print nothing; the CLI formats them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from campaigns.errors import CampaignError
+from campaigns.loader import Located, load_yaml
+from campaigns.schema import Campaign
+from campaigns.workspace import Workspace
+from contacts.models import Contact
+from drip.settings import Settings
+from emails._lint_jinja import Refs, check_jinja
+from emails.errors import TemplateError
+from emails.render import RenderedEmail, Renderer
+
+__all__ = ["CLIP_BYTES", "WARN_BYTES", "Finding", "Severity", "lint_rendered", "lint_workspace"]
+
+Severity = Literal["error", "warning"]
+
+#: Gmail clips an email whose HTML is over 102 KB (counted as 102,000 bytes to stay on the safe
+#: side): the rest, with the footer's unsubscribe link and postal address, is behind a link.
+CLIP_BYTES = 102_000
+#: Above this, a small edit or a long field value could cross the limit.
+WARN_BYTES = 90_000
+
+#: What the renderer puts in the context of subjects and preheaders; bodies also get both.
+TEXT_NAMES = frozenset(
+    {
+        "contact",
+        "workspace",
+        "campaign_id",
+        "step_id",
+        "unsubscribe_url",
+        "preferences_url",
+        "view_in_browser_url",
+    }
+)
+BODY_NAMES = TEXT_NAMES | {"subject", "preheader"}
+_SAMPLE = {"first_name": "Alex", "last_name": "Sample", "company": "Sample Ltd"}
+_SAMPLE_EMAIL = "alex.sample@example.com"
+
+_IMAGE_TAGS = frozenset({"img", "mj-image", "mj-carousel-image"})
+_SOURCE_ATTRS = frozenset({"src", "background-url", "background"})
+_INCLUDE = re.compile(r"""{%-?\s*include\s+(["'])(?P<name>[^"'{}%]*)\1\s*-?%}""")
+_LAYOUT_LINE = re.compile(r"\A\s*{#\s*layout:\s*(?P<name>[^\s#/]*)\s*#}")
+_PLAIN_HTTP = re.compile(r"(?i)\bhttp://[^\s<>\"')\]]+")
+_JINJA_STATEMENT = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_SPACES = re.compile(r"\s+")
+#: Static findings that also make the sample render fail, saying why with a line.
+_EXPLAINS = frozenset({"syntax", "unresolved-variable"})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    """One problem: ``path:line: severity rule: message``; line 0 is about the file as a whole."""
+
+    path: str
+    line: int
+    severity: Severity
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line > 0 else self.path
+        return f"{where}: {self.severity} {self.rule}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Use:
+    """One send_email step of a campaign that sends a template."""
+
+    campaign: Campaign
+    file: Path
+    doc: Located | None
+    index: int
+    subject: str
+    preheader: str
+    #: fields every contact entering the campaign has (the trigger form's required ones)
+    known: frozenset[str]
+
+    def line(self, key: str) -> int:
+        if self.doc is None:
+            return 0
+        return self.doc.position(("steps", self.index, "send_email", key))[0]
+
+
+def lint_workspace(
+    workspace: Workspace, settings: Settings, templates: Sequence[str] | None = None
+) -> list[Finding]:
+    """Every finding for the named templates (all of them by default), sorted by file and line."""
+    found: list[Finding] = []
+    if not workspace.config.postal_address.strip():
+        config = workspace.root / "workspace.yaml"
+        try:
+            line = load_yaml(config).position(("postal_address",))[0]
+        except CampaignError:
+            line = 0
+        message = "postal_address is blank; every marketing email must carry it (CAN-SPAM)"
+        found.append(Finding(str(config), line, "error", "postal-address", message))
+    base = settings.public_base_url
+    if settings.env == "production" and not base.lower().startswith("https://"):
+        found.append(
+            Finding(
+                "DRIP_PUBLIC_BASE_URL",
+                0,
+                "error",
+                "insecure-base-url",
+                f"{base} is not https: every tracked link, the open pixel and the unsubscribe "
+                "link go through it, and one-click unsubscribe (RFC 8058) needs https",
+            )
+        )
+    uses = _uses(workspace)
+    sample = _sample_fields(workspace)
+    # Lint renders must not write the dev secret file; tokens are as long with any key.
+    renderer = Renderer(
+        workspace, settings.model_copy(update={"secret_key": SecretStr("drip-lint")})
+    )
+    per_template: list[Finding] = []
+    for name in templates if templates is not None else sorted(workspace.templates):
+        per_template += _lint_template(workspace, renderer, name, uses.get(name, []), sample)
+    return found + sorted(set(per_template))
+
+
+def _lint_template(
+    workspace: Workspace,
+    renderer: Renderer,
+    name: str,
+    uses: list[_Use],
+    sample: dict[str, Any],
+) -> list[Finding]:
+    path = workspace.templates[name]
+    where = str(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Finding(where, 0, "error", "unreadable", str(exc))]
+    found: list[Finding] = []
+    if not uses:
+        found.append(Finding(where, 0, "warning", "unused-template", "no campaign sends it"))
+    # A field is sure only if every campaign sending the template brings it.
+    known = frozenset.intersection(*(u.known for u in uses)) if uses else frozenset({"email"})
+    refs = Refs()
+    files: set[str] = set()
+    for file, text, markup in _sources(workspace, path, source):
+        files.add(file)
+        found += _markup(text, file) if markup else _plain_links(text, file)
+        found += _jinja(text, file, 0, BODY_NAMES, known, refs, fields=sample)
+    for each in uses:
+        for key, text in (("subject", each.subject), ("preheader", each.preheader)):
+            line = each.line(key)
+            found += _jinja(text, str(each.file), line, TEXT_NAMES, each.known, refs, fields=sample)
+    if any(f.rule == "syntax" for f in found):
+        return found  # the render would only repeat it
+    guessed = {f: 1 if f in refs.numeric else f"sample {f}" for f in refs.fields}
+    contact = Contact(id=1, email=_SAMPLE_EMAIL, fields={**guessed, **sample})
+    lines: dict[tuple[str, str], _Use | None] = {}
+    for each in uses:
+        lines.setdefault((each.subject, each.preheader), each)
+    checked = False
+    for (subject, preheader), use in (lines or {("Subject", ""): None}).items():
+        try:
+            rendered = renderer.render(
+                template=name,
+                subject=subject,
+                preheader=preheader,
+                contact=contact,
+                message_id="lint",
+                campaign_id=use.campaign.id if use else "lint",
+                step_id=name,
+                track=True,
+            )
+        except TemplateError as exc:
+            found += _render_error(exc, workspace.root / "emails", where, use, found, files)
+            continue
+        if not checked:
+            found += lint_rendered(rendered, where, workspace.config.postal_address)
+            checked = True
+    return found
+
+
+def _render_error(
+    exc: TemplateError,
+    folder: Path,
+    where: str,
+    use: _Use | None,
+    found: list[Finding],
+    files: set[str],
+) -> list[Finding]:
+    """The render's error at the file it names (a partial, a layout, the ``.txt`` part, a
+    subject), unless a static finding there already says why, with its line."""
+    path, line = where, exc.lineno or 0
+    if exc.template and (folder / exc.template).is_file():
+        path = str(folder / exc.template)
+    for key in ("subject", "preheader"):
+        if use is not None and exc.template.endswith(f": {key}"):
+            path, line = str(use.file), use.line(key)
+    # Without a line, an error of the compiled whole may come from any file it is built from.
+    suspects = files if line == 0 and path in files else {path}
+    if any(f.path in suspects and f.rule in _EXPLAINS and line in (0, f.line) for f in found):
+        return []
+    return [
+        Finding(path, line, "error", "render-error", f"fails for a sample contact: {exc.reason}")
+    ]
+
+
+def lint_rendered(email: RenderedEmail, where: str, postal_address: str) -> list[Finding]:
+    """Findings of an email as it will be sent: its size and its postal address."""
+    return list(_rendered(email, where, postal_address))
+
+
+def _rendered(email: RenderedEmail, where: str, address: str) -> Iterator[Finding]:
+    size = len(email.html.encode())
+    kb = f"{size / 1000:.1f} KB"
+    if size > CLIP_BYTES:
+        yield Finding(
+            where,
+            0,
+            "error",
+            "gmail-clipping",
+            f"the HTML part is {kb} with tracked links: Gmail clips emails over "
+            f"{CLIP_BYTES // 1000} KB, hiding the footer with the unsubscribe link",
+        )
+    elif size > WARN_BYTES:
+        yield Finding(
+            where,
+            0,
+            "warning",
+            "gmail-clipping",
+            f"the HTML part is {kb} with tracked links, close to Gmail's "
+            f"{CLIP_BYTES // 1000} KB clipping limit",
+        )
+    wanted = _squash(address)
+    if wanted:
+        for part, text in (("HTML", html.unescape(email.html)), ("text", email.text)):
+            if wanted not in _squash(text):
+                yield Finding(
+                    where,
+                    0,
+                    "error",
+                    "postal-address",
+                    f"the {part} part lacks the workspace's postal address (required in "
+                    "marketing email, CAN-SPAM)",
+                )
+
+
+def _squash(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+# --- the markup: alt text, http links and images ---------------------------------------------
+
+
+class _Markup(HTMLParser):
+    def __init__(self, where: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.where = where
+        self.found: list[Finding] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        line = self.getpos()[0]
+        values = {k: v or "" for k, v in attrs}
+        if tag in _IMAGE_TAGS and "alt" not in values:
+            self._add(
+                line,
+                "error",
+                "missing-alt",
+                f"<{tag}> has no alt text, so clients that block images and screen readers "
+                'show nothing useful: describe the image, or write alt="" if it is decorative',
+            )
+        for key, value in values.items():
+            url = value.strip()
+            if not url.lower().startswith("http://"):
+                continue
+            if key == "href":
+                self._add(line, "warning", "insecure-link", f"link is not https: {url}")
+            elif key in _SOURCE_ATTRS:
+                self._add(
+                    line,
+                    "warning",
+                    "insecure-image",
+                    f"image is not https (clients block or flag it): {url}",
+                )
+
+    def _add(self, line: int, severity: Severity, rule: str, message: str) -> None:
+        self.found.append(Finding(self.where, line, severity, rule, message))
+
+
+def _markup(source: str, where: str) -> list[Finding]:
+    """Findings of the fragment's tags; Jinja statements and comments are blanked (keeping their
+    newlines) so a ``<`` in a condition is not read as a tag."""
+    parser = _Markup(where)
+    parser.feed(_JINJA_STATEMENT.sub(lambda m: "\n" * m.group().count("\n"), source))
+    parser.close()
+    return parser.found
+
+
+def _sources(workspace: Workspace, path: Path, source: str) -> Iterator[tuple[str, str, bool]]:
+    """``(path, text, is_mjml)`` of every file an email is built from: the template, its custom
+    layout (``{# layout: NAME #}`` or the workspace's ``layout``), the partials they include and
+    the ``.txt`` text part. A file that cannot be read is left to the render, which reports it."""
+    folder = workspace.root / "emails"
+    yield str(path), source, True
+    chosen = _LAYOUT_LINE.match(source)
+    layout = chosen.group("name") if chosen else workspace.config.layout
+    pending = [source]
+    if layout and (text := _read(folder / "layouts" / f"{layout}.mjml")) is not None:
+        yield str(folder / "layouts" / f"{layout}.mjml"), text, True
+        pending.append(text)
+    seen: set[str] = set()
+    while pending:
+        for match in _INCLUDE.finditer(pending.pop()):
+            key = match.group("name").removeprefix("partials/").removesuffix(".mjml")
+            partial = folder / "partials" / f"{key}.mjml"
+            if key in seen or "/" in key or (text := _read(partial)) is None:
+                continue
+            seen.add(key)
+            pending.append(text)
+            yield str(partial), text, True
+    if (text := _read(path.with_suffix(".txt"))) is not None:
+        yield str(path.with_suffix(".txt")), text, False
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _plain_links(text: str, where: str) -> list[Finding]:
+    """``http://`` links of a hand-written text part."""
+    return [
+        Finding(
+            where,
+            text.count("\n", 0, m.start()) + 1,
+            "warning",
+            "insecure-link",
+            f"link is not https: {m.group()}",
+        )
+        for m in _PLAIN_HTTP.finditer(text)
+    ]
+
+
+def _jinja(
+    source: str,
+    where: str,
+    first_line: int,
+    names: frozenset[str],
+    known: frozenset[str],
+    refs: Refs,
+    *,
+    fields: Collection[str],
+) -> list[Finding]:
+    """Findings of one template text; ``first_line`` is where a subject or preheader is in its
+    campaign file (0: the text is the whole file, so Jinja's own lines hold)."""
+    issues = check_jinja(source, names=names, known=known, refs=refs, fields=fields)
+    return [
+        Finding(where, first_line or line, severity, rule, message)
+        for line, severity, rule, message in issues
+    ]
+
+
+# --- the workspace: which steps send which template, what a sample contact holds --------------
+
+
+def _uses(workspace: Workspace) -> dict[str, list[_Use]]:
+    docs: dict[str, tuple[Path, Located | None]] = {}
+    for path in sorted((workspace.root / "campaigns").glob("*.yaml")):
+        try:
+            doc: Located | None = load_yaml(path)
+        except CampaignError:
+            doc = None
+        data = doc.data if doc is not None else None
+        campaign_id = data.get("id") if isinstance(data, dict) else None
+        docs[campaign_id if isinstance(campaign_id, str) else path.stem] = (path, doc)
+    uses: dict[str, list[_Use]] = {}
+    for campaign in workspace.campaigns.values():
+        file, doc = docs.get(campaign.id, (workspace.root / "campaigns", None))
+        form = workspace.forms.get(campaign.trigger.form or "")
+        known = frozenset(f.name for f in form.fields if f.required) if form else frozenset()
+        for index, step in enumerate(campaign.steps):
+            send = step.send_email
+            if send is None:
+                continue
+            uses.setdefault(send.template, []).append(
+                _Use(campaign, file, doc, index, send.subject, send.preheader, known | {"email"})
+            )
+    return uses
+
+
+def _sample_fields(workspace: Workspace) -> dict[str, Any]:
+    """A contact with every field the workspace knows: forms' fields and values campaigns set."""
+    fields: dict[str, Any] = dict(_SAMPLE)
+    for form in workspace.forms.values():
+        for form_field in form.fields:
+            if form_field.name != "email":
+                fields.setdefault(form_field.name, f"sample {form_field.name}")
+    for campaign in workspace.campaigns.values():
+        for step in campaign.steps:
+            if step.update_contact is not None:
+                for key, value in step.update_contact.set_fields.items():
+                    fields.setdefault(key, value)
+    return fields
