@@ -188,6 +188,7 @@ def _lint_template(
                 campaign_id=use.campaign.id if use else "lint",
                 step_id=name,
                 track=True,
+                utm=_utm(workspace, use.campaign.id, name) if use else None,
             )
         except TemplateError as exc:
             found += _render_error(exc, workspace.root / "emails", where, use, found, files)
@@ -421,3 +422,11 @@ def _sample_fields(workspace: Workspace) -> dict[str, Any]:
                 for key, value in step.update_contact.set_fields.items():
                     fields.setdefault(key, value)
     return fields
+
+
+def _utm(workspace: Workspace, campaign_id: str, step_id: str) -> dict[str, Any] | None:
+    """The campaign's UTM parameters, as a send would append them (they add to the size)."""
+    plan = workspace.plans.get(campaign_id)
+    if plan is None or not plan.utm:
+        return None
+    return {**plan.utm, "content": plan.utm.get("content") or step_id}
