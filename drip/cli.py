@@ -70,6 +70,17 @@ def _settings(**overrides: Any) -> Settings:
         _fail(f"invalid settings: {exc}")
 
 
+def _check_dkim(settings: Settings) -> None:
+    """A half-configured DKIM or an unusable key is one red line at start-up, not a failed
+    send later."""
+    from emails import DkimSigner
+
+    try:
+        DkimSigner.from_settings(settings)
+    except SettingsError as exc:
+        _fail(f"invalid settings: {exc}")
+
+
 def _workspace(settings: Settings) -> Workspace:
     try:
         return load_workspace(settings.workspace)
@@ -129,6 +140,7 @@ def dev(workspace: WorkspaceOption = None) -> None:
     from drip.dev import DevError, run_dev
 
     settings = _settings(workspace=workspace)
+    _check_dkim(settings)
     if settings.env != "dev":
         _fail(
             "drip dev is for development (DRIP_ENV=dev); in production run `drip worker` "
@@ -175,6 +187,7 @@ def worker(workspace: WorkspaceOption = None) -> None:
     from workflows.worker import run_worker
 
     settings = _settings(workspace=workspace)
+    _check_dkim(settings)
     ws = _workspace(settings)
     _migrate(settings)
     _warn_if_undeployed(settings, ws)

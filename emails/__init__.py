@@ -4,6 +4,7 @@ Imports flow one way: this package uses ``drip.settings``, ``contacts`` and ``ca
 and is used by ``workflows`` and ``webhooks``; it never imports them.
 """
 
+from emails.dkim import DkimSigner
 from emails.errors import (
     EmailError,
     PermanentSendError,
@@ -26,6 +27,7 @@ from emails.sender import SmtpTransport, Transport, classify_smtp_error
 from emails.templates import TemplateEngine, compile_fragment
 
 __all__ = [
+    "DkimSigner",
     "EmailError",
     "PermanentSendError",
     "RenderedEmail",

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import ssl
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate, parseaddr
 from typing import Any
 
@@ -152,7 +153,7 @@ class NotifyActivities:
             await self.transport.send(
                 sender=parseaddr(config.from_)[1],
                 recipients=[parseaddr(to)[1]],
-                data=msg.as_bytes(),
+                data=msg.as_bytes(policy=SMTP),
             )
         except PermanentSendError as exc:  # transient errors raise: the activity retries
             return f"sales email to {to} refused: {exc}"

@@ -31,3 +31,15 @@ def test_unreachable_temporal_and_undeployed_campaigns_are_named(tmp_path: Path)
     assert "campaign welcome: the workspace has" in run.stderr
     assert "run `drip campaigns deploy`" in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_a_half_configured_dkim_is_one_red_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [venv_binary("drip"), "worker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DRIP_HOME": str(tmp_path), "DRIP_DKIM_DOMAIN": "acme.example"},
+    )
+    assert result.returncode == 1
+    assert "DRIP_DKIM_SELECTOR" in result.stderr and "Traceback" not in result.stderr

@@ -7,14 +7,18 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import dkim
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from contacts.models import Contact
-from drip.settings import Settings
+from drip.settings import Settings, SettingsError
 from emails import (
     PermanentSendError,
     SendError,
@@ -481,3 +485,47 @@ def test_classified_messages_name_the_cause() -> None:
     refused = str(classify_smtp_error(_refused(550)))
     assert "r550@example.com" in refused and "550 reply 550" in refused
     assert "\n" not in str(classify_smtp_error(aiosmtplib.SMTPDataError(451, "a\nb")))
+
+
+# --- DKIM ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+async def test_with_dkim_configured_every_message_arrives_signed(
+    smtp: SmtpServer, settings: Settings, tmp_path: Path, kind: str
+) -> None:
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    pem = tmp_path / "dkim.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    t = SmtpTransport(
+        settings.model_copy(
+            update={"dkim_domain": "acme.example", "dkim_selector": "s1", "dkim_private_key": pem}
+        )
+    )
+    assert t.dkim is not None
+    await _send(t)
+    await t.close()
+    raw = smtp.mailbox.messages[0].raw
+    assert raw.startswith(b"DKIM-Signature:")
+    record = t.dkim.dns_record().encode()
+
+    def dns(name: bytes, timeout: float = 5) -> bytes | None:
+        return record if name == b"s1._domainkey.acme.example." else None
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"Hello", b"Jello"), dnsfunc=dns)
+
+
+def test_a_half_configured_dkim_stops_the_transport_at_start(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match="DRIP_DKIM_SELECTOR"):
+        SmtpTransport(settings.model_copy(update={"dkim_domain": "acme.example"}))
