@@ -2,7 +2,8 @@
 
 PostgreSQL refuses to run as root, and CI runs as root, so the server runs as the ``postgres``
 system user (created by the Debian package) when we are root. Without the binaries the tests that
-need it are skipped with a reason that says how to get them.
+need it are skipped with a reason that says how to get them (in CI, where
+``DRIP_REQUIRE_SYSTEM_TOOLS=1``, they fail instead).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ def postgres_server() -> Iterator[tuple[str, int]]:
     """(host, port) of a PostgreSQL server started for this test session."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip(
+        missing = (
             "PostgreSQL is not installed (Debian package 'postgresql'; `bash .ci/run` installs it)"
         )
+        if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
+            pytest.fail(missing + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
+        pytest.skip(missing)
     as_postgres = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="drip-pg-"))
     data = base / "data"
