@@ -128,6 +128,13 @@ class Plan:
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]
 
+    def utm_for(self, step_id: str) -> dict[str, Any]:
+        """The UTM parameters of a send step's links (``content`` defaults to the step id);
+        empty when the campaign asks for none."""
+        if not self.utm:
+            return {}
+        return {**self.utm, "content": self.utm.get("content") or step_id}
+
     @property
     def trigger_form(self) -> str:
         return self.trigger_value if self.trigger_kind == "form" else ""

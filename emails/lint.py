@@ -427,6 +427,4 @@ def _sample_fields(workspace: Workspace) -> dict[str, Any]:
 def _utm(workspace: Workspace, campaign_id: str, step_id: str) -> dict[str, Any] | None:
     """The campaign's UTM parameters, as a send would append them (they add to the size)."""
     plan = workspace.plans.get(campaign_id)
-    if plan is None or not plan.utm:
-        return None
-    return {**plan.utm, "content": plan.utm.get("content") or step_id}
+    return plan.utm_for(step_id) if plan is not None else None

@@ -376,9 +376,7 @@ class JourneyWorkflow:
                     cap_max=plan.cap_max,
                     cap_seconds=plan.cap_seconds,
                     now=workflow.now().isoformat(),
-                    utm={**plan.utm, "content": plan.utm.get("content") or step.id}
-                    if plan.utm
-                    else {},
+                    utm=plan.utm_for(step.id),
                 ),
                 result_type=SendEmailResult,
                 start_to_close_timeout=timedelta(minutes=2),

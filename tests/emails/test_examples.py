@@ -71,7 +71,7 @@ def _build(
         campaign_id=campaign_id,
         step_id=step_id,
         track=send.track,
-        utm={**plan.utm, "content": plan.utm.get("content") or step_id} if plan.utm else None,
+        utm=plan.utm_for(step_id),
     )
     config = workspace.config
     data = build_message(

@@ -102,6 +102,8 @@ async def view_in_browser(
             workspace,
         )
     message, contact = found
+    # the campaign's UTM parameters, so the page's links are credited like the email's
+    plan = workspace.plans.get(message.campaign_id)
     try:
         rendered = await run_in_threadpool(
             renderer.render,
@@ -115,6 +117,7 @@ async def view_in_browser(
             step_id=message.step_id,
             track=False,
             for_browser=True,
+            utm=plan.utm_for(message.step_id) if plan is not None else None,
         )
     except TemplateError as exc:
         log.warning("view in browser: message %s cannot be rendered any more: %s", message.id, exc)
