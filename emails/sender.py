@@ -202,6 +202,49 @@ class _Pooled:
     client: aiosmtplib.SMTP
     sent: int = 0
     idle_since: float = 0.0
+    #: False while reused without a NOOP (it was busy a moment ago): a drop then shows at MAIL
+    checked: bool = True
+
+
+#: A connection that finished a message less than this long ago is reused without a NOOP round
+#: trip; if the relay dropped it meanwhile, MAIL FROM fails before any of the message is sent.
+_TRUST_IDLE_SECONDS = 1.0
+
+
+class _Stale(Exception):
+    """An unchecked pooled connection turned out closed before the transaction began."""
+
+
+async def _transaction(
+    conn: _Pooled, sender: str, recipients: list[str], data: bytes
+) -> list[aiosmtplib.SMTPRecipientRefused]:
+    """MAIL, RCPT per recipient, DATA; the refused recipients when some were accepted.
+
+    The commands are issued directly rather than through ``sendmail``, which parses every
+    address twice, rescans the message for its SIZE and sends a second RSET after a refusal.
+    """
+    client = conn.client
+    options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+    encoding = "ascii"
+    if not (sender.isascii() and all(r.isascii() for r in recipients)):
+        options.append("SMTPUTF8")  # refused by a relay without it: a permanent error
+        encoding = "utf-8"
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+    except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+        if not conn.checked:
+            raise _Stale from exc
+        raise
+    refused: list[aiosmtplib.SMTPRecipientRefused] = []
+    for recipient in recipients:
+        try:
+            await client.rcpt(recipient, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused.append(exc)
+    if len(refused) == len(recipients):
+        raise aiosmtplib.SMTPRecipientsRefused(refused)
+    await client.data(data)
+    return refused
 
 
 class SmtpTransport:
@@ -242,27 +285,35 @@ class SmtpTransport:
             await self._send(sender, recipients, data)
 
     async def _send(self, sender: str, recipients: list[str], data: bytes) -> None:
-        try:
-            conn = await self._acquire()
-        except Exception as exc:
-            raise classify_smtp_error(exc) from exc
-        healthy = False
-        try:
-            errors, _ = await conn.client.sendmail(sender, recipients, data)
-            healthy = True
-        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
-            # the relay answered (a refusal): the session itself is still usable after RSET
-            healthy = await _reset(conn.client)
-            raise classify_smtp_error(exc) from exc
-        except Exception as exc:
-            raise classify_smtp_error(exc) from exc
-        finally:
-            conn.sent += 1
-            await self._release(conn, healthy=healthy)
-        if errors:
+        fresh = False
+        while True:
+            try:
+                conn = await self._acquire(fresh=fresh)
+            except Exception as exc:
+                raise classify_smtp_error(exc) from exc
+            healthy = stale = False
+            try:
+                refused = await _transaction(conn, sender, recipients, data)
+                healthy = True
+            except _Stale:
+                # A connection reused without a NOOP had been dropped; nothing of the message
+                # was sent on it, so the send moves to a new connection (once).
+                stale = fresh = True
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                # the relay answered (a refusal): the session itself is still usable after RSET
+                healthy = await _reset(conn.client)
+                raise classify_smtp_error(exc) from exc
+            except Exception as exc:
+                raise classify_smtp_error(exc) from exc
+            finally:
+                conn.sent += 1
+                await self._release(conn, healthy=healthy)
+            if not stale:
+                break
+        if refused:
             # Some recipients were accepted, so a retry would send them a duplicate: give up on
             # the refused ones instead. Journeys send to one recipient, so this is rare.
-            detail = "; ".join(f"{rcpt}: {r.code} {r.message}" for rcpt, r in errors.items())
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
             raise PermanentSendError(f"some recipients refused: {detail}")
 
     async def close(self) -> None:
@@ -283,14 +334,19 @@ class SmtpTransport:
             start_tls=self.tls == "starttls",
         )
 
-    async def _acquire(self) -> _Pooled:
-        """An idle connection that still answers NOOP, else a new connected, authenticated one."""
+    async def _acquire(self, *, fresh: bool = False) -> _Pooled:
+        """A pooled connection (checked with NOOP unless it was in use a moment ago), else a
+        new connected, authenticated one; ``fresh`` always opens a new one."""
         now = time.monotonic()
-        while self._idle:
+        while self._idle and not fresh:
             conn = self._idle.pop()
-            if now - conn.idle_since > self.idle_seconds or not conn.client.is_connected:
+            idle = now - conn.idle_since
+            if idle > self.idle_seconds or not conn.client.is_connected:
                 await _quit(conn.client)
                 continue
+            conn.checked = idle >= _TRUST_IDLE_SECONDS
+            if not conn.checked:
+                return conn
             try:
                 await conn.client.noop()
             except Exception:  # dropped while idle: nothing was sent on it, open another
@@ -304,7 +360,7 @@ class SmtpTransport:
             _close(client)  # connected, then TLS or AUTH failed
             raise
         self.connections_opened += 1
-        return _Pooled(client)
+        return _Pooled(client, checked=True)
 
     async def _release(self, conn: _Pooled, *, healthy: bool) -> None:
         """Back to the pool if it is healthy and has room, else closed. The message is already

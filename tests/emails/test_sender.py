@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+import emails.sender
 from contacts.models import Contact
 from drip.settings import Settings, SettingsError
 from emails import (
@@ -252,11 +253,14 @@ async def test_a_connection_is_retired_after_its_message_budget(
     assert (len(smtp.mailbox.messages), t.connections_opened) == (5, 3)
 
 
+@pytest.mark.parametrize("checked", [True, False], ids=["noop", "mail"])
 async def test_a_pooled_connection_the_relay_dropped_is_replaced_before_sending(
-    smtp: SmtpServer, settings: Settings
+    smtp: SmtpServer, settings: Settings, monkeypatch: pytest.MonkeyPatch, checked: bool
 ) -> None:
-    """The relay restarts while our connection idles: NOOP finds it dead, nothing is sent on
-    it, and the message goes once over a new connection."""
+    """The relay restarts while our connection idles: NOOP finds it dead (or, on a connection
+    busy a moment ago and so reused unchecked, MAIL FROM does), nothing is sent on it, and the
+    message goes once over a new connection."""
+    monkeypatch.setattr(emails.sender, "_TRUST_IDLE_SECONDS", 0.0 if checked else 3600.0)
     t = SmtpTransport(settings)
     await _send(t)
     smtp.stop()

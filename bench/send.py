@@ -1,0 +1,708 @@
+"""Benchmark: drip's SMTP pool (``emails.SmtpTransport``) against Postfix ``smtp-source``.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.send [--messages 10000] [--rounds 5] [--concurrency 10]
+    .venv/bin/python -m bench.send --quick
+
+Sending is the last step of every email, so the question is how close drip's pool gets to a
+client that costs almost nothing: Postfix's ``smtp-source`` (C, event-driven, no pipelining).
+Both send into the same ``smtp-sink`` (Postfix's discard-everything server) started once per
+run on a free loopback port, so the server, the kernel and the loopback are the same for both;
+only the client differs. Both paths send:
+
+* the same bytes: real drip messages, rendered once up front through the public API
+  (``Renderer.render`` + ``build_message``, the ``welcome`` step of ``examples/acme``, as
+  ``bench.render`` does); ``smtp-source`` sends one of them from a file (``-F``), so the size
+  is the same to the byte and it adds no headers of its own;
+* the same number of messages per round, over the same number of concurrent SMTP sessions:
+  ``smtp-source -s N`` against N asyncio tasks calling ``transport.send`` (pool size and
+  ``smtp_max_connections`` set to N);
+* with the same connection reuse: the pool retires a connection after
+  ``smtp_messages_per_connection`` messages (K). ``smtp-source`` has no such option (one message
+  per session, or with ``-d`` every message over the same sessions), so the baseline runs as
+  consecutive ``smtp-source -d -s N -m N*K`` batches: each session sends about K messages,
+  then QUITs and the next batch connects (for K = 1, one run without ``-d``). A third,
+  informative path (not in the ratio) is one ``smtp-source -d`` run that never recycles its
+  sessions, to show what the batching costs: starting a process takes a few milliseconds, so
+  batches of fewer than some hundreds of messages (small N*K) handicap the baseline.
+
+Each path is timed from its start (for the baseline, the start of the first ``smtp-source``
+process) until every session has had its QUIT answered (for drip, ``transport.close()``
+returned), a new SmtpTransport each time. After each timed batch the run checks in
+``smtp-sink``'s counters (``-c``) that the sink received exactly that many messages, and that
+every session that said QUIT has ended. The protocol differs in small ways that favour the
+baseline: ``smtp-source`` says HELO (one reply line) where aiosmtplib says EHLO, and drip's
+pool (as written today) checks a reused connection with NOOP before each message.
+``smtp-sink`` announces no ``SIZE``, so aiosmtplib skips the extra pass over each message it
+makes for ``SIZE`` against a real relay: drip's client costs a little less here than there.
+
+CPU placement: the client of both paths (this process, which runs drip's pool on one asyncio
+thread, and ``smtp-source``, one process, which inherits this process's CPU) is pinned to one
+CPU and ``smtp-sink`` (one process) to another, unless ``--no-pin``. So each client gets one
+core, the sink never competes with it, and the placement is the same in every round. Other
+work on this shared machine is not controlled, only measured: the kernel's schedstat gives how
+long the client and the sink were ready to run but waited for their CPU, printed per round.
+Rounds are interleaved (their order alternates) so a noisy neighbour slows every path of a
+round, and medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import json
+import math
+import os
+import pstats
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+# The same step, contacts and fixed date as bench.render, so both benchmarks send the same email.
+from bench.render import DATE, PUBLIC_BASE_URL, SECRET_KEY, WORKSPACE, find_send, make_contacts
+from bench.render import message_id as make_message_id
+from campaigns.workspace import load_workspace
+from drip.settings import Settings
+from emails import Renderer, SmtpTransport, build_message, domain_of
+
+MIN_ROUNDS = 3
+DEFAULTS = {"messages": 10_000, "rounds": 5}
+QUICK = {"messages": 2_000, "rounds": 3}
+#: Distinct rendered messages; rendering costs ~3 ms each, so longer runs cycle through them.
+DISTINCT = 256
+WARMUP = 500
+#: Debian's postfix package installs these in /usr/sbin, which a non-root PATH may lack.
+TOOL_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+SINK_USER = "nobody"  # smtp-sink refuses to run as root without -u
+#: Lines of ``smtp-sink -c``: "sess=N quit=N mesg=N", each ended by a carriage return.
+COUNTERS = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
+
+DRIP = "drip"
+SOURCE = "smtp-source"
+SOURCE_ONE_RUN = "smtp-source -d"
+LABELS = {
+    SOURCE: "baseline: smtp-source, batches of N*K",
+    DRIP: "drip: SmtpTransport, N tasks",
+    SOURCE_ONE_RUN: "  info: smtp-source -d, never recycled",
+}
+
+
+def find_tool(name: str) -> str | None:
+    """A Postfix test program: on PATH, or where Debian's ``postfix`` package puts it."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), *TOOL_DIRS])
+    return shutil.which(name, path=path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the messages -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    sender: str
+    recipient: str
+    data: bytes
+
+
+def render_messages(count: int, settings: Settings) -> list[Message]:
+    """``count`` distinct messages (one per contact) of the welcome step, as ``send_email``
+    builds them: personalised, tracked links, one-click unsubscribe, CRLF MIME bytes."""
+    workspace = load_workspace(WORKSPACE)
+    send = find_send(workspace)
+    config = workspace.config
+    renderer = Renderer(workspace, settings)
+    domain = domain_of(config.from_)
+    sender = parseaddr(config.from_)[1]
+    messages = []
+    for contact in make_contacts(count):
+        mid = make_message_id(contact)
+        rendered = renderer.render(
+            template=send.template,
+            subject=send.subject,
+            preheader=send.preheader,
+            contact=contact,
+            message_id=mid,
+            campaign_id=send.campaign_id,
+            step_id=send.step_id,
+            track=send.track,
+        )
+        data = build_message(
+            rendered,
+            from_addr=config.from_,
+            to_addr=contact.email,
+            reply_to=config.reply_to,
+            message_id=mid,
+            domain=domain,
+            unsubscribe_mailto=config.unsubscribe_mailto,
+            date=DATE,
+        )
+        messages.append(Message(sender, contact.email, data))
+    return messages
+
+
+def write_source_file(message: Message, path: Path) -> None:
+    """``smtp-source -F`` reads lines, dot-stuffs them and ends each with CRLF: give it LF lines
+    so it sends exactly these bytes (a CR left in would be sent doubled)."""
+    path.write_bytes(message.data.replace(b"\r\n", b"\n"))
+
+
+# -- smtp-sink --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    sessions: int = 0  # ended
+    quits: int = 0  # QUIT commands
+    messages: int = 0
+
+
+class Sink:
+    """``smtp-sink`` on a free loopback port, its running counters (``-c``) written to a file:
+    reading them from a pipe would need a thread in this process, which would compete with the
+    client being measured, and an unread pipe would fill and stall the sink."""
+
+    def __init__(self, binary: str, directory: Path, concurrency: int) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.concurrency = concurrency
+        self.counter_file = directory / "smtp-sink.counters"
+        self.error_file = directory / "smtp-sink.errors"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, cpu: int | None) -> Sink:
+        command = [self.binary, "-c"]
+        if os.geteuid() == 0:
+            command += ["-u", SINK_USER]
+        # -m: simultaneous sessions it serves (default 256); backlog: queued connects
+        sessions = max(256, 4 * self.concurrency)
+        command += ["-m", str(sessions), f"127.0.0.1:{self.port}", str(max(1024, sessions))]
+        with self.counter_file.open("wb") as out, self.error_file.open("wb") as errors:
+            self.process = subprocess.Popen(command, stdout=out, stderr=errors)
+        if cpu is not None:
+            os.sched_setaffinity(self.process.pid, {cpu})
+        deadline = time.monotonic() + 10
+        while True:  # ready when it accepts; this probe session shows up in the counters only
+            if self.process.poll() is not None:
+                error = self.error_file.read_text(errors="replace").strip()
+                raise SystemExit(f"smtp-sink exited: {error or self.process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("smtp-sink did not accept connections within 10 s") from None
+                time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def counters(self) -> Counters:
+        """The sink's latest counters: sessions ended, messages received."""
+        with self.counter_file.open("rb") as f:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(max(0, size - 256))
+            found = COUNTERS.findall(f.read())
+        if not found:
+            return Counters()
+        sessions, quits, messages = found[-1]
+        return Counters(int(sessions), int(quits), int(messages))
+
+    def sched(self) -> Sched:
+        assert self.process is not None
+        return Sched.read(f"/proc/{self.process.pid}/schedstat")
+
+    def wait_for(self, before: Counters, messages: int, label: str) -> Counters:
+        """The counters once ``messages`` more arrived since ``before`` and every session that
+        said QUIT has ended (the sink counts a session when the client has closed it, just after
+        the client returned). A different count, after every client reported success, fails the
+        benchmark."""
+        deadline = time.monotonic() + 10
+        while True:
+            now = self.counters()
+            received = now.messages - before.messages
+            ended = now.sessions - before.sessions >= now.quits - before.quits
+            if received == messages and ended:
+                return now
+            if received > messages or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        raise SystemExit(
+            f"{label}: smtp-sink received {received} messages, not {messages} "
+            f"(sessions ended {now.sessions - before.sessions}, QUITs {now.quits - before.quits})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sched:
+    """What the scheduler says of one thread (``/proc/.../schedstat``): seconds on a CPU, and
+    seconds it was ready to run but waited for a CPU. The second is the noise this benchmark
+    cannot control: other work on the machine taking the CPU the client or the sink needs."""
+
+    cpu: float = 0.0
+    waited: float = 0.0
+
+    @classmethod
+    def read(cls, path: str) -> Sched:
+        try:
+            on_cpu, waiting, _ = Path(path).read_text().split()
+        except (OSError, ValueError):  # a kernel without schedstats: the figures read 0
+            return cls()
+        return cls(int(on_cpu) / 1e9, int(waiting) / 1e9)
+
+    def __add__(self, other: Sched) -> Sched:
+        return Sched(self.cpu + other.cpu, self.waited + other.waited)
+
+    def __sub__(self, other: Sched) -> Sched:
+        return Sched(self.cpu - other.cpu, self.waited - other.waited)
+
+
+def this_thread() -> Sched:
+    """The asyncio thread, which runs drip's whole client (aiosmtplib has no threads)."""
+    return Sched.read(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+
+
+# -- the paths --------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    """One timed batch of one path."""
+
+    path: str
+    count: int
+    seconds: float
+    client: Sched  # drip's asyncio thread, or the smtp-source processes
+    sink: Sched
+    sessions: int  # SMTP sessions the sink saw end
+    received: int  # messages the sink counted
+    connections_opened: int | None = None  # drip's own count (transport.connections_opened)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def waited(self) -> float:
+        """Share of the time the client or the sink was ready to run but had no CPU."""
+        return (self.client.waited + self.sink.waited) / self.seconds
+
+
+@dataclass
+class Bench:
+    sink: Sink
+    source: str
+    source_file: Path
+    messages: list[Message]
+    concurrency: int
+    per_connection: int
+    home: Path
+
+    def settings(self) -> Settings:
+        return Settings(
+            home=self.home,
+            smtp_host="127.0.0.1",
+            smtp_port=self.sink.port,
+            smtp_pool_size=self.concurrency,
+            smtp_max_connections=self.concurrency,
+            smtp_messages_per_connection=self.per_connection,
+            smtp_rate_per_second=0.0,
+            secret_key=SECRET_KEY,
+            public_base_url=PUBLIC_BASE_URL,
+        )
+
+    async def drip(self, count: int) -> tuple[float, int]:
+        """Send ``count`` messages through a new SmtpTransport, N tasks at a time, as N
+        concurrent ``send_email`` activities would; then close it. Returns (s, connections)."""
+        transport = SmtpTransport(self.settings())
+        messages = self.messages
+        todo = iter(range(count))
+
+        async def worker() -> None:
+            for n in todo:  # shared: each message is taken by exactly one task
+                message = messages[n % len(messages)]
+                await transport.send(
+                    sender=message.sender, recipients=[message.recipient], data=message.data
+                )
+
+        start = time.perf_counter()
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        finally:
+            await transport.close()
+        return time.perf_counter() - start, transport.connections_opened
+
+    def source_command(self, count: int, *, reuse: bool = True) -> list[str]:
+        message = self.messages[0]
+        # -d: keep the session for the next message (batches bound how many)
+        return [
+            self.source,
+            *(["-d"] if reuse else []),
+            "-s",
+            str(self.concurrency),
+            "-m",
+            str(count),
+            "-F",
+            str(self.source_file),
+            "-f",
+            message.sender,
+            "-t",
+            message.recipient,
+            f"127.0.0.1:{self.sink.port}",
+        ]
+
+    def smtp_source(self, count: int, *, batch: int | None) -> tuple[float, Sched]:
+        """``count`` messages by smtp-source, in consecutive runs of ``batch`` messages (all in
+        one run if None). Returns (seconds, what the scheduler says of its processes)."""
+        if batch is None:
+            commands = [self.source_command(count)]
+        elif self.per_connection == 1:  # smtp-source's own mode: one message per session
+            commands = [self.source_command(count, reuse=False)]
+        else:
+            sizes = [min(batch, count - n) for n in range(0, count, batch)]
+            commands = [self.source_command(size) for size in sizes]
+        used = Sched()
+        start = time.perf_counter()
+        for command in commands:
+            with subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ) as process:
+                # wait without reaping it, so its schedstat can still be read
+                os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+                used += Sched.read(f"/proc/{process.pid}/schedstat")
+                assert process.stderr is not None
+                error = process.stderr.read().decode(errors="replace").strip()
+            if process.returncode != 0:
+                raise SystemExit(f"smtp-source failed ({process.returncode}): {error}")
+        return time.perf_counter() - start, used
+
+    async def run(self, path: str, count: int) -> Round:
+        gc.collect()  # no path pays for the garbage the previous one left
+        before, sink = self.sink.counters(), self.sink.sched()
+        opened: int | None = None
+        if path == DRIP:
+            own = this_thread()
+            seconds, opened = await self.drip(count)
+            client = this_thread() - own
+        elif path == SOURCE:
+            batch = self.concurrency * self.per_connection
+            seconds, client = self.smtp_source(count, batch=batch)
+        else:
+            seconds, client = self.smtp_source(count, batch=None)
+        sink = self.sink.sched() - sink
+        after = self.sink.wait_for(before, count, path)
+        return Round(
+            path=path,
+            count=count,
+            seconds=seconds,
+            client=client,
+            sink=sink,
+            sessions=after.sessions - before.sessions,
+            received=after.messages - before.messages,
+            connections_opened=opened,
+        )
+
+    async def profile(self, count: int) -> str:
+        """One extra drip batch under cProfile: where this process's time goes."""
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            seconds, _ = await self.drip(count)
+        finally:
+            profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(18)
+        text = out.getvalue()
+        body = text[text.find("   ncalls") :] if "   ncalls" in text else text
+        return (
+            f"profile: one drip batch of {count} under cProfile ({count / seconds:,.0f}/s with "
+            f"the profiler's overhead), by own time:\n{body.rstrip()}"
+        )
+
+
+def pin_cpus(enabled: bool) -> tuple[int | None, int | None]:
+    """(client CPU, sink CPU): this process (and the smtp-source it starts) on one CPU, the sink
+    on another. None where there are fewer than two CPUs to choose from or pinning is off."""
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    client, sink = cpus[0], cpus[1]
+    os.sched_setaffinity(0, {client})
+    return client, sink
+
+
+# -- running and reporting --------------------------------------------------------------------
+
+
+async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Round]]:
+    paths = [SOURCE, DRIP, SOURCE_ONE_RUN]
+    warmup = min(args.messages, WARMUP)
+    # Warm-up: imports, aiosmtplib's code paths, the page cache for smtp-source, CPU clocks.
+    for path in paths:
+        await bench.run(path, warmup)
+    print(f"  warm-up done ({warmup} messages per path)", flush=True)
+    rounds: dict[str, list[Round]] = {path: [] for path in paths}
+    for number in range(1, args.rounds + 1):
+        for path in paths if number % 2 else reversed(paths):
+            rounds[path].append(await bench.run(path, args.messages))
+        s, d, o = rounds[SOURCE][-1], rounds[DRIP][-1], rounds[SOURCE_ONE_RUN][-1]
+        print(
+            f"  round {number}: smtp-source {s.rate:7,.0f}/s   drip {d.rate:7,.0f}/s "
+            f"({d.connections_opened} connections)   ratio {d.rate / s.rate:.2f}   "
+            f"[-d {o.rate:,.0f}/s]   client+sink waited for a CPU: {s.waited:.0%}, {d.waited:.0%}, "
+            f"{o.waited:.0%}",
+            flush=True,
+        )
+    return rounds
+
+
+def report(
+    rounds: dict[str, list[Round]], args: argparse.Namespace, size: int, pinned: str
+) -> dict[str, Any]:
+    """Print the figures; return the JSON summary."""
+    rates = {path: [r.rate for r in found] for path, found in rounds.items()}
+    median = {path: statistics.median(r) for path, r in rates.items()}
+    per_round = [d / s for d, s in zip(rates[DRIP], rates[SOURCE], strict=True)]
+
+    def of(r: Round, part: str) -> Sched:
+        return r.client if part == "client" else r.sink
+
+    def us(path: str, part: str) -> float:
+        """Median CPU microseconds per message of the client or the sink."""
+        return statistics.median(1e6 * of(r, part).cpu / r.count for r in rounds[path])
+
+    def share(path: str, part: str, *, waited: bool = False) -> float:
+        """Median share of the wall time the client or the sink was on a CPU (or waited)."""
+        return statistics.median(
+            (of(r, part).waited if waited else of(r, part).cpu) / r.seconds for r in rounds[path]
+        )
+
+    print()
+    print(f"{'':<40}{'':>9}   {'':<15}{'--------- client ---------':>27}{'----- sink -----':>18}")
+    print(
+        f"{'path':<40}{'msgs/s':>9}   {'min-max':<15}{'CPU/msg':>9}{'busy':>8}{'waited':>10}"
+        f"{'CPU/msg':>9}{'waited':>9}{'sessions':>10}"
+    )
+    for path in (SOURCE, DRIP, SOURCE_ONE_RUN):
+        low, high = min(rates[path]), max(rates[path])
+        sessions = statistics.median(r.sessions for r in rounds[path])
+        print(
+            f"{LABELS[path]:<40}{median[path]:>9,.0f}   {f'{low:,.0f}-{high:,.0f}':<15}"
+            f"{us(path, 'client'):>6.0f} us{share(path, 'client'):>8.0%}"
+            f"{share(path, 'client', waited=True):>10.0%}{us(path, 'sink'):>6.0f} us"
+            f"{share(path, 'sink', waited=True):>9.0%}{sessions:>10.0f}"
+        )
+    opened = [r.connections_opened or 0 for r in rounds[DRIP]]
+    expected = max(
+        math.ceil(args.messages / args.per_connection), min(args.concurrency, args.messages)
+    )
+    ratio = median[DRIP] / median[SOURCE]
+    print()
+    print(
+        f"median of {args.rounds} rounds of {args.messages} messages ({size:,} bytes each) per "
+        f"path; N = {args.concurrency} concurrent sessions, K = {args.per_connection} messages "
+        "per connection"
+    )
+    print(f"placement: {pinned}; rounds interleaved, order alternating; sink counts checked")
+    print(
+        "client = drip's asyncio thread or the smtp-source processes; busy = its CPU time over "
+        "the wall time; waited = time it was ready to run but other work had the CPU (noise)"
+    )
+    print(
+        f"drip's pool opened {min(opened)}-{max(opened)} connections per round "
+        f"(the least possible is {expected})"
+    )
+    cpu_x = us(DRIP, "client") / us(SOURCE, "client")
+    print(
+        f"drip's client spends {cpu_x:.1f}x the CPU per message smtp-source does: the figure "
+        "least moved by other work on the machine; 1 / that is the ratio drip would reach if "
+        "both were CPU-bound"
+    )
+    print(
+        "batching smtp-source to K messages per session costs it "
+        f"{100 * (1 - median[SOURCE] / median[SOURCE_ONE_RUN]):.0f}% "
+        "next to never recycling sessions"
+    )
+    print(
+        f"ratio drip/smtp-source: {ratio:.2f} (rounds {min(per_round):.2f}-{max(per_round):.2f}); "
+        "goal >= 0.5"
+    )
+    return {
+        "ratio": round(ratio, 3),
+        "ratio_rounds": [round(r, 3) for r in per_round],
+        "drip_per_s": round(median[DRIP], 1),
+        "baseline_per_s": round(median[SOURCE], 1),
+        "baseline_never_recycled_per_s": round(median[SOURCE_ONE_RUN], 1),
+        "drip_client_cpu_us_per_message": round(us(DRIP, "client"), 1),
+        "baseline_client_cpu_us_per_message": round(us(SOURCE, "client"), 1),
+        "client_cpu_x": round(cpu_x, 2),
+        "waited_for_cpu_rounds": {
+            path: [round(r.waited, 3) for r in found] for path, found in rounds.items()
+        },
+        "connections_opened": opened,
+        "sink_messages": {path: sum(r.received for r in found) for path, found in rounds.items()},
+        "sink_sessions": {path: [r.sessions for r in found] for path, found in rounds.items()},
+        "messages": args.messages,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "per_connection": args.per_connection,
+        "message_bytes": size,
+        "pinned": pinned,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    sink_binary, source_binary = find_tool("smtp-sink"), find_tool("smtp-source")
+    if sink_binary is None or source_binary is None:
+        raise SystemExit("smtp-sink and smtp-source are needed: install Debian's `postfix`")
+    client_cpu, sink_cpu = pin_cpus(not args.no_pin)
+    pinned = (
+        f"client (drip or smtp-source) on CPU {client_cpu}, smtp-sink on CPU {sink_cpu}"
+        if client_cpu is not None
+        else "not pinned (--no-pin, or a single CPU)"
+    )
+    with tempfile.TemporaryDirectory(prefix="drip-bench-") as tmp:
+        directory = Path(tmp)
+        home = directory / ".drip"
+        home.mkdir()
+        render_settings = Settings(
+            home=home,
+            secret_key=SECRET_KEY,
+            public_base_url=PUBLIC_BASE_URL,
+        )
+        t0 = time.perf_counter()
+        messages = render_messages(min(args.messages, DISTINCT), render_settings)
+        # smtp-source sends one of them: the median size, so its bytes stand for all
+        sizes = sorted(messages, key=lambda m: len(m.data))
+        typical = sizes[len(sizes) // 2]
+        messages.remove(typical)
+        messages.insert(0, typical)
+        source_file = directory / "message.eml"
+        write_source_file(typical, source_file)
+        print(
+            f"  {len(messages)} distinct messages rendered in {time.perf_counter() - t0:.1f} s, "
+            f"{len(sizes[0].data):,}-{len(sizes[-1].data):,} bytes; smtp-source sends one of "
+            f"{len(typical.data):,}",
+            flush=True,
+        )
+        sink = Sink(sink_binary, directory, args.concurrency).start(sink_cpu)
+        try:
+            bench = Bench(
+                sink=sink,
+                source=source_binary,
+                source_file=source_file,
+                messages=messages,
+                concurrency=args.concurrency,
+                per_connection=args.per_connection,
+                home=home,
+            )
+            rounds = await measure(bench, args)
+            if args.profile:
+                print(await bench.profile(args.messages), flush=True)
+        finally:
+            sink.stop()
+    return report(rounds, args, len(typical.data), pinned)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.send",
+        description="drip's SMTP pool vs Postfix smtp-source, both into smtp-sink.",
+    )
+    parser.add_argument(
+        "--messages",
+        type=positive,
+        help=f"messages per path per round (default {DEFAULTS['messages']})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive,
+        help=f"rounds; medians are reported (default {DEFAULTS['rounds']}, at least {MIN_ROUNDS})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive,
+        default=10,
+        help="concurrent SMTP sessions: smtp-source -s, drip's tasks, pool size and "
+        "smtp_max_connections (default 10)",
+    )
+    parser.add_argument(
+        "--per-connection",
+        type=positive,
+        default=Settings.model_fields["smtp_messages_per_connection"].default,
+        help="messages per connection: drip's smtp_messages_per_connection, smtp-source's batch "
+        "of N*K (default: the setting's default, %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller defaults for a check in seconds: "
+        + ", ".join(f"--{k} {v}" for k, v in QUICK.items()),
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="leave CPU placement to the scheduler"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, profile one more drip batch and print where its time goes",
+    )
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.rounds < MIN_ROUNDS:
+        parser.error(f"--rounds must be at least {MIN_ROUNDS}: one round on a shared box is noise")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(
+        f"bench.send: {args.messages} messages per path per round, {args.rounds} rounds, "
+        f"{args.concurrency} sessions, {args.per_connection} messages per connection; "
+        f"Python {sys.version.split()[0]}",
+        flush=True,
+    )
+    summary = asyncio.run(run(args))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
