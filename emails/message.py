@@ -44,9 +44,10 @@ _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _HEADERS = HeaderRegistry()
 _POLICY = SMTP.clone(max_line_length=_FOLD_AT)
 _PART_HEAD = (
-    'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n'
 )
+#: Longest body line sent as it is: SMTP's 998 octets, less a margin for dot-stuffing.
+_MAX_BODY_LINE = 990
 
 
 def domain_of(address: str) -> str:
@@ -136,6 +137,19 @@ def _list_unsubscribe(url: str, mailto: str | None) -> str:
     )
 
 
+def _part(subtype: str, body: str) -> bytes:
+    """A text part: as it is (7bit) when it is ASCII with lines SMTP accepts, which is the
+    common case and costs nothing, else quoted-printable. 7bit also never needs the 8BITMIME
+    extension, and no relay re-encodes it (which would break a DKIM signature)."""
+    if "\r" in body:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if body.isascii() and max(map(len, body.split("\n"))) <= _MAX_BODY_LINE:
+        head = _PART_HEAD.format(subtype=subtype, encoding="7bit")
+        return head.encode("ascii") + body.replace("\n", "\r\n").encode("ascii")
+    head = _PART_HEAD.format(subtype=subtype, encoding="quoted-printable")
+    return head.encode("ascii") + _quoted_printable(body)
+
+
 def _quoted_printable(body: str) -> bytes:
     """UTF-8, quoted-printable, CRLF line ends; soft line breaks keep lines within 76."""
     if "\r" in body:
@@ -162,7 +176,8 @@ def build_message(
     if when.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     # Derived from the id, not random, so a retried send is byte-for-byte the same message. It
-    # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D").
+    # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D"),
+    # and a 7bit body could only by quoting a hash of this message's id it cannot know.
     boundary = "=_drip_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
     head = [
         f"Date: {format_datetime(when)}\r\n",
@@ -179,14 +194,14 @@ def build_message(
     head.append(
         "MIME-Version: 1.0\r\n"
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'
-        f"--{boundary}\r\n{_PART_HEAD.format(subtype='plain')}"
+        f"--{boundary}\r\n"
     )
     return b"".join(
         (
             "".join(head).encode("ascii"),
-            _quoted_printable(rendered.text),
-            f"\r\n--{boundary}\r\n{_PART_HEAD.format(subtype='html')}".encode("ascii"),
-            _quoted_printable(rendered.html),
+            _part("plain", rendered.text),
+            f"\r\n--{boundary}\r\n".encode("ascii"),
+            _part("html", rendered.html),
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )

@@ -46,6 +46,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
 
 from emails._text import LINK_END, LINK_START, html_to_text_template, text_to_template
 from emails.errors import TemplateError
@@ -93,6 +94,11 @@ _INLINE_STYLE = re.compile(
     r"<mj-style\b(?P<attrs>[^>]*)>(?P<css>.*?)</mj-style\s*>", re.IGNORECASE | re.DOTALL
 )
 _INLINE_ATTR = re.compile(r"""\binline\s*=\s*["']inline["']""", re.IGNORECASE)
+#: A start tag with attributes and no Jinja in it: ``<td style="...">``.
+_TAG_ATTRIBUTES = re.compile(
+    r"(<[a-zA-Z][a-zA-Z0-9-]*) "  # the tag's name, then the one space to become a line break
+    r"""((?:[^\s"'<>/={}]+(?:\s*=\s*(?:"[^"{}]*"|'[^'{}]*'|[^\s"'<>{}]+))?\s*)+/?>)"""
+)
 _HREF = re.compile(
     r"""(?P<before><a\b[^>]*?\shref\s*=\s*)(?P<q>["'])(?P<url>[^"']*)(?P=q)""", re.IGNORECASE
 )
@@ -183,6 +189,20 @@ def _unmarked(value: Any) -> Any:
 
 
 _TEXT.finalize = _unmarked
+
+
+def _ascii_html(value: Any) -> Any:
+    """A non-ASCII value (a contact's name) as escaped HTML with character references: the
+    same text on screen, and an email whose HTML stays 7-bit ASCII needs no transfer encoding
+    (see ``emails.message``)."""
+    if isinstance(value, str) and not value.isascii():
+        # escaped first, so the Markup wraps only escaped text and character references
+        refs = escape(value).encode("ascii", "xmlcharrefreplace").decode("ascii")
+        return Markup(refs)  # noqa: S704
+    return value
+
+
+_HTML.finalize = _ascii_html
 
 _compiled: OrderedDict[str, Any] = OrderedDict()
 _compiled_lock = threading.Lock()
@@ -369,6 +389,17 @@ def _append_utm(html_doc: str, utm: Utm) -> str:
     return _HREF.sub(add, html_doc)
 
 
+def _fold_tags(html_doc: str) -> str:
+    """Start every tag that has attributes on a new line, breaking after its name.
+
+    MJML writes a section as one line of several KB; SMTP allows 998 octets a line, so such
+    HTML would need quoted-printable encoding, which costs more than anything else in building a
+    message. A line break between a tag's name and its attributes is whitespace the HTML parser
+    ignores, so the page is the same, and an ASCII email can go as it is (7bit).
+    """
+    return _TAG_ATTRIBUTES.sub(r"\1\n\2", html_doc)
+
+
 def _remember(key: str, value: Any) -> None:
     with _compiled_lock:
         _compiled[key] = value
@@ -436,6 +467,7 @@ def compile_email(
             raise TemplateError(f"mj-style inline: {exc}", template=name) from None
     if utm is not None and utm.params():
         html = _append_utm(html, utm)
+    html = _fold_tags(html)
     try:
         template = _HTML.from_string(html)
     except jinja2.TemplateSyntaxError as exc:

@@ -259,7 +259,7 @@ def test_mj_style_inline_is_inlined(own_workspace: Path, settings: Settings) -> 
         + FRAGMENT.format('<span class="promo">Sale {{ contact.first_name }}</span>'),
     )
     out = _render(own_workspace, settings)
-    assert re.search(r'<span class="promo" style="color: ?#ab1234;?">Sale Ann</span>', out.html)
+    assert re.search(r'<span\sclass="promo" style="color: ?#ab1234;?">Sale Ann</span>', out.html)
     assert ".kept" in out.html  # a normal mj-style stays in the head
     assert ".promo {" not in out.html  # the inline one is not left in a <style>
 

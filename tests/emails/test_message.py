@@ -318,3 +318,22 @@ def test_header_injection_through_an_address_is_refused(field: str) -> None:
 def test_subject_with_a_newline_is_refused() -> None:
     with pytest.raises(ValueError, match="one line"):
         _build(_rendered(subject="Hi\r\nBcc: everyone@example.com"))
+
+
+def test_ascii_parts_with_short_lines_go_as_they_are() -> None:
+    data = _build(_rendered(text="Hello there\n", html="<p>Hello <b>there</b></p>\n"))
+    parts = list(_parse(data).iter_parts())
+    assert [p["Content-Transfer-Encoding"] for p in parts] == ["7bit", "7bit"]
+    assert b"\r\n<p>Hello <b>there</b></p>\r\n" in data
+
+
+@pytest.mark.parametrize(
+    ("html", "why"),
+    [("<p>Zo\u00eb</p>", "not ASCII"), ("<p>" + "x" * 995 + "</p>", "a line too long for SMTP")],
+)
+def test_other_parts_are_quoted_printable(html: str, why: str) -> None:
+    data = _build(_rendered(html=html))
+    text_part, html_part = _parse(data).iter_parts()
+    assert text_part["Content-Transfer-Encoding"] == "7bit"
+    assert html_part["Content-Transfer-Encoding"] == "quoted-printable", why
+    assert _content(html_part).rstrip("\n") == html

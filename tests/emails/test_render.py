@@ -203,3 +203,13 @@ def test_same_contact_renders_the_same_email(renderer: Renderer, ann: Contact) -
 def test_unsubscribe_url_differs_per_contact(renderer: Renderer) -> None:
     assert renderer.unsubscribe_url(1) != renderer.unsubscribe_url(2)
     assert renderer.unsubscribe_url(1).startswith(f"{BASE}/u/")
+
+
+def test_non_ascii_contact_values_become_character_references(render: RenderFn) -> None:
+    """The HTML stays ASCII (so it needs no transfer encoding) and shows the same name."""
+    zoe = Contact(id=12, email="zoe@example.com", fields={"first_name": "Zoë <Ω>"})
+    out = render("welcome", zoe)
+    assert "Welcome to Acme Outdoor, Zo&#235; &lt;&#937;&gt;!" in out.html
+    assert out.html.isascii()
+    assert "Welcome to Acme Outdoor, Zoë <Ω>!" in out.text
+    assert out.subject == "Welcome to Acme Outdoor, Zoë <Ω>"
