@@ -9,9 +9,10 @@ from sqlalchemy.engine import Engine
 
 from campaigns.workspace import Workspace
 from drip.settings import Settings
+from emails import Renderer
 from webhooks.journeys import JourneyGateway
 
-__all__ = ["EngineDep", "GatewayDep", "SettingsDep", "WorkspaceDep"]
+__all__ = ["EngineDep", "GatewayDep", "RendererDep", "SettingsDep", "WorkspaceDep"]
 
 
 def _settings(request: Request) -> Settings:
@@ -30,7 +31,12 @@ def _gateway(request: Request) -> JourneyGateway:
     return cast(JourneyGateway, request.app.state.gateway)
 
 
+def _renderer(request: Request) -> Renderer:
+    return cast(Renderer, request.app.state.renderer)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
 GatewayDep = Annotated[JourneyGateway, Depends(_gateway)]
+RendererDep = Annotated[Renderer, Depends(_renderer)]

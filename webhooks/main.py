@@ -14,6 +14,7 @@ from campaigns.workspace import Workspace, load_workspace
 from contacts.db import create_db_engine
 from drip import __version__
 from drip.settings import Settings, get_settings
+from emails import Renderer
 from webhooks.journeys import JourneyGateway
 from webhooks.problems import install_problem_handlers
 from webhooks.routes import forms, tracking, unsubscribe, view
@@ -49,6 +50,8 @@ def create_app(
     app.state.settings = settings
     app.state.workspace = workspace
     app.state.engine = db
+    # one renderer for the app (it reads the secret and caches compiled templates)
+    app.state.renderer = Renderer(workspace, settings)
     app.state.gateway = JourneyGateway(
         settings=settings,
         engine=db,

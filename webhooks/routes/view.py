@@ -20,9 +20,8 @@ answer is HTML, not problem JSON. A template that no longer renders (renamed, br
 from __future__ import annotations
 
 import logging
-from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
@@ -30,10 +29,10 @@ from contacts import outbox, repository
 from contacts.db import session_scope
 from contacts.errors import NotFound
 from contacts.models import Contact, Message, MessageState
-from emails import Renderer, TemplateError
+from emails import TemplateError
 from emails.links import verify_view_token
 from webhooks._templating import message_page
-from webhooks.deps import EngineDep, SettingsDep, WorkspaceDep
+from webhooks.deps import EngineDep, RendererDep, SettingsDep, WorkspaceDep
 
 __all__ = ["PAGE_HEADERS", "router"]
 
@@ -57,20 +56,6 @@ PAGE_HEADERS = {
     "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
     "font-src https: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 }
-
-
-def _renderer(request: Request, settings: SettingsDep, workspace: WorkspaceDep) -> Renderer:
-    """The app's one Renderer, made on first use and kept on the app: it reads the secret and
-    caches compiled templates, which has no place on every request."""
-    state = request.app.state
-    renderer = getattr(state, "view_renderer", None)
-    if renderer is None:
-        renderer = Renderer(workspace, settings)
-        state.view_renderer = renderer
-    return cast(Renderer, renderer)
-
-
-RendererDep = Annotated[Renderer, Depends(_renderer)]
 
 
 # HEAD is the same handler (it has no side effects); it stays out of the OpenAPI document, where
