@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emails._html import Utm
 from emails._text import finish_text, html_to_text
 from emails.links import (
     insert_pixel,
@@ -22,7 +23,7 @@ from emails.links import (
     unsubscribe_token,
     view_token,
 )
-from emails.templates import Record, TemplateEngine, Utm, render_bounded
+from emails.templates import Record, TemplateEngine, render_bounded
 
 if TYPE_CHECKING:
     from campaigns.workspace import Workspace
