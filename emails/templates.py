@@ -83,7 +83,6 @@ _CLOCK_EVERY = 16
 
 #: Where a layout puts the template's content.
 PLACEHOLDER = "<!-- drip:content -->"
-_PLACEHOLDER = PLACEHOLDER
 _LAYOUT = files("emails").joinpath("layout.mjml").read_text(encoding="utf-8")
 _DOCUMENT_TAGS = ("<mjml", "<mj-body", "<mj-head")
 _FORBIDDEN_NODES = (nodes.Import, nodes.FromImport, nodes.Extends)
