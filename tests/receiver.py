@@ -30,6 +30,8 @@ class Server:
 
     tls: ssl.SSLContext | None
     received: list[Received] = field(default_factory=list)
+    #: paths answered 200 with these bytes (a certificate, a confirmation page)
+    files: dict[str, bytes] = field(default_factory=dict)
     sni: list[str | None] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
@@ -85,6 +87,8 @@ class Server:
             content = f"nope {status}\n\tline two".encode()
             if status == 302:
                 extra = "Location: https://169.254.169.254/latest/meta-data/\r\n"
+        if path in self.files:
+            content = self.files[path]
         if path == "/big":
             status, content = 404, b"x" * (16 * MAX_RESPONSE_BYTES)
         writer.write(
