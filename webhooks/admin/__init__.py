@@ -1,0 +1,24 @@
+"""The admin API under ``/api``: contacts, their events, campaigns and journeys, for API keys.
+
+Every route takes ``Authorization: Bearer drip_...`` (``auth``) and needs one scope; every
+error is problem JSON (RFC 9457), every body is capped (1 MB JSON, 20 MB CSV: 413), and every
+route declares its response model and problem responses so the OpenAPI document is complete.
+Keys are made with ``drip apikeys create`` (``contacts.apikeys``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from webhooks.admin import campaigns, contacts, contacts_csv, events, journeys
+from webhooks.admin._common import AdminProblem, Problem
+
+__all__ = ["AdminProblem", "Problem", "router"]
+
+router = APIRouter(prefix="/api")
+# the CSV routes first: /contacts/import and /contacts/export are not /contacts/{contact_id}
+router.include_router(contacts_csv.router)
+router.include_router(contacts.router)
+router.include_router(events.router)
+router.include_router(campaigns.router)
+router.include_router(journeys.router)
