@@ -1,0 +1,330 @@
+"""The Segment-compatible events API: ``POST /v1/track``, ``/identify``, ``/page``, ``/batch``.
+
+A shop points an existing Segment or RudderStack library at drip by changing its host. The write
+key is HTTP basic auth's user name with an empty password (or ``writeKey`` in the body, as
+Segment also accepts); the keys are ``DRIP_WRITE_KEYS``, and while none is set the API answers
+404. Bodies are capped as Segment caps them: 32 KB a call, 500 KB a batch (413 past that).
+
+How a message lands in drip:
+
+- the contact: an email in ``traits.email`` (identify) or ``context.traits.email`` (any call)
+  creates or updates the contact and stores ``userId``/``anonymousId`` as its fields
+  ``user_id``/``anonymous_id``; a call with only ids finds the contact by them
+  (``contacts.identities``). A call for nobody we know is answered 200 and dropped (logged):
+  send ``identify`` with the email first, as Segment libraries do after a sign-up or login.
+- ``track`` records an ``event`` named by ``drip_event_name`` (``Order Completed`` ->
+  ``purchase``, ``Cart Abandoned`` -> ``cart_abandoned``), with a purchase's ``amount`` and
+  ``items`` normalised; ``page``/``screen`` record a ``page``/``screen`` event; ``identify``
+  records no event; ``group``/``alias`` are accepted and ignored.
+- each event is stored once per ``messageId`` and routed to journeys once (triggers, ``wait_for``
+  and goals), or left to the worker's sweep while Temporal is away.
+
+Answers: ``200 {"success": true}`` once stored; 4xx problem JSON for anything a client gets
+wrong (401 with a ``WWW-Authenticate`` challenge for a wrong key, 422 for a body of the wrong
+shape; a batch is all or nothing); 503 when the database is unavailable, which Segment libraries
+retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBasic
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from contacts import repository
+from contacts.db import session_scope
+from contacts.errors import InvalidEmail
+from contacts.identities import ANONYMOUS_ID_FIELD, USER_ID_FIELD, find_by_identity
+from contacts.models import Contact, utcnow
+from drip.settings import Settings
+from webhooks.deps import EngineDep, GatewayDep
+from webhooks.problems import problem
+from webhooks.routes._segment_payloads import (
+    AnyMessage,
+    Batch,
+    Identify,
+    Ignored,
+    Page,
+    Track,
+    dedupe_key,
+    drip_event_name,
+    normalise_properties,
+    occurred_at,
+)
+
+__all__ = ["MAX_BATCH_BYTES", "MAX_CALL_BYTES", "router"]
+
+log = logging.getLogger(__name__)
+
+#: Segment's limits: 32 KB for one call, 500 KB for a batch.
+MAX_CALL_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="drip", charset="UTF-8"'}
+#: Segment's reserved traits in camelCase -> the field names drip's templates use.
+_TRAIT_FIELDS = {"firstName": "first_name", "lastName": "last_name", "createdAt": "created_at"}
+
+
+class Success(BaseModel):
+    """What Segment answers, and what its libraries look for."""
+
+    success: Literal[True] = True
+
+
+class _WriteKeyDocs(HTTPBasic):
+    """Declares basic auth in the OpenAPI document; the check itself is ``_guard``'s, which
+    runs first and answers with problem JSON and a challenge."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+class _GuardedRoute(APIRoute):
+    """Size cap and write key before FastAPI reads the body into the request model, so a
+    stranger gets 401 (not 422) and a huge body is never parsed."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        limit = MAX_BATCH_BYTES if self.path.endswith("/batch") else MAX_CALL_BYTES
+
+        async def guarded(request: Request) -> Response:
+            refused = await _guard(request, limit)
+            return refused if refused is not None else await handler(request)
+
+        return guarded
+
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["events"],
+    route_class=_GuardedRoute,
+    dependencies=[Security(_WriteKeyDocs(scheme_name="writeKey", realm="drip", auto_error=False))],
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "wrong or missing write key (problem JSON)"},
+    404: {"description": "the events API is off: no DRIP_WRITE_KEYS (problem JSON)"},
+    413: {"description": "body over 32 KB (500 KB for a batch) (problem JSON)"},
+    422: {"description": "not a Segment message of this type (problem JSON)"},
+    503: {"description": "database unavailable; retry later (problem JSON)"},
+}
+
+
+@router.post(
+    "/track",
+    summary="Record what a user did (Segment track)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def track(message: Track, engine: EngineDep, gateway: GatewayDep) -> Response:
+    return await _ingest([message], None, engine, gateway)
+
+
+@router.post(
+    "/identify",
+    summary="Say who a user is (Segment identify)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def identify(message: Identify, engine: EngineDep, gateway: GatewayDep) -> Response:
+    return await _ingest([message], None, engine, gateway)
+
+
+@router.post(
+    "/page", summary="Record a page view (Segment page)", response_model=Success, responses=_ERRORS
+)
+async def page(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
+    message.type = "page"
+    return await _ingest([message], None, engine, gateway)
+
+
+@router.post(
+    "/screen",
+    summary="Record an app screen view (Segment screen)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def screen(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
+    message.type = "screen"
+    return await _ingest([message], None, engine, gateway)
+
+
+@router.post(
+    "/batch",
+    summary="Many messages in one call (Segment batch)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def batch(body: Batch, engine: EngineDep, gateway: GatewayDep) -> Response:
+    return await _ingest(body.batch, body, engine, gateway)
+
+
+async def _guard(request: Request, limit: int) -> Response | None:
+    settings: Settings = request.app.state.settings
+    keys = [k.get_secret_value().encode() for k in settings.write_keys]
+    if not keys:
+        return problem(404, "Not Found", "the events API is off until DRIP_WRITE_KEYS is set")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # FastAPI reads the model from here
+    given = _header_key(request) or _body_key(body)
+    # every key compared, in constant time, so timing tells nothing about which nearly matched
+    if not any([hmac.compare_digest(given, key) for key in keys]) or not given:
+        refused = problem(401, "Unauthorized", "wrong or missing write key")
+        refused.headers.update(_CHALLENGE)
+        return refused
+    if (b"NaN" in body or b"Infinity" in body) and not _finite(body):
+        return problem(422, "Invalid request", "NaN and Infinity are not JSON numbers")
+    return None
+
+
+def _finite(body: bytes) -> bool:
+    """False if the body uses the NaN/Infinity literals Python's JSON reader accepts (no
+    database stores them in JSON); True otherwise, also for a body that is not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise OverflowError(constant)
+
+    try:
+        json.loads(body, parse_constant=refuse)
+    except OverflowError:
+        return False
+    except (ValueError, RecursionError):
+        pass
+    return True
+
+
+def _too_large(limit: int) -> Response:
+    return problem(413, "Content Too Large", f"this call is limited to {limit} bytes")
+
+
+def _header_key(request: Request) -> bytes:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return b""
+    try:
+        user, _, _password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return b""
+    return user
+
+
+def _body_key(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return b""
+    key = data.get("writeKey") if isinstance(data, dict) else None
+    return key.encode() if isinstance(key, str) else b""
+
+
+@dataclass
+class _Outcome:
+    route: list[int] = field(default_factory=list)
+    ignored: int = 0
+
+
+async def _ingest(
+    messages: Sequence[AnyMessage], batch: Batch | None, engine: Engine, gateway: GatewayDep
+) -> Response:
+    def store() -> _Outcome:
+        outcome = _Outcome()
+        with session_scope(engine) as session:
+            for message in messages:
+                _store_one(session, message, batch, outcome)
+        return outcome
+
+    try:
+        outcome = await run_in_threadpool(store)
+    except OperationalError:
+        log.warning("events API: database unavailable", exc_info=True)
+        unavailable = problem(503, "Service Unavailable", "the database is unavailable")
+        unavailable.headers["Retry-After"] = "10"
+        return unavailable
+    if outcome.ignored:
+        log.info("events API: %d message(s) for no known contact ignored", outcome.ignored)
+    for event_id in outcome.route:
+        await gateway.route(event_id)
+    return Response(Success().model_dump_json(), media_type="application/json")
+
+
+def _store_one(
+    session: Session, message: AnyMessage, batch: Batch | None, outcome: _Outcome
+) -> None:
+    if isinstance(message, Ignored):
+        return
+    contact = _contact(session, message, batch)
+    if contact is None or contact.id is None:
+        outcome.ignored += 1
+        return
+    if isinstance(message, Identify):
+        return
+    if isinstance(message, Track):
+        type_, name = "event", drip_event_name(message.event)
+        properties = normalise_properties(name, message.properties)
+    else:
+        type_, name = message.type, (message.name or "")
+        properties = dict(message.properties)
+        if message.category:
+            properties.setdefault("category", message.category)
+    message_id = message.messageId or f"drip-{uuid.uuid4()}"
+    event, created = repository.record_event(
+        session,
+        contact_id=contact.id,
+        type=type_,
+        name=name,
+        properties=properties,
+        dedupe_key=dedupe_key(message_id),
+        source=f"segment:{message.type}",
+        occurred_at=occurred_at(message, batch.sentAt if batch else None, utcnow()),
+    )
+    # a retry of a message routed already signals nothing; one Temporal missed is routed now
+    if event.id is not None and (created or event.routed_at is None):
+        outcome.route.append(event.id)
+
+
+def _contact(session: Session, message: AnyMessage, batch: Batch | None) -> Contact | None:
+    """The contact the message is about: by email if it carries one (created if new), else by
+    ``userId``/``anonymousId``."""
+    traits = dict(batch.context.traits) if batch else {}
+    traits.update(message.context.traits)
+    if isinstance(message, Identify):
+        traits.update(message.traits)
+    email = traits.get("email")
+    if isinstance(email, str) and email.strip():
+        ids = {USER_ID_FIELD: message.user_id, ANONYMOUS_ID_FIELD: message.anonymous_id}
+        fields = _fields(message.traits) if isinstance(message, Identify) else {}
+        try:
+            contact, _ = repository.upsert_contact(session, email, {**fields, **ids})
+            return contact
+        except InvalidEmail:
+            log.info("events API: invalid email in traits ignored")
+    return find_by_identity(session, user_id=message.user_id, anonymous_id=message.anonymous_id)
+
+
+def _fields(traits: dict[str, Any]) -> dict[str, Any]:
+    """Identify traits as contact fields (``firstName`` -> ``first_name``), minus the email
+    (the contact's key) and ``id`` (``userId`` is stored as ``user_id``)."""
+    return {_TRAIT_FIELDS.get(k, k): v for k, v in traits.items() if k not in ("email", "id")}
