@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from campaigns.durations import DurationError, format_duration, parse_duration
 
 __all__ = [
+    "FORM_RESERVED_NAMES",
     "STEP_KINDS",
     "TRIGGER_KINDS",
     "AutoWinner",
@@ -48,6 +49,7 @@ __all__ = [
     "SendWindow",
     "Split",
     "Step",
+    "Topic",
     "Trigger",
     "UpdateContact",
     "Variant",
@@ -493,12 +495,46 @@ class FormDefinition(_Strict):
     consent: str = Field(min_length=1, description="the consent text shown next to the button")
     submit: str = "Subscribe"
     thank_you: str = "Thank you! Please check your inbox."
+    hidden: dict[Identifier, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict,
+        description="hidden fields: name -> default value, stored on the contact; the page "
+        "takes a value from its query string (?utm_source=...), so never trust them",
+    )
+    double_opt_in: bool = Field(
+        default=False,
+        description="send a confirmation email first; the contact is subscribed and the "
+        "form's campaigns start only when the link in it is confirmed",
+    )
+    redirect: HttpsUrl | None = Field(
+        default=None,
+        description="where a browser goes after a successful post instead of the thank-you "
+        "page; its host must be in the workspace's form_redirect_hosts",
+    )
 
     @model_validator(mode="after")
     def _has_email(self) -> FormDefinition:
         if not any(f.name == "email" and f.type == "email" for f in self.fields):
             raise PydanticCustomError("form_email", "a form needs a field 'email' of type email")
+        names = [f.name for f in self.fields] + list(self.hidden)
+        for name in names:
+            if name in FORM_RESERVED_NAMES or names.count(name) > 1:
+                raise PydanticCustomError(
+                    "form_field_name",
+                    "field name {name!r} is used twice or reserved ({reserved})",
+                    {"name": name, "reserved": ", ".join(sorted(FORM_RESERVED_NAMES))},
+                )
         return self
+
+
+#: Names a form posts besides its fields: the consent box, the honeypot and the redirect.
+FORM_RESERVED_NAMES = frozenset({"consent", "website", "redirect"})
+
+
+class Topic(_Strict):
+    """A subject a contact can choose on the preference page; stored as the tag ``topic:<id>``."""
+
+    id: Identifier
+    label: str = Field(min_length=1, max_length=200)
 
 
 class SalesConfig(_Strict):
@@ -525,6 +561,18 @@ class WorkspaceConfig(_Strict):
         description="hosts a webhook step may POST to ('*.example.com' for subdomains)",
     )
     sales: SalesConfig = Field(default_factory=SalesConfig)
+    form_redirect_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts a form may redirect a browser to after a post (exact host names)",
+    )
+    form_origins: list[str] = Field(
+        default_factory=list,
+        description="sites allowed to post forms (https://shop.example.com), checked against "
+        "the browser's Origin or Referer; empty: any site may embed the forms",
+    )
+    topics: list[Topic] = Field(
+        default_factory=list, description="topics contacts can choose on the preference page"
+    )
     layout: Identifier | None = Field(
         default=None,
         description="the default email layout: emails/layouts/NAME.mjml (default: built in)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from campaigns.compile import compile_campaign
 from campaigns.errors import CampaignError, Problem
@@ -71,6 +72,19 @@ def load_workspace(root: Path) -> Workspace:
                     f"form id '{form.id}' must match the file name '{path.stem}'",
                 )
             )
+        if form.redirect is not None and config is not None:
+            host = (urlsplit(form.redirect).hostname or "").lower()
+            if host not in {h.lower() for h in config.form_redirect_hosts}:
+                allowed = ", ".join(config.form_redirect_hosts) or "none yet"
+                problems.append(
+                    Problem(
+                        doc.file,
+                        *doc.position(("redirect",)),
+                        "redirect",
+                        f"host '{host}' is not in workspace.yaml form_redirect_hosts "
+                        f"(allowed: {allowed})",
+                    )
+                )
         forms[form.id] = form
 
     campaigns: dict[str, Campaign] = {}

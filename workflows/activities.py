@@ -150,6 +150,12 @@ class JourneyActivities:
         to send to, or the final answer (deferred, suppressed, already done)."""
         with session_scope(self.engine) as session:
             contact = repository.get_contact(session, inp.contact_id, lock=inp.cap_max > 0)
+            paused = contact.paused_until
+            if paused is not None and paused > _moment(inp.now):
+                # paused on the preference page: the journey waits and sends when it ends
+                return SendEmailResult(
+                    message_id=inp.message_id, state="deferred", retry_at=paused.isoformat()
+                )
             if inp.cap_max and contact.status == ContactStatus.subscribed:
                 full_until = outbox.cap_full_until(
                     session,

@@ -88,7 +88,8 @@ BROKEN = [
     (
         "  form: newsletter",
         "  form: signup",
-        "8:9: trigger.form: form 'signup' does not exist (known: newsletter, preferences, webinar)",
+        "8:9: trigger.form: form 'signup' does not exist "
+        "(known: catalogue, newsletter, preferences, webinar)",
     ),
     (
         "  - id: tips\n",

@@ -1,50 +1,105 @@
-"""Unsubscribe: RFC 8058 one-click POST (200, never a redirect) and a GET that only asks.
+"""Unsubscribe and the preference page: RFC 8058 one-click POST (200, never a redirect), and a
+GET that only asks and offers the preference centre (topics, pause for 30 days).
 
-Mail clients and link scanners fetch GET URLs on their own, so a GET never unsubscribes anyone;
-it shows a confirmation button that POSTs. The one-click POST from a mail client's button
-unsubscribes at once. Suppression is checked at send time, so no further email goes out.
+Mail clients and link scanners fetch GET URLs on their own, so a GET never changes anything; the
+page's buttons POST. The one-click POST from a mail client's button unsubscribes at once, and the
+``unsubscribe`` event ends the contact's running journeys; suppression is also checked at send
+time, so no further email goes out. Every action is authorised by the signed token in the URL,
+which only the recipient has, so no other site can forge these posts (CSRF).
+
+Topics are stored as the contact's tags ``topic:<id>`` (campaigns select them with
+``has_tag("topic:deals")``); a pause sets ``paused_until``, and sends wait until it has passed.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
-from contacts import repository
+from campaigns.workspace import Workspace
+from contacts import consent, repository
 from contacts.db import session_scope
 from contacts.errors import NotFound
-from contacts.models import ContactStatus
+from contacts.models import Contact, ContactStatus, utcnow
 from emails.links import verify_unsubscribe_token
-from webhooks._templating import message_page
+from webhooks._templating import message_page, page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
 
-__all__ = ["router"]
+__all__ = ["PAUSE", "TOPIC_TAG", "router"]
 
 router = APIRouter(prefix="/u", tags=["unsubscribe"])
 
+PAUSE = timedelta(days=30)
+TOPIC_TAG = "topic:"
 
-@router.get("/{token}", summary="Confirmation page; unsubscribes nobody by itself")
-async def confirm_page(token: str, settings: SettingsDep, workspace: WorkspaceDep) -> Response:
-    if verify_unsubscribe_token(settings.secret(), token) is None:
-        return message_page(
-            "Link not valid",
-            "This unsubscribe link is not valid.",
-            status_code=404,
-            workspace_name=workspace.config.name,
-        )
+
+def _invalid(workspace: Workspace) -> HTMLResponse:
     return message_page(
-        "Unsubscribe",
-        f"Stop receiving marketing emails from {workspace.config.name}?",
+        "Link not valid",
+        "This unsubscribe link is not valid.",
+        status_code=404,
         workspace_name=workspace.config.name,
-        action=f"/u/{token}",
-        button="Unsubscribe me",
     )
 
 
-@router.post("/{token}", summary="One-click unsubscribe (RFC 8058); answers 200, no redirect")
+def _preferences(
+    token: str, contact: Contact, workspace: Workspace, notice: str = ""
+) -> HTMLResponse:
+    paused = contact.paused_until
+    return page(
+        "preferences.html",
+        base=f"/u/{token}",
+        email=contact.email,
+        notice=notice,
+        topics=workspace.config.topics,
+        chosen={t.removeprefix(TOPIC_TAG) for t in contact.tags if t.startswith(TOPIC_TAG)},
+        paused_until=paused.strftime("%d %B %Y") if paused and paused > utcnow() else "",
+        unsubscribed=contact.status != ContactStatus.subscribed,
+        workspace_name=workspace.config.name,
+    )
+
+
+@router.get(
+    "/{token}",
+    summary="Confirmation and preference page; changes nothing by itself",
+    responses={404: {"description": "invalid link (a page)"}},
+)
+async def confirm_page(
+    token: str, settings: SettingsDep, workspace: WorkspaceDep, engine: EngineDep
+) -> Response:
+    contact_id = verify_unsubscribe_token(settings.secret(), token)
+    if contact_id is None:
+        return _invalid(workspace)
+
+    def load() -> Contact | None:
+        with session_scope(engine) as session:
+            try:
+                return repository.get_contact(session, contact_id)
+            except NotFound:
+                return None
+
+    contact = await run_in_threadpool(load)
+    if contact is None:
+        # signed by us, for a contact since erased: ask anyway, the POST finds nobody
+        return message_page(
+            "Unsubscribe",
+            f"Stop receiving marketing emails from {workspace.config.name}?",
+            workspace_name=workspace.config.name,
+            action=f"/u/{token}",
+            button="Unsubscribe me",
+        )
+    return _preferences(token, contact, workspace)
+
+
+@router.post(
+    "/{token}",
+    summary="One-click unsubscribe (RFC 8058); answers 200, no redirect",
+    responses={404: {"description": "invalid link (a page)"}},
+)
 async def unsubscribe(
     token: str,
     settings: SettingsDep,
@@ -54,12 +109,7 @@ async def unsubscribe(
 ) -> Response:
     contact_id = verify_unsubscribe_token(settings.secret(), token)
     if contact_id is None:
-        return message_page(
-            "Link not valid",
-            "This unsubscribe link is not valid.",
-            status_code=404,
-            workspace_name=workspace.config.name,
-        )
+        return _invalid(workspace)
 
     def record() -> int | None:
         with session_scope(engine) as session:
@@ -77,12 +127,7 @@ async def unsubscribe(
     try:
         event_id = await run_in_threadpool(record)
     except NotFound:
-        return message_page(
-            "Link not valid",
-            "This unsubscribe link is not valid.",
-            status_code=404,
-            workspace_name=workspace.config.name,
-        )
+        return _invalid(workspace)
     if event_id is not None:
         await gateway.route(event_id)
     return message_page(
@@ -90,3 +135,107 @@ async def unsubscribe(
         f"You will not receive marketing emails from {workspace.config.name} any more.",
         workspace_name=workspace.config.name,
     )
+
+
+async def _posted(request: Request, name: str) -> list[str] | None:
+    """The posted values of ``name`` (urlencoded or multipart), or None if unreadable."""
+    try:
+        form = await request.form()
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        return None
+    return [v for v in form.getlist(name) if isinstance(v, str)]
+
+
+@router.post(
+    "/{token}/topics",
+    summary="Preference page: choose topics",
+    responses={
+        400: {"description": "unreadable form (a page)"},
+        404: {"description": "invalid link"},
+    },
+)
+async def save_topics(
+    token: str,
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    gateway: GatewayDep,
+    workspace: WorkspaceDep,
+) -> Response:
+    contact_id = verify_unsubscribe_token(settings.secret(), token)
+    chosen = await _posted(request, "topic")
+    if contact_id is None:
+        return _invalid(workspace)
+    if chosen is None:
+        return message_page(
+            "Bad request",
+            "The form could not be read.",
+            status_code=400,
+            workspace_name=workspace.config.name,
+        )
+    known = [t.id for t in workspace.config.topics]
+    wanted = {f"{TOPIC_TAG}{t}" for t in known if t in chosen}
+    unwanted = {f"{TOPIC_TAG}{t}" for t in known if t not in chosen}
+
+    def record() -> tuple[Contact, list[int]]:
+        recorded: list[int] = []
+        with session_scope(engine) as session:
+            contact = repository.update_contact(
+                session,
+                contact_id,
+                add_tags=sorted(wanted),
+                remove_tags=sorted(unwanted),
+                source="preferences",
+                recorded=recorded,
+            )
+            return contact, recorded
+
+    try:
+        contact, events = await run_in_threadpool(record)
+    except NotFound:
+        return _invalid(workspace)
+    for event_id in events:
+        await gateway.route(event_id)
+    return _preferences(token, contact, workspace, "Your topics are saved.")
+
+
+@router.post(
+    "/{token}/pause",
+    summary="Preference page: pause emails for 30 days, or resume",
+    responses={
+        400: {"description": "no valid action (a page)"},
+        404: {"description": "invalid link"},
+    },
+)
+async def pause(
+    token: str,
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    workspace: WorkspaceDep,
+) -> Response:
+    contact_id = verify_unsubscribe_token(settings.secret(), token)
+    action = await _posted(request, "action")
+    if contact_id is None:
+        return _invalid(workspace)
+    if action is None or action[-1:] not in (["pause"], ["resume"]):
+        return message_page(
+            "Bad request",
+            "Choose to pause or to resume your emails.",
+            status_code=400,
+            workspace_name=workspace.config.name,
+        )
+    until = utcnow() + PAUSE if action[-1] == "pause" else None
+
+    def record() -> Contact:
+        with session_scope(engine) as session:
+            return consent.set_paused_until(session, contact_id, until)
+
+    try:
+        contact = await run_in_threadpool(record)
+    except NotFound:
+        return _invalid(workspace)
+    notice = (
+        f"Your emails are paused for {PAUSE.days} days." if until else "Your emails are resumed."
+    )
+    return _preferences(token, contact, workspace, notice)
