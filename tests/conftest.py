@@ -35,6 +35,8 @@ def settings(tmp_path: Path, smtp: SmtpServer) -> Settings:
         public_base_url="http://testserver",
         secret_key="test-secret-key-not-for-production",  # type: ignore[arg-type]
         temporal_task_queue=f"test-{uuid.uuid4()}",
+        # tests open their emails the moment they arrive, faster than the bot rule allows people
+        tracking_min_seconds_after_send=0.0,
     )
 
 

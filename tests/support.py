@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from campaigns.workspace import Workspace
+from contacts.db import session_scope
+from contacts.models import Event
 from drip.settings import Settings
 from webhooks.main import create_app
 from workflows.deploy import deploy_workspace
@@ -30,6 +33,8 @@ from workflows.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "acme"
+#: A desktop mail client's user agent, for requests that stand for a person reading an email.
+MAIL_CLIENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 
 
 def venv_binary(name: str) -> str:
@@ -51,7 +56,10 @@ async def api_client(
     deploy_workspace(engine, workspace)
     app = create_app(settings, workspace, engine=engine, temporal=temporal)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        # a person's mail client: httpx's own agent is, rightly, a bot to the tracking filter
+        headers={"user-agent": MAIL_CLIENT},
     ) as client:
         yield client
 
@@ -66,6 +74,21 @@ async def running_stack(
         api_client(settings, workspace, engine, temporal) as http,
     ):
         yield http
+
+
+async def tracked_and_routed(engine: Engine, kind: str = "open", within: float = 15.0) -> None:
+    """Wait until a pixel or click hit has become a routed ``kind`` event: the API stores a hit
+    and answers at once, and its consumer records and routes it a moment later (a flush
+    interval). Tests that skip time must wait for this, as a person's open takes that moment."""
+    deadline = time.monotonic() + within
+    while True:
+        with session_scope(engine) as s:
+            events = s.exec(sa.select(Event.routed_at).where(Event.type == kind)).all()
+        if events and all(routed is not None for (routed,) in events):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no routed {kind} event within {within} s")
+        await asyncio.sleep(0.05)
 
 
 def free_port() -> int:

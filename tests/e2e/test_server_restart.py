@@ -149,6 +149,14 @@ async def _open(http: httpx.AsyncClient, smtp: SmtpServer, name: str) -> None:
     assert hit.status_code == 200 and hit.headers["content-type"] == "image/gif"
 
 
+def _open_recorded(engine: Engine, name: str) -> bool:
+    with session_scope(engine) as s:
+        contact = repository.get_contact_by_email(s, _address(name))
+        assert contact is not None
+        opens = select(Event).where(Event.contact_id == contact.id, Event.type == "open")
+        return s.exec(opens).first() is not None
+
+
 def _open_routed(engine: Engine, name: str) -> bool:
     """The contact's one open has been handed to its journey (``routed_at`` is set)."""
     with session_scope(engine) as s:
@@ -187,7 +195,10 @@ async def test_journeys_survive_a_temporal_server_restart(
 
         # Before the restart: the early opener reaches its short timer, the others their wait.
         await _open(http, smtp, EARLY)
-        assert _open_routed(engine, EARLY)
+        # the API stores the hit; its consumer routes the open a flush interval later
+        await _eventually(
+            lambda: asyncio.to_thread(_open_routed, engine, EARLY), "the open routed", within=10
+        )
 
         async def parked() -> bool:
             steps = {n: (await journey_state(client, ids[n])).current_step for n in NAMES}
@@ -214,7 +225,9 @@ async def test_journeys_survive_a_temporal_server_restart(
 
         await _eventually(late_opener_still_waits, "the worker to answer again", within=10)
         await _open(http, smtp, LATE)
-        assert _open_routed(engine, LATE)
+        await _eventually(
+            lambda: asyncio.to_thread(_open_routed, engine, LATE), "the open routed", within=10
+        )
 
         for name in NAMES:
             result = await asyncio.wait_for(
@@ -277,6 +290,10 @@ async def test_an_open_while_the_server_is_down_is_routed_by_the_worker_sweep(
 
             await server.stop()
             await _open(http, smtp, LATE)  # answers with the GIF although it cannot route
+            # the hit is stored and becomes an open event a flush later, still unrouted
+            await _eventually(
+                lambda: asyncio.to_thread(_open_recorded, engine, LATE), "the open", within=10
+            )
             assert not _open_routed(engine, LATE)
             await server.start()
             await server.wait_ready()

@@ -16,7 +16,13 @@ from contacts import repository
 from contacts.db import session_scope
 from contacts.models import Enrolment, Event
 from drip.settings import Settings
-from tests.support import EXAMPLES, SmtpServer, copy_workspace, running_stack
+from tests.support import (
+    EXAMPLES,
+    SmtpServer,
+    copy_workspace,
+    running_stack,
+    tracked_and_routed,
+)
 from tests.workflows.recording import maybe_record
 from workflows.journey import _variant
 
@@ -148,6 +154,7 @@ async def test_branch_sees_the_journeys_own_opens(
         html = smtp.mailbox.messages[0].html()
         token = html.split("/t/o/", 1)[1].split(".gif", 1)[0]
         assert (await http.get(f"/t/o/{token}.gif")).status_code == 200
+        await tracked_and_routed(engine)  # the open reaches the journey a moment later
         await _finish_all(time_env, engine)
     assert smtp.mailbox.subjects() == ["Hello", "For readers"]
 

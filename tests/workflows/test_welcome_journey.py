@@ -26,7 +26,7 @@ from contacts.models import (
     MessageState,
 )
 from drip.settings import Settings
-from tests.support import SmtpServer, running_stack
+from tests.support import SmtpServer, running_stack, tracked_and_routed
 from tests.workflows.recording import maybe_record
 from workflows.client import journey_workflow_id
 
@@ -72,6 +72,7 @@ async def _journey(
             assert pixel is not None, "no open pixel in the welcome email"
             hit = await http.get(pixel.group(1))
             assert hit.status_code == 200 and hit.headers["content-type"] == "image/gif"
+            await tracked_and_routed(engine)  # the open reaches the journey a moment later
         await _let_a_month_pass(env)
         await handle.result()
         await maybe_record(handle, "welcome-opened" if open_it else "welcome-not-opened")

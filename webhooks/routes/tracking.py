@@ -1,27 +1,42 @@
 """Open pixel and click redirects: the paths email clients hit, so they must never fail.
 
-The pixel answers with the GIF whatever happens (unknown token, database trouble). A click
-redirects only to the URL stored for its token; anything else gets a 404 page, never a redirect,
-so a tampered link cannot be turned into an open redirect.
+The pixel answers 200 with the GIF and no-cache headers whatever happens (unknown token,
+database trouble). A click redirects only to the URL stored for its token; anything else gets a
+404 page, never a redirect, so a tampered link cannot be turned into an open redirect.
+
+A request only *stores* its hit (``webhooks.hits.HitWriter``: buffered, written in batches);
+deciding whether it was a person or a machine, recording the open or click event and signalling
+the journey all happen after the answer, off the request path.
+
+The two paths are the hottest of the app (a mailing's pixel sees tens of thousands of hits a
+second), so ``install`` serves them from a plain ASGI middleware ahead of FastAPI's routing and
+dependency layer, in the same app (tests reach them the same way). The FastAPI routes below
+describe them in the OpenAPI document and serve the same answers if the middleware is absent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import re
-import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from sqlalchemy.engine import Engine
 
-from contacts import outbox, repository
+from contacts import outbox
 from contacts.db import session_scope
+from contacts.hits import NewHit
+from contacts.models import utcnow
 from webhooks._templating import message_page
-from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
+from webhooks.hits import HitWriter
 
-__all__ = ["GIF", "router"]
+__all__ = ["GIF", "TrackingMiddleware", "install", "router", "shutdown"]
 
 router = APIRouter(prefix="/t", tags=["tracking"])
 log = logging.getLogger(__name__)
@@ -33,95 +48,193 @@ _NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
+_GIF_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(GIF)).encode()),
+    *((k.lower().encode(), v.encode()) for k, v in _NO_CACHE.items()),
+]
+_REDIRECT_HEADERS = [
+    (b"content-length", b"0"),
+    (b"referrer-policy", b"no-referrer"),
+    *((k.lower().encode(), v.encode()) for k, v in _NO_CACHE.items()),
+]
+_LINK_CACHE_SIZE = 10_000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _Tracker:
+    """What both paths share: the hit writer and a cache of stored link URLs (a link row never
+    changes once stored, so a positive answer can be kept)."""
+
+    def __init__(self, engine: Engine, writer: HitWriter, workspace_name: str) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.workspace_name = workspace_name
+        self._urls: OrderedDict[str, str] = OrderedDict()
+
+    def store(self, kind: str, token: str, method: str, headers: Any, client: Any) -> None:
+        agent = ""
+        for name, value in headers:
+            if name == b"user-agent":
+                agent = value.decode("latin-1")
+                break
+        self.writer.add(
+            NewHit(
+                kind=kind,
+                token=token[:80],
+                received_at=utcnow(),
+                method=method,
+                user_agent=agent[:500],
+                ip=client[0] if client else "",
+            )
+        )
+
+    async def url_of(self, token: str) -> str | None:
+        if not _TOKEN.match(token):
+            return None
+        url = self._urls.get(token)
+        if url is None:
+            url = await asyncio.to_thread(self._lookup, token)
+            if url is None:
+                return None
+            self._urls[token] = url
+            if len(self._urls) > _LINK_CACHE_SIZE:
+                self._urls.popitem(last=False)
+        return url
+
+    def _lookup(self, token: str) -> str | None:
+        with session_scope(self.engine) as session:
+            link = outbox.find_link(session, token)
+            return link.url if link is not None else None
+
+    def not_found(self) -> Response:
+        return message_page(
+            "Link not found",
+            "This link is not valid. It may have been copied incompletely.",
+            status_code=404,
+            workspace_name=self.workspace_name,
+        )
+
+
+class TrackingMiddleware:
+    """``GET``/``HEAD /t/o/...`` and ``/t/c/...`` as plain ASGI; everything else passes on."""
+
+    def __init__(self, app: ASGIApp, tracker: _Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        method = scope.get("method", "")
+        if path.startswith("/t/o/") and method in ("GET", "HEAD"):
+            token = path[5:].removesuffix(".gif")
+            try:
+                self.tracker.store("open", token, method, scope["headers"], scope.get("client"))
+            finally:  # the GIF, whatever happened
+                await send({"type": "http.response.start", "status": 200, "headers": _GIF_HEADERS})
+                await send({"type": "http.response.body", "body": b"" if method == "HEAD" else GIF})
+            return
+        if path.startswith("/t/c/") and method in ("GET", "HEAD"):
+            token = path[5:]
+            self.tracker.store("click", token, method, scope["headers"], scope.get("client"))
+            url = await self.tracker.url_of(token)
+            if url is None:
+                await self.tracker.not_found()(scope, receive, send)
+                return
+            headers = [(b"location", url.encode("utf-8")), *_REDIRECT_HEADERS]
+            await send({"type": "http.response.start", "status": 302, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    """Give the app its hit writer and serve the tracking paths ahead of its routing. Events
+    the consumer finds routable go to the app's ``JourneyGateway`` on the app's event loop."""
+    state = app.state
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def route(event_ids: list[int]) -> None:  # called from the writer thread
+        if not loops or loops[-1].is_closed():
+            return  # the worker's sweep routes them
+
+        async def send_all() -> None:
+            for event_id in event_ids:
+                await state.gateway.route(event_id)
+
+        with contextlib.suppress(RuntimeError):  # the loop stopped: the sweep has them
+            asyncio.run_coroutine_threadsafe(send_all(), loops[-1])
+
+    writer = HitWriter(
+        state.engine,
+        min_seconds_after_send=state.settings.tracking_min_seconds_after_send,
+        on_route=route,
+    )
+    tracker = _Tracker(state.engine, writer, state.workspace.config.name)
+    state.hits = writer
+    state.tracker = tracker
+
+    class _Remembering(TrackingMiddleware):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if not loops:
+                loops.append(asyncio.get_running_loop())
+            await super().__call__(scope, receive, send)
+
+    app.add_middleware(_Remembering, tracker=tracker)
+
+
+async def shutdown(app: FastAPI) -> None:
+    """Store and consume every buffered hit before the process ends."""
+    writer: HitWriter | None = getattr(app.state, "hits", None)
+    if writer is not None:
+        await asyncio.to_thread(writer.close)
+
+
+# The routes below document the paths; with ``install`` the middleware answers first.
 
 
 @router.get(
-    "/o/{token:path}.gif",
-    summary="Open pixel: records an open, always returns the GIF",
+    "/o/{token:path}",
+    summary="Open pixel: stores the hit, always returns the GIF",
     response_class=Response,
     responses={200: {"content": {"image/gif": {}}}},
 )
-async def open_pixel(
-    token: str, request: Request, engine: EngineDep, gateway: GatewayDep
-) -> Response:
-    if _TOKEN.match(token):
+async def open_pixel(token: str, request: Request) -> Response:
+    tracker: _Tracker | None = getattr(request.app.state, "tracker", None)
+    if tracker is not None:
         try:
-            event_id = await run_in_threadpool(
-                _record_open, engine, token, request.headers.get("user-agent", "")
-            )
-            if event_id is not None:
-                await gateway.route(event_id)
-        except Exception:
-            log.exception("open not recorded for a pixel hit; the GIF is served anyway")
+            tracker.store(
+                "open", token.removesuffix(".gif"), request.method, request.scope["headers"],
+                request.scope.get("client"),
+            )  # fmt: skip
+        except Exception:  # pragma: no cover - the GIF is served whatever happens
+            log.exception("a pixel hit could not be buffered; the GIF is served anyway")
     return Response(GIF, media_type="image/gif", headers=_NO_CACHE)
-
-
-def _record_open(engine: EngineDep, token: str, user_agent: str) -> int | None:
-    with session_scope(engine) as session:
-        message = outbox.find_message_by_open_token(session, token)
-        if message is None:
-            return None
-        event, _ = repository.record_event(
-            session,
-            contact_id=message.contact_id,
-            type="open",
-            name=message.step_id,
-            dedupe_key=f"open:{message.id}:{uuid.uuid4()}",
-            source="pixel",
-            message_id=message.id,
-            properties={"user_agent": user_agent[:500]},
-        )
-        return event.id
 
 
 @router.get(
     "/c/{token}",
-    summary="Click link: records a click, redirects to the stored URL",
+    summary="Click link: stores the hit, redirects to the stored URL",
     response_class=Response,
     responses={
         302: {"description": "to the URL stored for this token"},
         404: {"description": "unknown token: a page, never a redirect"},
     },
 )
-async def click(
-    token: str, request: Request, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
-) -> Response:
-    found = None
-    if _TOKEN.match(token):
-        found = await run_in_threadpool(
-            _record_click, engine, token, request.headers.get("user-agent", "")
-        )
-    if found is None:
-        return message_page(
-            "Link not found",
-            "This link is not valid. It may have been copied incompletely.",
-            status_code=404,
-            workspace_name=workspace.config.name,
-        )
-    url, event_id = found
-    await gateway.route(event_id)
-    return RedirectResponse(
-        url, status_code=302, headers={**_NO_CACHE, "Referrer-Policy": "no-referrer"}
+async def click(token: str, request: Request) -> Response:
+    tracker: _Tracker = request.app.state.tracker
+    tracker.store(
+        "click", token, request.method, request.scope["headers"], request.scope.get("client")
     )
-
-
-def _record_click(engine: EngineDep, token: str, user_agent: str) -> tuple[str, int] | None:
-    with session_scope(engine) as session:
-        link = outbox.find_link(session, token)
-        if link is None:
-            return None
-        message = outbox.get_message(session, link.message_id)
-        if message is None:  # pragma: no cover - a link row always has its message (FK)
-            return None
-        event, _ = repository.record_event(
-            session,
-            contact_id=message.contact_id,
-            type="click",
-            name=message.step_id,
-            dedupe_key=f"click:{message.id}:{uuid.uuid4()}",
-            source="link",
-            message_id=message.id,
-            properties={"url": link.url, "position": link.position, "user_agent": user_agent[:500]},
-        )
-        assert event.id is not None
-        return link.url, event.id
+    url = await tracker.url_of(token)
+    if url is None:
+        return tracker.not_found()
+    return Response(
+        status_code=302,
+        headers={"Location": url, **_NO_CACHE, "Referrer-Policy": "no-referrer"},
+    )
