@@ -27,7 +27,10 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResp
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail or ""))
+        answer = problem(exc.status_code, _title(exc.status_code), str(exc.detail or ""))
+        if exc.headers:  # a 405's Allow, a 401's WWW-Authenticate
+            answer.headers.update(exc.headers)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -133,3 +133,11 @@ async def test_the_form_page_is_accessible_without_javascript(http: httpx.AsyncC
         assert f'<label for="f-{field}"' in html or f'for="f-{field}"' in html
         assert f'id="f-{field}"' in html
     assert "Acme Outdoor Ltd" in html  # postal address
+
+
+async def test_method_not_allowed_keeps_its_allow_header(http: httpx.AsyncClient) -> None:
+    """A 405 problem keeps Starlette's ``Allow`` header (RFC 9110 requires it)."""
+    r = await http.delete("/forms/newsletter")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["allow"]  # (Starlette names the first matching route's methods)

@@ -1,0 +1,85 @@
+"""The OpenAPI document tells the truth about errors: RFC 9457 problem JSON, not FastAPI's shape.
+
+FastAPI documents every 422 as ``application/json`` ``HTTPValidationError`` (``{"detail":
+[...]}``), but ``webhooks.problems`` answers ``application/problem+json`` with ``errors``. A
+client generated from the schema, or schemathesis checking responses against it, would be
+misled; so the generated document is rewritten once: each 422's JSON content becomes the
+``Problem`` schema under the problem media type (other media types a route declares, such as
+the HTML page of a browser form post, are kept), and every operation taking a body documents
+the 400 and 413 problems any body can get (unless the route documents its own).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from webhooks.problems import PROBLEM_JSON
+
+__all__ = ["PROBLEM_SCHEMA", "document_problems"]
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; some errors add fields (`errors`, `checks`).",
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "required": ["type", "title", "status"],
+    "additionalProperties": True,
+}
+_REF = {"$ref": "#/components/schemas/Problem"}
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+#: What any operation with a body may answer, whatever its route says: FastAPI's parser refuses
+#: a body that is not JSON (400) and the operations middleware caps every body (413).
+_BODY_ERRORS = {
+    "400": "the body cannot be read (not JSON, not UTF-8)",
+    "413": "the body is larger than DRIP_MAX_BODY_BYTES (or the route's own limit)",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _rewrite(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _rewrite(schema: dict[str, Any]) -> None:
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                responses = operation.setdefault("responses", {})
+                for status, text in _BODY_ERRORS.items():
+                    responses.setdefault(
+                        status, {"description": text, "content": {PROBLEM_JSON: {"schema": _REF}}}
+                    )
+            answer = operation.get("responses", {}).get("422")
+            if answer is None:
+                continue
+            content: dict[str, Any] = answer.setdefault("content", {})
+            json_content = content.get("application/json", {})
+            if json_content.get("schema", {}).get("$ref") == _FASTAPI_422:
+                del content["application/json"]
+            content[PROBLEM_JSON] = {"schema": _REF}
+    schemas = schema["components"]["schemas"]
+    if _FASTAPI_422 not in str(schema.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
