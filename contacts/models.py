@@ -15,12 +15,14 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ApiKey",
     "CampaignVersion",
     "Contact",
     "ContactStatus",
     "Enrolment",
     "EnrolmentState",
     "Event",
+    "Hit",
     "Link",
     "Message",
     "MessageState",
@@ -58,6 +60,9 @@ class ContactStatus(enum.StrEnum):
     unsubscribed = "unsubscribed"
     bounced = "bounced"
     complained = "complained"
+    #: signed up on a double opt-in form and not confirmed yet: never enrolled, never emailed
+    #: (except the confirmation itself, which the API sends directly)
+    pending = "pending"
 
 
 class MessageState(enum.StrEnum):
@@ -94,6 +99,8 @@ class Contact(SQLModel, table=True):
     consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     consent_ip: str | None = Field(default=None, max_length=64)
     owner: str | None = Field(default=None, max_length=200)
+    #: the contact paused their emails (preference page) until then: sends wait until it passes
+    paused_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -224,3 +231,48 @@ class SegmentMember(SQLModel, table=True):
     campaign_id: str = Field(primary_key=True, max_length=200)
     contact_id: int = Field(primary_key=True, foreign_key="contacts.id")
     entered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiKey(SQLModel, table=True):
+    """A key for the admin API (``contacts.apikeys``). Only a SHA-256 hash of the key is kept, so
+    a leaked database leaks no usable key; ``prefix`` (the first characters, shown in listings)
+    lets an operator tell keys apart. A revoked key keeps its row, for the audit trail."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Hit(SQLModel, table=True):
+    """One request to the open pixel or a click link, stored before anything is decided.
+
+    The API writes hits in batches (``webhooks/hits.py``); the consumer then fills in what the
+    hit was: ``message_id`` (``None`` for an unknown token), ``bot_reason`` (``None`` for a
+    human open or click, else why it looks like a machine: ``user_agent:<name>``,
+    ``head_request``, ``too_soon_after_send``, ``apple_mpp``, ``all_links_at_once``,
+    ``trap_link``, ``unknown_token``) and ``consumed_at``. A human hit becomes an ``open`` or
+    ``click`` event whose ``dedupe_key`` is ``<kind>:hit:<hit id>``; flagged hits are kept for
+    reporting and never drive a branch.
+    """
+
+    __tablename__ = "hits"
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: ``open`` or ``click``
+    kind: str = Field(max_length=8)
+    token: str = Field(max_length=80)
+    method: str = Field(default="GET", max_length=8)
+    user_agent: str = Field(default="", max_length=500)
+    ip: str = Field(default="", max_length=64)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    consumed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    message_id: str | None = Field(default=None, max_length=64, index=True)
+    link_position: int | None = None
+    bot_reason: str | None = Field(default=None, max_length=200)

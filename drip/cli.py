@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 
 from campaigns import CampaignError, Workspace, load_workspace
 from contacts.db import create_db_engine, migrate
-from drip import __version__, cli_campaigns, cli_contacts, cli_emails, cli_journeys
+from drip import __version__, cli_apikeys, cli_campaigns, cli_contacts, cli_emails, cli_journeys
 from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
 
@@ -44,6 +44,7 @@ app.add_typer(cli_campaigns.app, name="campaigns")
 app.add_typer(cli_journeys.app, name="journeys")
 app.add_typer(cli_contacts.app, name="contacts")
 app.add_typer(cli_emails.app, name="emails")
+app.add_typer(cli_apikeys.app, name="apikeys")
 
 console = Console()
 err = Console(stderr=True)
@@ -68,6 +69,22 @@ def _settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except (SettingsError, ValidationError) as exc:
         _fail(f"invalid settings: {exc}")
+
+
+def _log_format(settings: Settings) -> str:
+    """``DRIP_LOG_FORMAT``, else JSON lines in production (for a log pipeline), text in dev."""
+    return settings.log_format or ("json" if settings.env == "production" else "text")
+
+
+def _structured_logs(settings: Settings) -> bool:
+    """Switch to JSON lines (``drip.logs``) when configured; True if it did. Text logs keep the
+    ``--verbose`` level, JSON logs are at INFO: the access lines are the point of them."""
+    if _log_format(settings) != "json":
+        return False
+    from drip.logs import configure_json_logging
+
+    configure_json_logging()
+    return True
 
 
 def _check_dkim(settings: Settings) -> None:
@@ -187,6 +204,7 @@ def worker(workspace: WorkspaceOption = None) -> None:
     from workflows.worker import run_worker
 
     settings = _settings(workspace=workspace)
+    _structured_logs(settings)
     _check_dkim(settings)
     ws = _workspace(settings)
     _migrate(settings)
@@ -215,6 +233,7 @@ def api(
     from webhooks.main import create_app
 
     settings = _settings(workspace=workspace, api_host=host, api_port=port)
+    json_logs = _structured_logs(settings)
     ws = _workspace(settings)
     _warn_if_undeployed(settings, ws)
     server = ApiServer(
@@ -223,6 +242,9 @@ def api(
             host=settings.api_host,
             port=settings.api_port,
             log_level="info",
+            # JSON: uvicorn's loggers go to our handler, and drip.access replaces its access log
+            log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+            access_log=not json_logs,
         )
     )
 

@@ -67,9 +67,43 @@ class Settings(BaseSettings):
     #: bounces and spam complaints suppress at the first one
     soft_bounce_limit: int = Field(default=3, ge=1)
 
+    #: ESP webhooks (``/esp/<provider>``): each answers 404 until its credentials are set.
+    #: Postmark: the HTTP basic auth user and password put in the webhook URL.
+    esp_postmark_user: str = ""
+    esp_postmark_password: SecretStr | None = None
+    #: Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp and token).
+    esp_mailgun_signing_key: SecretStr | None = None
+    #: SendGrid: the signed Event Webhook's verification key, base64 DER as SendGrid shows it.
+    esp_sendgrid_public_key: str = ""
+    #: Amazon SES through SNS: the ARNs of the SNS topics SES publishes to (a JSON list).
+    esp_ses_topic_arns: list[str] = []
+    #: Hosts trusted for SNS signing certificates besides ``sns.<region>.amazonaws.com``
+    #: (tests, or a proxy); fetched with ``DRIP_OUTBOUND_CA_BUNDLE`` trusted too.
+    esp_ses_cert_hosts: list[str] = []
+    #: Signed webhooks whose signature timestamp is further than this from now are refused.
+    esp_max_age_seconds: float = Field(default=300.0, gt=0)
+
+    #: Write keys of the Segment-compatible events API (``/v1/track`` ...), a JSON list; the
+    #: API answers 404 while none is set. Several keys let a shop rotate one.
+    write_keys: list[SecretStr] = []
+
+    #: An open or click this soon after its email was sent is a scanner or a prefetch (flagged
+    #: ``too_soon_after_send``): no person reads and clicks that fast.
+    tracking_min_seconds_after_send: float = Field(default=2.0, ge=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_base_url: str = "http://localhost:8000"
+    #: posts one IP address may make to one form per minute (per API process)
+    form_rate_per_minute: int = Field(default=10, ge=1)
+
+    #: Operations (``webhooks/routes/operations.py``). Log lines of ``drip api``/``drip worker``:
+    #: ``text`` or ``json`` (one object a line); unset: ``json`` in production, ``text`` in dev.
+    log_format: Literal["text", "json"] | None = None
+    #: Request bodies larger than this are refused with 413 (routes may set lower limits).
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    #: When set, ``GET /metrics`` requires ``Authorization: Bearer <token>``.
+    metrics_token: SecretStr | None = None
 
     secret_key: SecretStr | None = None
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
@@ -15,9 +14,14 @@ from contacts.db import create_db_engine
 from drip import __version__
 from drip.settings import Settings, get_settings
 from emails import Renderer
+from webhooks import admin
+from webhooks.esp import mailgun, postmark, sendgrid, ses
 from webhooks.journeys import JourneyGateway
+from webhooks.metrics import ApiMetrics
+from webhooks.middleware import OperationsMiddleware
+from webhooks.openapi import document_problems
 from webhooks.problems import install_problem_handlers
-from webhooks.routes import forms, tracking, unsubscribe, view
+from webhooks.routes import forms, operations, segment, tracking, unsubscribe, view
 
 __all__ = ["create_app"]
 
@@ -38,6 +42,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await tracking.shutdown(app)  # store and consume the buffered tracking hits first
         if owns_engine:
             db.dispose()
 
@@ -61,15 +66,30 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(forms.router)
     app.include_router(tracking.router)
+    tracking.install(app)  # the pixel and click paths as plain ASGI, ahead of the routing
     app.include_router(unsubscribe.router)
     app.include_router(view.router)
+    # the admin API under /api (API keys with scopes: `drip apikeys create`)
+    app.include_router(admin.router)
+    # the Segment-compatible events API: 404 until DRIP_WRITE_KEYS is set
+    app.include_router(segment.router)
+    # ESP webhooks: each answers 404 until its credentials are configured
+    app.include_router(postmark.router)
+    app.include_router(ses.router)
+    app.include_router(mailgun.router)
+    app.include_router(sendgrid.router)
     if settings.env == "dev":
         from webhooks.routes import mailbox
 
         app.include_router(mailbox.router)
 
-    @app.get("/healthz", tags=["operations"], summary="The process is up")
-    async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": __version__})
+    # /healthz, /readyz, /metrics; the middleware is added last so it is the outermost
+    # (request id, body cap, metrics, access log; /t/ paths only bump a counter)
+    app.include_router(operations.router)
+    app.state.metrics = ApiMetrics(db)
+    app.add_middleware(
+        OperationsMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+    )
+    document_problems(app)
 
     return app
