@@ -10,7 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-__all__ = ["Utm", "append_utm", "fold_tags", "splice_query", "take_inline_styles", "utm_query"]
+from contacts.hits import TRAP_URL
+
+#: The layout's hidden link, which only machines follow (see ``contacts.hits``): never tagged.
+TRAP_HOST = urlsplit(TRAP_URL).hostname
+
+__all__ = [
+    "TRAP_HOST",
+    "Utm",
+    "append_utm",
+    "fold_tags",
+    "splice_query",
+    "take_inline_styles",
+    "utm_query",
+]
 
 _INLINE_STYLE = re.compile(
     r"<mj-style\b(?P<attrs>[^>]*)>(?P<css>.*?)</mj-style\s*>", re.IGNORECASE | re.DOTALL
@@ -85,7 +98,7 @@ def utm_query(url: str, utm: Utm) -> str:
         parts = urlsplit(url)
     except ValueError:
         return ""
-    if not parts.hostname or not utm.applies_to(parts.hostname):
+    if not parts.hostname or parts.hostname == TRAP_HOST or not utm.applies_to(parts.hostname):
         return ""
     present = {pair.split("=", 1)[0] for pair in parts.query.split("&") if pair}
     missing = [(k, v) for k, v in utm.params() if k not in present]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from campaigns.workspace import load_workspace
+from contacts.hits import TRAP_URL
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import RenderedEmail, Renderer, TemplateError
@@ -270,7 +271,10 @@ UTM = {"source": "newsletter", "medium": "email", "campaign": "spring", "content
 
 
 def _links(out: RenderedEmail) -> list[str]:
-    return [url for _, _, url in out.links]
+    """The author's tracked links: without the layout's hidden trap link (never tagged)."""
+    urls = [url for _, _, url in out.links]
+    assert urls[-1] == TRAP_URL
+    return urls[:-1]
 
 
 def test_utm_parameters_are_appended_to_web_links(own_workspace: Path, settings: Settings) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from contacts.hits import TRAP_URL
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import (
@@ -39,8 +40,9 @@ def hrefs(doc: str) -> list[str]:
 
 def test_every_web_link_is_tracked(render: RenderFn, ann: Contact, settings: Settings) -> None:
     out = render("welcome", ann, message_id="msg-1")
-    assert [url for _, _, url in out.links] == WELCOME_LINKS
-    assert [pos for _, pos, _ in out.links] == [0, 1, 2]
+    # the layout's hidden trap link (only machines follow it) comes last
+    assert [url for _, _, url in out.links] == [*WELCOME_LINKS, TRAP_URL]
+    assert [pos for _, pos, _ in out.links] == [0, 1, 2, 3]
     secret = settings.secret()
     for token, position, _ in out.links:
         assert token == click_token(secret, "msg-1", position)
@@ -116,6 +118,7 @@ def test_no_tracking_leaves_links_and_adds_no_pixel(render: RenderFn, ann: Conta
         "mailto:support@acme.example",
         out.unsubscribe_url,
         out.view_url,
+        TRAP_URL,
     ]
     assert f"({WELCOME_LINKS[1]})" in out.text
 
@@ -134,6 +137,7 @@ def test_author_links_of_every_kind(render_source: Callable[..., RenderedEmail])
     assert [url for _, _, url in out.links] == [
         "HTTPS://Acme.example/A",
         "http://acme.example/plain",
+        TRAP_URL,
     ]
     for kept in [
         "tel:+441234",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from contacts.hits import TRAP_URL
 from contacts.models import Contact
 from emails import RenderedEmail
 from emails._text import html_to_text
@@ -37,7 +38,9 @@ def test_welcome_text_reads_like_the_email(render: RenderFn, ann: Contact) -> No
     out = render("welcome", ann)
     lines = out.text.splitlines()
     assert "Welcome to Acme Outdoor, Ann!" in lines
-    (token0, _, _), (token1, _, _), (token2, _, _) = out.links
+    (token0, _, _), (token1, _, _), (token2, _, _), (_, _, trap) = out.links
+    assert trap == TRAP_URL  # the layout's hidden trap link, never in the text
+    assert "trap.drip" not in out.text
     assert f"Find a route near you ({BASE}/t/c/{token0})" in lines
     assert f"Our shop ({BASE}/t/c/{token1}) lists everything" in out.text
     assert f"first-hike guide ({BASE}/t/c/{token2})" in out.text
