@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -317,3 +318,114 @@ async def test_same_message_id_twice_is_stored_once_and_signalled_once(
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
     ]
     assert len(signals) == 1
+
+
+# --- browsers: analytics.js's short paths, text/plain bodies and CORS ----------------------
+
+SHOP = "https://shop.acme.example"
+
+
+def _browser_call(body: dict[str, Any]) -> dict[str, Any]:
+    """What analytics.js's fetch dispatcher sends: JSON as text/plain, the key in the body."""
+    return {
+        "content": json.dumps({**body, "writeKey": KEY}).encode(),
+        "headers": {"content-type": "text/plain", "origin": SHOP},
+    }
+
+
+async def test_analytics_js_text_plain_to_short_paths_records_the_events(
+    keyed: Settings, workspace: Workspace, engine: Engine
+) -> None:
+    async with api_client(keyed, workspace, engine) as client:  # no basic auth: a browser
+        r = await client.post("/v1/i", **_browser_call(_identify()))
+        assert r.status_code == 200 and r.json() == {"success": True}, r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in r.headers
+        track = {"userId": "u-1", "event": "Product Added", "messageId": "b-1", "type": "track"}
+        r = await client.post("/v1/t", **_browser_call(track))
+        assert r.status_code == 200, r.text
+        page = {"anonymousId": "a-1", "userId": "u-1", "name": "Tents", "type": "page"}
+        assert (await client.post("/v1/p", **_browser_call(page))).status_code == 200
+        for short in ("g", "a"):  # group and alias: accepted, nothing stored
+            ignored = {"userId": "u-1", "groupId": "g", "previousId": "a-1"}
+            assert (await client.post(f"/v1/{short}", **_browser_call(ignored))).status_code == 200
+        # the batching dispatcher: {"writeKey", "batch", "sentAt"} to /v1/b
+        batch = {
+            "batch": [{"type": "track", "userId": "u-1", "event": "checkout", "messageId": "b-2"}],
+            "sentAt": "2026-01-01T10:00:00Z",
+        }
+        r = await client.post("/v1/b", **_browser_call(batch))
+        assert r.status_code == 200, r.text
+    [contact] = _contacts(engine)
+    assert [(e.contact_id, e.type, e.name, e.source) for e in _events(engine)] == [
+        (contact.id, "event", "product_added", "segment:track"),
+        (contact.id, "page", "Tents", "segment:page"),
+        (contact.id, "event", "checkout", "segment:track"),
+    ]
+
+
+async def test_a_text_plain_body_keeps_the_call_limits_and_the_422s(
+    keyed: Settings, workspace: Workspace, engine: Engine
+) -> None:
+    async with api_client(keyed, workspace, engine) as client:
+        big = {"userId": "u", "event": "x", "properties": {"blob": "x" * 33 * 1024}}
+        r = await client.post("/v1/t", **_browser_call(big))
+        assert r.status_code == 413 and r.headers["access-control-allow-origin"] == "*"
+        r = await client.post("/v1/t", **_browser_call({"userId": "u"}))  # no event
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM_JSON
+        assert r.headers["access-control-allow-origin"] == "*"  # the page can read why
+        r = await client.post(
+            "/v1/t",
+            content=b'{"writeKey": "wk_test_123", "userId": "u", "event": "x", "n": NaN}',
+            headers={"content-type": "text/plain;charset=UTF-8"},
+        )
+        assert r.status_code == 422
+    assert _events(engine) == []
+
+
+async def test_a_wrong_write_key_in_a_text_plain_body_is_401_the_page_can_read(
+    keyed: Settings, workspace: Workspace, engine: Engine
+) -> None:
+    async with api_client(keyed, workspace, engine) as client:
+        call = _browser_call({"userId": "u-1", "event": "x"})
+        call["content"] = json.dumps({"userId": "u-1", "event": "x", "writeKey": "nope"})
+        r = await client.post("/v1/t", **call)
+    assert r.status_code == 401 and r.headers["content-type"] == PROBLEM_JSON
+    assert r.json()["status"] == 401
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert _contacts(engine) == [] and _events(engine) == []
+
+
+@pytest.mark.parametrize("path", ["/v1/t", "/v1/b", "/v1/track", "/v1/batch", "/v1/identify"])
+async def test_a_preflight_is_answered_with_cors_headers_and_no_key(
+    keyed: Settings, workspace: Workspace, engine: Engine, path: str
+) -> None:
+    # analytics-next sends Authorization and X-Retry-Count; RudderStack application/json
+    asked = "authorization,content-type,x-retry-count"
+    preflight = {
+        "origin": SHOP,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": asked,
+    }
+    async with api_client(keyed, workspace, engine) as client:
+        r = await client.options(path, headers=preflight)
+        assert r.status_code == 204, r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert r.headers["access-control-allow-headers"] == asked
+        assert "access-control-allow-credentials" not in r.headers
+        # a header list that is not one is not echoed back
+        r = await client.options(
+            path, headers={**preflight, "access-control-request-headers": "a\x01b"}
+        )
+        assert (
+            r.headers["access-control-allow-headers"]
+            == "Authorization, Content-Type, X-Retry-Count"
+        )
+
+
+async def test_browser_paths_stay_out_of_the_openapi_document(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    assert {"/v1/track", "/v1/batch", "/v1/group", "/v1/alias"} <= paths.keys()
+    assert not {"/v1/t", "/v1/b"} & paths.keys()
+    assert "options" not in paths["/v1/track"]

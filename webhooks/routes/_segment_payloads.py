@@ -21,6 +21,7 @@ __all__ = [
     "Batch",
     "Identify",
     "Ignored",
+    "IgnoredCall",
     "Page",
     "Track",
     "dedupe_key",
@@ -96,6 +97,13 @@ class Ignored(_Message):
     """``group`` and ``alias``: accepted, so libraries do not retry them, and not stored."""
 
     type: Literal["group", "alias"]
+
+
+class IgnoredCall(_Message):
+    """A ``group`` or ``alias`` posted on its own (``/v1/group``, ``/v1/alias``; analytics.js's
+    ``/v1/g``, ``/v1/a``): accepted and not stored, like ``Ignored`` in a batch."""
+
+    type: Literal["group", "alias"] | None = None
 
 
 AnyMessage = Annotated[Track | Identify | Page | Ignored, Field(discriminator="type")]

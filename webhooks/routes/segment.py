@@ -5,6 +5,20 @@ key is HTTP basic auth's user name with an empty password (or ``writeKey`` in th
 Segment also accepts); the keys are ``DRIP_WRITE_KEYS``, and while none is set the API answers
 404. Bodies are capped as Segment caps them: 32 KB a call, 500 KB a batch (413 past that).
 
+Browsers too (analytics.js, RudderStack's JS SDK), which post across origins:
+
+- analytics.js posts a call to ``/v1/`` and its type's first letter (``/v1/t``, ``/v1/i``,
+  ``/v1/p``, ``/v1/g``, ``/v1/a``; ``/v1/s`` for screen) and a batch to ``/v1/b``: aliases of
+  the long paths, left out of the OpenAPI document (a library's wire detail, not an API);
+- its body is JSON sent as ``text/plain`` (a "simple" request, no preflight) with the key in
+  ``writeKey``: a ``text/plain`` body is read as JSON;
+- CORS on every path here: ``OPTIONS`` preflights are answered 204 (any origin, ``POST``, the
+  headers asked for) and every answer, errors included, carries ``Access-Control-Allow-Origin:
+  *`` so the page can read it. No credentials (cookies) are ever allowed: the write key is the
+  credential, and it is public in a browser anyway, so an origin allowlist (``form_origins`` is
+  for forms) would stop no one but a misconfigured shop; events are checked by key, as Segment
+  does.
+
 How a message lands in drip:
 
 - the contact: an email in ``traits.email`` (identify) or ``context.traits.email`` (any call)
@@ -32,6 +46,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +60,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
+from starlette.types import Message, Receive, Scope, Send
 
 from contacts import repository
 from contacts.db import session_scope
@@ -59,6 +75,7 @@ from webhooks.routes._segment_payloads import (
     Batch,
     Identify,
     Ignored,
+    IgnoredCall,
     Page,
     Track,
     dedupe_key,
@@ -75,6 +92,17 @@ log = logging.getLogger(__name__)
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="drip", charset="UTF-8"'}
+#: what every answer carries, so a page on any site can read it (no credentials: the write key,
+#: not a cookie, authenticates); analytics.js reads Retry-After on a 429/503
+_CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"Retry-After, X-Request-ID"),
+]
+#: allowed in a preflight when the browser's list is absent or not a plain list of names
+_CORS_HEADERS = b"Authorization, Content-Type, X-Retry-Count"
+_HEADER_LIST = re.compile(
+    rb"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$"
+)
 #: Segment's reserved traits in camelCase -> the field names drip's templates use.
 _TRAIT_FIELDS = {"firstName": "first_name", "lastName": "last_name", "createdAt": "created_at"}
 
@@ -99,13 +127,44 @@ class _GuardedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        limit = MAX_BATCH_BYTES if self.path.endswith("/batch") else MAX_CALL_BYTES
+        batch = self.path.rsplit("/", 1)[-1] in ("batch", "b")
+        limit = MAX_BATCH_BYTES if batch else MAX_CALL_BYTES
 
         async def guarded(request: Request) -> Response:
             refused = await _guard(request, limit)
             return refused if refused is not None else await handler(request)
 
         return guarded
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """CORS: the preflight answered here (no key: browsers send none with it), and the
+        headers added to every other answer, errors included, so the page can read them."""
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await _preflight(scope)(scope, receive, send)
+            return
+
+        async def send_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_CORS]
+            await send(message)
+
+        await super().handle(scope, receive, send_cors)
+
+
+def _preflight(scope: Scope) -> Response:
+    asked = next((v for k, v in scope["headers"] if k == b"access-control-request-headers"), b"")
+    allowed = asked.strip() if len(asked) <= 1000 and _HEADER_LIST.match(asked.strip()) else b""
+    preflight = Response(status_code=204)
+    preflight.headers.update(
+        {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": (allowed or _CORS_HEADERS).decode("latin-1"),
+            "Access-Control-Max-Age": "7200",
+            "Vary": "Access-Control-Request-Headers",
+        }
+    )
+    preflight.raw_headers.extend(_CORS)
+    return preflight
 
 
 router = APIRouter(
@@ -173,6 +232,47 @@ async def batch(body: Batch, engine: EngineDep, gateway: GatewayDep) -> Response
     return await _ingest(body.batch, body, engine, gateway)
 
 
+@router.post(
+    "/group",
+    summary="Put a user in a group (Segment group; accepted and ignored)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def group(message: IgnoredCall) -> Response:
+    return _success()
+
+
+@router.post(
+    "/alias",
+    summary="Merge two user ids (Segment alias; accepted and ignored)",
+    response_model=Success,
+    responses=_ERRORS,
+)
+async def alias(message: IgnoredCall) -> Response:
+    return _success()
+
+
+# analytics.js's short paths: /v1/ and the call type's first letter, /v1/b for a batch
+_SHORT_PATHS: dict[str, Callable[..., Coroutine[Any, Any, Response]]] = {
+    "t": track,
+    "i": identify,
+    "p": page,
+    "s": screen,
+    "g": group,
+    "a": alias,
+    "b": batch,
+}
+for _short, _endpoint in _SHORT_PATHS.items():
+    router.add_api_route(
+        f"/{_short}",
+        _endpoint,
+        methods=["POST"],
+        response_model=Success,
+        responses=_ERRORS,
+        include_in_schema=False,
+    )
+
+
 async def _guard(request: Request, limit: int) -> Response | None:
     settings: Settings = request.app.state.settings
     keys = [k.get_secret_value().encode() for k in settings.write_keys]
@@ -189,6 +289,8 @@ async def _guard(request: Request, limit: int) -> Response | None:
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # FastAPI reads the model from here
+    if _text_plain(request):
+        _read_as_json(request)
     given = _header_key(request) or _body_key(body)
     # every key compared, in constant time, so timing tells nothing about which nearly matched
     if not any([hmac.compare_digest(given, key) for key in keys]) or not given:
@@ -198,6 +300,19 @@ async def _guard(request: Request, limit: int) -> Response | None:
     if (b"NaN" in body or b"Infinity" in body) and not _finite(body):
         return problem(422, "Invalid request", "NaN and Infinity are not JSON numbers")
     return None
+
+
+def _text_plain(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    return media_type.strip().lower() == "text/plain"
+
+
+def _read_as_json(request: Request) -> None:
+    """analytics.js sends its JSON as ``text/plain`` (so a browser sends it without a CORS
+    preflight): have FastAPI read it as the JSON it is."""
+    kept = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+    request.scope["headers"] = [*kept, (b"content-type", b"application/json")]
+    request.__dict__.pop("_headers", None)  # Starlette caches the headers it parsed
 
 
 def _finite(body: bytes) -> bool:
@@ -267,6 +382,10 @@ async def _ingest(
         log.info("events API: %d message(s) for no known contact ignored", outcome.ignored)
     for event_id in outcome.route:
         await gateway.route(event_id)
+    return _success()
+
+
+def _success() -> Response:
     return Response(Success().model_dump_json(), media_type="application/json")
 
 
