@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -220,22 +222,93 @@ def worker(workspace: WorkspaceOption = None) -> None:
         _fail(f"the worker stopped: {type(exc).__name__}: {exc}")
 
 
+class HttpServer(StrEnum):
+    granian = "granian"
+    uvicorn = "uvicorn"
+
+
+#: granian's own loggers when the logs are JSON: no handlers of their own, so their lines reach
+#: drip.logs' handler on the root logger; its access log stays off (drip.access replaces it)
+_GRANIAN_JSON_LOGGING: dict[str, Any] = {
+    "loggers": {
+        "_granian": {"handlers": [], "level": "INFO", "propagate": True},
+        "granian.access": {"handlers": [], "level": "INFO", "propagate": True},
+    },
+}
+
+
 @app.command()
 def api(
     workspace: WorkspaceOption = None,
     host: Annotated[str | None, typer.Option(help="[default: DRIP_API_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="[default: DRIP_API_PORT]")] = None,
+    server: Annotated[
+        HttpServer, typer.Option(help="granian (production) or uvicorn (single process)")
+    ] = HttpServer.granian,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes (granian), each with its own hit writer")
+    ] = 1,
 ) -> None:
     """Serve the API (forms, tracking, unsubscribe, events) alone: the production shape.
 
-    Does not migrate the database: run `drip db upgrade` (or `drip worker`) first.
+    Migrates the database first, so a fresh deployment needs no separate step. SIGTERM or
+    SIGINT stops it gracefully: the buffered tracking hits are stored before it exits.
     """
-    from webhooks.main import create_app
-
     settings = _settings(workspace=workspace, api_host=host, api_port=port)
     json_logs = _structured_logs(settings)
     ws = _workspace(settings)
+    if server is HttpServer.uvicorn and workers != 1:
+        _fail("--workers needs --server granian (uvicorn serves the API in one process here)")
+    _migrate(settings)
     _warn_if_undeployed(settings, ws)
+    if server is HttpServer.granian:
+        _serve_granian(settings, workers=workers, json_logs=json_logs)
+    else:
+        _serve_uvicorn(settings, ws, json_logs=json_logs)
+
+
+def _serve_granian(settings: Settings, *, workers: int, json_logs: bool) -> None:
+    """granian's worker processes build the app from ``webhooks.asgi:create_app`` and run its
+    lifespan; granian handles SIGINT/SIGTERM itself (the main process stops the workers, each
+    one finishes its lifespan: hits stored)."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    # the workers read the settings from the environment: hand them this command's overrides
+    os.environ["DRIP_WORKSPACE"] = str(settings.workspace)
+    os.environ["DRIP_API_HOST"] = settings.api_host
+    os.environ["DRIP_API_PORT"] = str(settings.api_port)
+    os.environ["DRIP_LOG_FORMAT"] = _log_format(settings)
+    settings.secret()  # a dev key is generated here once, not raced by the workers
+    server = Server(
+        "webhooks.asgi:create_app",
+        factory=True,
+        address=settings.api_host,
+        port=settings.api_port,
+        interface=Interfaces.ASGI,  # ASGI with lifespan (ASGINL would skip it)
+        workers=workers,
+        websockets=False,
+        log_level=LogLevels.info,
+        log_dictconfig=_GRANIAN_JSON_LOGGING if json_logs else None,
+        log_access=not json_logs,
+        workers_kill_timeout=30,  # a worker stuck in its shutdown is killed after this
+    )
+    where = f"{settings.api_host}:{settings.api_port}"
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    except (OSError, RuntimeError) as exc:  # binding: "Address already in use" from granian's Rust
+        _fail(f"the API could not start on {where} ({str(exc).splitlines()[0]})")
+    except SystemExit as exc:  # granian's exit after a worker failed (logged above)
+        if exc.code not in (None, 0):
+            _fail(f"the API stopped: a worker process failed on {where} (see the log above)")
+
+
+def _serve_uvicorn(settings: Settings, ws: Workspace, *, json_logs: bool) -> None:
+    from webhooks.main import create_app
+
     server = ApiServer(
         uvicorn.Config(
             create_app(settings, ws),
