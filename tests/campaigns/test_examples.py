@@ -19,6 +19,7 @@ from campaigns.plan import Plan, PlanCase, PlanVariant
 from campaigns.workspace import Workspace, load_workspace
 from contacts import repository
 from contacts.db import session_scope
+from contacts.hits import TRAP_URL
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import Renderer
@@ -228,6 +229,7 @@ def test_every_email_renders_and_links_only_to_the_shop(
         assert first_name in rendered.html
     assert workspace.config.postal_address in unescape(rendered.html)
     urls = [url for _, _, url in rendered.links]
+    assert urls.pop() == TRAP_URL  # the layout's hidden trap link, last
     assert urls, "an email with nothing to click"
     assert all(url.startswith(SHOP) for url in urls), urls
     others = re.findall(r'href="((?:https?|mailto):[^"]*)"', rendered.html)
