@@ -19,13 +19,17 @@ from rich.markup import escape
 from contacts import repository
 from contacts.db import create_db_engine, migrate, session_scope
 from drip._runtime import run_with_temporal
+from drip.cli_dedupe import dedupe
 from drip.cli_journeys import find_contact, plural, workspace_timezone
 from drip.settings import get_settings
 from workflows.client import connect
 from workflows.router import EventRouter
 
-app = typer.Typer(help="Change contacts (tags, fields, score).", no_args_is_help=True)
+app = typer.Typer(
+    help="Change contacts (tags, fields, score); find and merge duplicates.", no_args_is_help=True
+)
 console = Console()
+app.command()(dedupe)
 
 
 def _field(text: str) -> tuple[str, object]:

@@ -126,6 +126,7 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("GET", "/api/contacts/{contact_id}"),
         ("PATCH", "/api/contacts/{contact_id}"),
         ("DELETE", "/api/contacts/{contact_id}"),
+        ("POST", "/api/contacts/{contact_id}/merge"),
         ("POST", "/api/contacts/import"),
         ("GET", "/api/contacts/export"),
         ("GET", "/api/contacts/{contact_id}/events"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from webhooks.admin import campaigns, contacts, contacts_csv, events, journeys
+from webhooks.admin import campaigns, contacts, contacts_csv, events, journeys, merge
 from webhooks.admin._common import AdminProblem, Problem
 
 __all__ = ["AdminProblem", "Problem", "router"]
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api")
 # the CSV routes first: /contacts/import and /contacts/export are not /contacts/{contact_id}
 router.include_router(contacts_csv.router)
 router.include_router(contacts.router)
+router.include_router(merge.router)
 router.include_router(events.router)
 router.include_router(campaigns.router)
 router.include_router(journeys.router)
