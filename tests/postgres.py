@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from tests.support import free_port
+from tests.support import free_port, missing_system_tool
 
 USER = "drip"
 
@@ -45,9 +45,7 @@ def postgres_server() -> Iterator[tuple[str, int]]:
         missing = (
             "PostgreSQL is not installed (Debian package 'postgresql'; `bash .ci/run` installs it)"
         )
-        if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(missing + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
-        pytest.skip(missing)
+        missing_system_tool(missing)
     as_postgres = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="drip-pg-"))
     data = base / "data"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import shutil
 import socket
 import sys
@@ -15,9 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
@@ -200,3 +202,12 @@ def copy_workspace(dest: Path, replace: dict[str, str] | None = None) -> Path:
             text = text.replace(old, new)
         path.write_text(text)
     return target
+
+
+def missing_system_tool(reason: str) -> NoReturn:
+    """Skip a test whose Debian package is not installed, saying how to get it; in CI
+    (``DRIP_REQUIRE_SYSTEM_TOOLS=1``, set by ``.ci/run``, which installs them) fail instead,
+    because a skip there would hide a broken CI image."""
+    if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
+        pytest.fail(reason + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
+    pytest.skip(reason)

@@ -10,13 +10,12 @@ Without ``wrk`` or ``nginx`` the test skips, saying how to get them; under ``bas
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support import missing_system_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = "wrk or nginx is not installed: `apt-get install wrk nginx-light`"
@@ -26,9 +25,7 @@ def test_the_tracking_benchmark_runs_and_loses_no_hit() -> None:
     if shutil.which("wrk") is None or not (
         shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
     ):
-        if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(MISSING + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
-        pytest.skip(MISSING)
+        missing_system_tool(MISSING)
     out = subprocess.run(
         [sys.executable, "-m", "bench.tracking", "--rounds", "3", "--duration", "1",
          "--connections", "8", "--server", "uvicorn"],

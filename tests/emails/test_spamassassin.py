@@ -39,7 +39,7 @@ from campaigns.workspace import Workspace, load_workspace
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import Renderer, build_message, domain_of
-from tests.support import EXAMPLES, copy_workspace
+from tests.support import EXAMPLES, copy_workspace, missing_system_tool
 
 #: The acceptance threshold (SpamAssassin calls 5.0 spam; we want a wide margin below it).
 LIMIT = 2.0
@@ -216,9 +216,7 @@ def _perl_of(script: str) -> str:
 def spamassassin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpamAssassin]:
     script = shutil.which("spamassassin")
     if script is None:
-        if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(_MISSING + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
-        pytest.skip(_MISSING)
+        missing_system_tool(_MISSING)
     scorer = SpamAssassin(_perl_of(script), tmp_path_factory.mktemp("spamassassin"))
     yield scorer
     scorer.close()
