@@ -7,52 +7,37 @@ back timezone-aware, on SQLite as on PostgreSQL.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from contacts._types import UTCDateTime, utcnow
 
 __all__ = [
     "ApiKey",
     "CampaignVersion",
     "Contact",
+    "ContactScore",
     "ContactStatus",
     "Enrolment",
     "EnrolmentState",
     "Event",
     "Hit",
+    "LeadAlert",
     "Link",
     "Message",
     "MessageState",
+    "SalesRep",
+    "SalesTeam",
+    "ScoreChange",
     "SegmentMember",
     "SplitDecision",
+    "StageChange",
+    "UTCDateTime",
     "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp that is always UTC-aware in Python, whatever the backend keeps."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: drip stores only timezone-aware times")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class ContactStatus(enum.StrEnum):
@@ -99,6 +84,8 @@ class Contact(SQLModel, table=True):
     consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     consent_ip: str | None = Field(default=None, max_length=64)
     owner: str | None = Field(default=None, max_length=200)
+    #: the lifecycle stage (``campaigns.sales.STAGES``); moves are recorded in stage_changes
+    stage: str = Field(default="subscriber", max_length=16, index=True)
     #: the contact paused their emails (preference page) until then: sends wait until it passes
     paused_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -276,3 +263,14 @@ class Hit(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=64, index=True)
     link_position: int | None = None
     bot_reason: str | None = Field(default=None, max_length=200)
+
+
+# the sales tables live in their own module; importing it here puts them on the metadata
+from contacts.sales_models import (  # noqa: E402
+    ContactScore,
+    LeadAlert,
+    SalesRep,
+    SalesTeam,
+    ScoreChange,
+    StageChange,
+)
