@@ -538,12 +538,19 @@ class Topic(_Strict):
 
 
 class SalesConfig(_Strict):
-    """Where ``notify_sales`` steps reach the sales team."""
+    """Where lead alerts reach the sales team (owners and teams are in ``sales.yaml``)."""
 
-    email: str | None = Field(default=None, min_length=3, description="the team's inbox")
+    email: str | None = Field(
+        default=None, min_length=3, description="the team's inbox: alerts for leads without owner"
+    )
     chat_webhook: HttpsUrl | None = Field(
         default=None,
         description="a Slack-compatible incoming webhook; its host must be in webhook_hosts",
+    )
+    crm_webhook: HttpsUrl | None = Field(
+        default=None,
+        description="a CRM endpoint that gets each alert as HMAC-signed JSON (Drip-Signature); "
+        "its host must be in webhook_hosts",
     )
 
 

@@ -17,6 +17,7 @@ from campaigns.conditions import (
     step_references,
 )
 from campaigns.errors import Problem, hint
+from campaigns.hosts import host_allowed
 from campaigns.loader import Loc, Located, problem_at
 from campaigns.schema import Campaign, Step
 
@@ -172,7 +173,7 @@ def _check_step(
         check.target((*at, "goto", "step"), g.step)
     if (h := step.webhook) is not None:
         host = (urlsplit(h.url).hostname or "").lower()
-        if host not in {x.lower() for x in webhook_hosts}:
+        if not host_allowed(host, webhook_hosts):
             allowed = ", ".join(sorted(webhook_hosts)) or "none yet"
             check.add(
                 (*at, "webhook", "url"),

@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 
 from campaigns.compile import compile_campaign
 from campaigns.errors import CampaignError, Problem
+from campaigns.hosts import host_allowed
 from campaigns.loader import load_model, load_yaml
 from campaigns.plan import Plan
+from campaigns.sales import SalesPlan, check_sales_plan
 from campaigns.schema import Campaign, FormDefinition, WorkspaceConfig
 from campaigns.validate import check_campaign
 
@@ -28,6 +30,8 @@ class Workspace:
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
     templates: dict[str, Path] = field(default_factory=dict)
+    #: ``sales.yaml``: scoring, stages, teams, follow-up (empty when the file is absent)
+    sales: SalesPlan = field(default_factory=SalesPlan)
 
 
 def _display(path: Path, root: Path) -> str:
@@ -54,6 +58,18 @@ def load_workspace(root: Path) -> Workspace:
         problems += exc.problems
 
     templates = {p.stem: p for p in sorted((root / "emails").glob("*.mjml"))}
+
+    sales = SalesPlan()
+    sales_path = root / "sales.yaml"
+    if sales_path.exists():
+        try:
+            sales_doc = load_yaml(sales_path, display=_display(sales_path, root))
+            sales = load_model(sales_doc, SalesPlan)
+            problems += check_sales_plan(sales_doc, sales)
+        except CampaignError as exc:
+            problems += exc.problems
+    if config is not None:
+        problems += _check_sales_hosts(config, config_path, root)
 
     forms: dict[str, FormDefinition] = {}
     for path in sorted((root / "forms").glob("*.yaml")):
@@ -125,4 +141,27 @@ def load_workspace(root: Path) -> Workspace:
         campaigns=campaigns,
         plans={cid: compile_campaign(c) for cid, c in campaigns.items()},
         templates=templates,
+        sales=sales,
     )
+
+
+def _check_sales_hosts(config: WorkspaceConfig, path: Path, root: Path) -> list[Problem]:
+    """The sales chat and CRM webhooks may only go to hosts the workspace allowlists."""
+    problems = []
+    for name in ("chat_webhook", "crm_webhook"):
+        url = getattr(config.sales, name)
+        if url is None:
+            continue
+        host = (urlsplit(str(url)).hostname or "").lower()
+        if not host_allowed(host, config.webhook_hosts):
+            doc = load_yaml(path, display=_display(path, root))
+            problems.append(
+                Problem(
+                    doc.file,
+                    *doc.position(("sales", name)),
+                    f"sales.{name}",
+                    f"host '{host}' is not in webhook_hosts "
+                    f"(allowed: {', '.join(config.webhook_hosts) or 'none yet'})",
+                )
+            )
+    return problems

@@ -60,6 +60,7 @@ from typing import Any
 
 import httpx
 
+from campaigns.hosts import host_allowed, normalise_host
 from drip import __version__
 
 __all__ = [
@@ -135,7 +136,7 @@ class OutboundPolicy:
 
     def __post_init__(self) -> None:
         for entry in self.allowed_hosts:
-            name = _normalise_host(entry.removeprefix("*."))
+            name = normalise_host(entry.removeprefix("*."))
             port_given = ":" in name and not _is_ip(name)
             if not name or port_given or any(c in name for c in "*/@ \t?#"):
                 raise ValueError(
@@ -153,16 +154,7 @@ class OutboundPolicy:
     def allows_host(self, host: str) -> bool:
         """Whether the host matches an exact entry or a ``*.`` wildcard, ignoring case and a
         trailing dot (the port is not part of the match)."""
-        host = _normalise_host(host)
-        for entry in self.allowed_hosts:
-            pattern = _normalise_host(entry)
-            if pattern.startswith("*."):
-                suffix = pattern[1:]
-                if host.endswith(suffix) and len(host) > len(suffix):
-                    return True
-            elif host == pattern:
-                return True
-        return False
+        return host_allowed(host, self.allowed_hosts)
 
 
 @dataclass(frozen=True)
@@ -255,14 +247,6 @@ def _signature(secret: bytes, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def _normalise_host(host: str) -> str:
-    host = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        return host
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -282,7 +266,7 @@ def _target(url: str, policy: OutboundPolicy) -> _Target:
         raise OutboundRefused(f"{parsed.scheme or 'no'} scheme refused in {url!r}: {allowed}")
     if parsed.userinfo:
         raise OutboundRefused("URLs with credentials (user:password@) are refused")
-    host = _normalise_host(parsed.raw_host.decode("ascii"))
+    host = normalise_host(parsed.raw_host.decode("ascii"))
     if not host:
         raise OutboundRefused(f"no host in URL {url!r}")
     if not policy.allows_host(host):
