@@ -260,7 +260,9 @@ def check_sales_plan(doc: Located, plan: SalesPlan) -> list[Problem]:
         line, col = doc.position(loc) if column is None else doc.inside(loc, column)
         problems.append(Problem(doc.file, line, col, doc.pretty_path(loc), message))
 
-    def condition(loc: Loc, text: str, *, contact_only: bool, event: bool = False) -> None:
+    def condition(
+        loc: Loc, text: str, *, contact_only: bool, event: bool = False, fit: bool = False
+    ) -> None:
         try:
             cond = _parse_filter(text) if event else parse_condition(text)
         except ConditionError as exc:
@@ -268,6 +270,8 @@ def check_sales_plan(doc: Located, plan: SalesPlan) -> list[Problem]:
             return
         if contact_only and not is_contact_only(cond):
             add(loc, "can only test the contact here (fields, tags, score, status), not events")
+        elif fit and "contact.score" in cond.to_text():
+            add(loc, "a fit rule cannot test contact.score: it is part of the score it makes")
 
     def unique(loc: Loc, seen: set[str], value: str, what: str) -> None:
         if value in seen:
@@ -283,7 +287,7 @@ def check_sales_plan(doc: Located, plan: SalesPlan) -> list[Problem]:
             )
     for i, fit in enumerate(plan.scoring.fit):
         unique(("scoring", "fit", i, "id"), ids, fit.id, "rule id")
-        condition(("scoring", "fit", i, "when"), fit.when, contact_only=True)
+        condition(("scoring", "fit", i, "when"), fit.when, contact_only=True, fit=True)
     for stage, text in plan.stages.items():
         if stage == "subscriber":
             add(("stages", stage), "every contact starts as a subscriber: it needs no rule")

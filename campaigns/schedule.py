@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["WEEKDAYS", "next_send_time", "next_time_of_day", "zone"]
+__all__ = ["WEEKDAYS", "add_working_hours", "next_send_time", "next_time_of_day", "zone"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -69,3 +69,30 @@ def next_send_time(
         if now < opens:
             return opens
     raise AssertionError("a window with at least one day opens within a week")  # pragma: no cover
+
+
+def add_working_hours(
+    start: datetime, hours: float, *, days: Sequence[str], begin: str, end: str, timezone: str
+) -> datetime:
+    """The moment ``hours`` of working time have passed since ``start``: only time inside the
+    working window (``days``, ``begin`` to ``end`` local time) counts, so an alert at 16:00 on a
+    Friday with four hours to go falls due at 12:00 on Monday for a 9-to-5 week. Pure, for
+    workflows; daylight-saving days count their real length."""
+    tz = zone(timezone)
+    allowed = {WEEKDAYS.index(d) for d in days}
+    left = timedelta(hours=hours)
+    cursor = start
+    b_h, b_m = (int(x) for x in begin.split(":"))
+    e_h, e_m = (int(x) for x in end.split(":"))
+    for _ in range(0, 366 * 2):
+        local = cursor.astimezone(tz)
+        opens = local.replace(hour=b_h, minute=b_m, second=0, microsecond=0).astimezone(UTC)
+        closes = local.replace(hour=e_h, minute=e_m, second=0, microsecond=0).astimezone(UTC)
+        if local.weekday() in allowed and cursor < closes:
+            frm = max(cursor, opens)
+            if frm + left <= closes:
+                return frm + left
+            left -= closes - frm
+        next_day = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        cursor = next_day.astimezone(UTC)
+    raise ValueError("working hours never add up: no working day within two years")

@@ -20,9 +20,9 @@ the last bit, not just roughly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from campaigns.conditions import (
@@ -33,7 +33,7 @@ from campaigns.conditions import (
     parse_event_filter,
 )
 from campaigns.sales import Scoring
-from campaigns.schedule import WEEKDAYS, zone
+from campaigns.schedule import add_working_hours
 
 __all__ = [
     "Award",
@@ -76,12 +76,16 @@ class ScoreState:
     (seconds since 1970, the latest event time it has seen)."""
 
     last_event_id: int = 0
+    #: how many events were folded: the live path compares it with the history to notice an
+    #: event that committed after a later one was folded (and then replays from the start)
+    folded: int = 0
     manual: int = 0
     behaviour: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "last_event_id": self.last_event_id,
+            "folded": self.folded,
             "manual": self.manual,
             "behaviour": {k: list(v) for k, v in sorted(self.behaviour.items())},
         }
@@ -92,6 +96,7 @@ class ScoreState:
             return cls()
         return cls(
             last_event_id=int(data.get("last_event_id", 0)),
+            folded=int(data.get("folded", 0)),
             manual=int(data.get("manual", 0)),
             behaviour={k: [float(v[0]), float(v[1])] for k, v in data["behaviour"].items()},
         )
@@ -136,6 +141,7 @@ def fold(state: ScoreState, event: ScoreEvent, scoring: Scoring) -> list[Award]:
     if event.id <= state.last_event_id:
         return []
     state.last_event_id = event.id
+    state.folded += 1
     if event.type == "score":
         points = event.properties.get("points")
         if isinstance(points, int) and not isinstance(points, bool) and points:
@@ -187,30 +193,3 @@ def _parse(text: str) -> Condition:
     if cond is None:
         cond = _conditions["\0" + text] = parse_condition(text)
     return cond
-
-
-def add_working_hours(
-    start: datetime, hours: float, *, days: Sequence[str], begin: str, end: str, timezone: str
-) -> datetime:
-    """The moment ``hours`` of working time have passed since ``start``: only time inside the
-    working window (``days``, ``begin`` to ``end`` local time) counts, so an alert at 16:00 on a
-    Friday with four hours to go falls due at 12:00 on Monday for a 9-to-5 week. Pure, for
-    workflows; daylight-saving days count their real length."""
-    tz = zone(timezone)
-    allowed = {WEEKDAYS.index(d) for d in days}
-    left = timedelta(hours=hours)
-    cursor = start
-    b_h, b_m = (int(x) for x in begin.split(":"))
-    e_h, e_m = (int(x) for x in end.split(":"))
-    for _ in range(0, 366 * 2):
-        local = cursor.astimezone(tz)
-        opens = local.replace(hour=b_h, minute=b_m, second=0, microsecond=0).astimezone(UTC)
-        closes = local.replace(hour=e_h, minute=e_m, second=0, microsecond=0).astimezone(UTC)
-        if local.weekday() in allowed and cursor < closes:
-            frm = max(cursor, opens)
-            if frm + left <= closes:
-                return frm + left
-            left -= closes - frm
-        next_day = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        cursor = next_day.astimezone(UTC)
-    raise ValueError("working hours never add up: no working day within two years")
