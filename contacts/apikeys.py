@@ -48,6 +48,8 @@ SCOPES: dict[str, str] = {
     "campaigns:read": "list deployed campaigns and their figures",
     "journeys:read": "list journeys (enrolments)",
     "journeys:write": "cancel a running journey",
+    "sales:read": "list sales teams and reps",
+    "sales:write": "manage sales teams and reps; set a contact's owner and stage",
 }
 
 
