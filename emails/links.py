@@ -19,12 +19,14 @@ import re
 
 __all__ = [
     "NOTRACK_ATTRIBUTE",
+    "alert_ack_token",
     "click_token",
     "insert_pixel",
     "open_token",
     "pixel_url",
     "rewrite_links",
     "unsubscribe_token",
+    "verify_alert_ack_token",
     "verify_unsubscribe_token",
     "verify_view_token",
     "view_token",
@@ -39,6 +41,7 @@ _UNSUB_MAC_BYTES = 16
 _UNSUB_LENGTH = (_ID_BYTES + _UNSUB_MAC_BYTES) * 4 // 3
 _UNSUB_TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{{_UNSUB_LENGTH}}}$")
 _VIEW_TOKEN = re.compile(r"^(?P<id>[A-Za-z0-9-]{1,64})\.(?P<mac>[A-Za-z0-9_-]{24})$")
+_ALERT_TOKEN = re.compile(r"^(?P<id>[A-Za-z0-9_-]{1,64})\.(?P<mac>[A-Za-z0-9_-]{24})$")
 
 # An opening <a> tag and its href value (quoted either way, or bare). MJML always writes double
 # quotes, but hand-written mj-raw may not. Non-greedy attribute runs keep this linear.
@@ -110,6 +113,27 @@ def verify_view_token(secret: bytes, token: str) -> str | None:
     if not hmac.compare_digest(match.group("mac"), expected):
         return None
     return message_id
+
+
+def alert_ack_token(secret: bytes, alert_id: str) -> str:
+    """The token of a lead alert's acknowledge link: the alert id and a MAC over it, like a view
+    token but for its own purpose, so one can never stand for the other. It does not expire: an
+    old alert acknowledged late is still worth recording, and the page only offers a button."""
+    if not _ALERT_TOKEN.fullmatch(f"{alert_id}.{'A' * 24}"):
+        raise ValueError(f"alert id not usable in an acknowledge token: {alert_id!r}")
+    return f"{alert_id}.{_b64(_mac(secret, 'alert-ack', alert_id)[:_TOKEN_BYTES])}"
+
+
+def verify_alert_ack_token(secret: bytes, token: str) -> str | None:
+    """The alert id in an acknowledge token we issued, or None for anything else."""
+    match = _ALERT_TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    alert_id = match.group("id")
+    expected = _b64(_mac(secret, "alert-ack", alert_id)[:_TOKEN_BYTES])
+    if not hmac.compare_digest(match.group("mac"), expected):
+        return None
+    return alert_id
 
 
 def pixel_url(base_url: str, token: str) -> str:
