@@ -30,20 +30,26 @@ enrolments are numbered before the kept contact's own, so the kept contact's lat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from campaigns.sales import stage_rank
 from contacts.errors import ContactError
 from contacts.models import (
     Contact,
+    ContactScore,
     ContactStatus,
     Enrolment,
     EnrolmentState,
     Event,
+    LeadAlert,
     Message,
+    ScoreChange,
     SegmentMember,
+    StageChange,
     utcnow,
 )
 from contacts.repository import get_contact, record_event
@@ -165,6 +171,7 @@ def merge_contacts(session: Session, keep_id: int, merge_id: int, *, actor: str)
         sa.update(Message).where(col(Message.contact_id) == merge_id).values(contact_id=keep_id)
     )
     segments = _move_segments(session, keep_id, merge_id)
+    _merge_sales(session, keep, gone, actor=actor, now=now)
 
     result = MergeResult(
         keep_id=keep_id,
@@ -244,6 +251,37 @@ def _move_enrolments(session: Session, keep_id: int, merge_id: int) -> int:
             session.add(e)
         session.flush()
     return len(moved)
+
+
+def _merge_sales(
+    session: Session, keep: Contact, gone: Contact, *, actor: str, now: datetime
+) -> None:
+    """The furthest stage of the two (recorded, so the timeline says why), their stage history
+    and alerts under the kept contact, and both running scores dropped: the next scoring
+    replays the combined history from the start, as ``drip scores rebuild`` would."""
+    assert keep.id is not None and gone.id is not None
+    if stage_rank(gone.stage) > stage_rank(keep.stage):
+        session.add(
+            StageChange(
+                contact_id=keep.id,
+                from_stage=keep.stage,
+                to_stage=gone.stage,
+                reason=f"merged with contact {gone.id}, who was {gone.stage}",
+                by=actor[:200],
+                at=now,
+            )
+        )
+        keep.stage = gone.stage
+        session.add(keep)
+    for moved in (StageChange, LeadAlert):
+        session.execute(
+            sa.update(moved).where(col(moved.contact_id) == gone.id).values(contact_id=keep.id)
+        )
+    for dropped in (ScoreChange, ContactScore):
+        session.execute(sa.delete(dropped).where(col(dropped.contact_id).in_([keep.id, gone.id])))
+    gone.stage = "subscriber"
+    session.add(gone)
+    session.flush()
 
 
 def _move_segments(session: Session, keep_id: int, merge_id: int) -> int:

@@ -21,7 +21,17 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from contacts.models import Contact, ContactStatus, Event, Link, Message, utcnow
+from contacts.models import (
+    Contact,
+    ContactScore,
+    ContactStatus,
+    Event,
+    LeadAlert,
+    Link,
+    Message,
+    ScoreChange,
+    utcnow,
+)
 from contacts.repository import get_contact, record_event
 
 __all__ = ["ERASED_DOMAIN", "ErasureResult", "erase_contact", "is_erased", "tombstone"]
@@ -81,6 +91,14 @@ def erase_contact(session: Session, contact_id: int, *, requested_by: str) -> Er
             sa.func.lower(col(Link.url)).contains(address.lower(), autoescape=True),
         )
         .values(url="about:blank")
+    )
+    # the score's reasons quote page paths and event names; alerts quote what sales were told
+    for dropped in (ScoreChange, ContactScore):
+        session.execute(sa.delete(dropped).where(col(dropped.contact_id) == contact_id))
+    session.execute(
+        sa.update(LeadAlert)
+        .where(col(LeadAlert.contact_id) == contact_id)
+        .values(reason="(erased on request)", owner=None)
     )
     unsubscribe, _ = record_event(
         session,

@@ -108,6 +108,8 @@ class LeadAlert(SQLModel, table=True):
     owner: str | None = Field(default=None, max_length=320)
     team_id: str | None = Field(default=None, max_length=80)
     reason: str = Field(max_length=2000)
+    #: where it goes: ``email``, ``chat``, ``crm`` (sales.yaml alert_via, or the step's ``via``)
+    channels: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     #: ``open`` until acknowledged
     state: str = Field(default="open", max_length=16, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -26,7 +26,16 @@ from sqlalchemy import make_url
 
 from campaigns import CampaignError, Workspace, load_workspace
 from contacts.db import create_db_engine, migrate
-from drip import __version__, cli_apikeys, cli_campaigns, cli_contacts, cli_emails, cli_journeys
+from drip import (
+    __version__,
+    cli_apikeys,
+    cli_campaigns,
+    cli_contacts,
+    cli_emails,
+    cli_journeys,
+    cli_sales,
+    cli_scores,
+)
 from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
 
@@ -47,6 +56,8 @@ app.add_typer(cli_journeys.app, name="journeys")
 app.add_typer(cli_contacts.app, name="contacts")
 app.add_typer(cli_emails.app, name="emails")
 app.add_typer(cli_apikeys.app, name="apikeys")
+app.add_typer(cli_scores.app, name="scores")
+app.add_typer(cli_sales.app, name="sales")
 
 console = Console()
 err = Console(stderr=True)

@@ -20,10 +20,9 @@ from contacts import repository
 from contacts.db import create_db_engine, migrate, session_scope
 from drip._runtime import run_with_temporal
 from drip.cli_dedupe import dedupe
-from drip.cli_journeys import find_contact, plural, workspace_timezone
+from drip.cli_journeys import find_contact, plural, workspace_router
 from drip.settings import get_settings
 from workflows.client import connect
-from workflows.router import EventRouter
 
 app = typer.Typer(
     help="Change contacts (tags, fields, score); find and merge duplicates.", no_args_is_help=True
@@ -78,12 +77,7 @@ def update(
             client = await asyncio.wait_for(connect(settings), timeout=5)
         except Exception as exc:
             return f"Temporal unreachable ({exc}); the worker's sweep will route the changes"
-        router = EventRouter(
-            client=client,
-            engine=engine,
-            settings=settings,
-            default_timezone=workspace_timezone(settings),
-        )
+        router = workspace_router(client, engine, settings)
         for event_id in recorded:
             await router.route(event_id)
         return "routed: campaigns triggered by the change have started"

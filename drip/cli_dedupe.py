@@ -19,13 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from campaigns import CampaignError, load_workspace
+from campaigns.sales import SalesPlan
 from contacts.db import create_db_engine, migrate, session_scope
 from contacts.hygiene import DuplicateGroup, MergeResult, find_duplicates, merge_contacts
+from contacts.models import utcnow
 from drip._runtime import run_with_temporal
 from drip.cli_journeys import plural
 from drip.settings import get_settings
 from workflows.client import connect
 from workflows.operations import control_many
+from workflows.scoring import apply_scores
 
 __all__ = ["dedupe"]
 
@@ -85,11 +89,18 @@ def dedupe(
             console.print("dry run: nothing changed")
         engine.dispose()
         return
+    try:
+        sales: SalesPlan | None = load_workspace(settings.workspace).sales
+    except CampaignError:
+        sales = None  # scores are then recomputed by the next event the router sees
     results: list[MergeResult] = []
     for g in exact:
         for merge_id in g.contact_ids[1:]:
             with session_scope(engine) as session:
-                results.append(merge_contacts(session, g.keep_id, merge_id, actor="cli:dedupe"))
+                result = merge_contacts(session, g.keep_id, merge_id, actor="cli:dedupe")
+                if sales is not None:  # the merge dropped both running scores: score again
+                    result.score = apply_scores(session, g.keep_id, sales, now=utcnow()).after
+                results.append(result)
     for r in results:
         console.print(
             f"merged {r.merge_id} {escape(r.merged_email)} into {r.keep_id}: "

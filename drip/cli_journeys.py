@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from temporalio.client import Client
 
 from campaigns import CampaignError, load_workspace
 from contacts import repository
@@ -183,18 +184,27 @@ def _usage(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def workspace_timezone(settings: Settings) -> str:
-    """The workspace's zone, which the worker's router gives journeys too; UTC if unreadable."""
+def workspace_router(client: Client, engine: Engine, settings: Settings) -> EventRouter:
+    """A router configured as the worker's: the workspace's time zone for journeys and its
+    sales.yaml for scores, stages and alerts; UTC and no sales rules if it is unreadable."""
     try:
-        return load_workspace(settings.workspace).config.timezone
+        workspace = load_workspace(settings.workspace)
     except CampaignError as exc:
         err.print(
             f"[yellow]the workspace {settings.workspace} has problems; journeys get UTC as "
-            f"their default time zone ({escape(str(exc).splitlines()[0])})[/yellow]",
+            f"their default time zone and scores are not updated now "
+            f"({escape(str(exc).splitlines()[0])})[/yellow]",
             highlight=False,
             soft_wrap=True,
         )
-        return "UTC"
+        return EventRouter(client=client, engine=engine, settings=settings)
+    return EventRouter(
+        client=client,
+        engine=engine,
+        settings=settings,
+        default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
+    )
 
 
 @app.command()
@@ -261,7 +271,6 @@ def enrol(
                 targets,
                 import_id,
                 concurrency,
-                workspace_timezone(settings),
             )
         )
     except BulkError as exc:
@@ -282,10 +291,9 @@ async def _enrol(
     targets: list[Target],
     import_id: str,
     concurrency: int,
-    timezone: str,
 ) -> BulkResult:
     client = await connect(settings)
-    router = EventRouter(client=client, engine=engine, settings=settings, default_timezone=timezone)
+    router = workspace_router(client, engine, settings)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -35,10 +35,15 @@ from workflows.types import JourneyState
 from workflows.worker import build_worker
 
 
-def workspace_with(tmp_path: Path, *campaigns: str, config: str = "") -> Workspace:
+def workspace_with(
+    tmp_path: Path, *campaigns: str, config: str = "", sales: str | None = None
+) -> Workspace:
     """The demo workspace's config, forms and templates with only these campaigns (YAML text),
-    and ``config`` appended to workspace.yaml."""
+    ``config`` appended to workspace.yaml, and ``sales`` as its sales.yaml (none by default:
+    an engine test should not also score leads and alert sales people)."""
     root = copy_workspace(tmp_path)
+    if sales is not None:
+        (root / "sales.yaml").write_text(sales)
     for old in (root / "campaigns").glob("*.yaml"):
         old.unlink()
     for text in campaigns:
@@ -247,6 +252,7 @@ async def journeys(
         engine=engine,
         settings=settings,
         default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
     )
     async with build_worker(env.client, settings=settings, engine=engine, workspace=workspace):
         yield Journeys(env=env, engine=engine, router=router, mailbox=mailbox)

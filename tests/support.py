@@ -190,10 +190,16 @@ class SmtpServer:
             self.controller = None
 
 
-def copy_workspace(dest: Path, replace: dict[str, str] | None = None) -> Path:
-    """A copy of the demo workspace, optionally with text replaced in the welcome campaign."""
+def copy_workspace(
+    dest: Path, replace: dict[str, str] | None = None, *, sales: bool = False
+) -> Path:
+    """A copy of the demo workspace, optionally with text replaced in the welcome campaign.
+    Without its sales.yaml unless ``sales``: a test of journeys should not also be scoring
+    leads and alerting sales people (tests/workflows/test_sales_e2e.py does that)."""
     target = dest / "acme"
     shutil.copytree(EXAMPLES, target)
+    if not sales:
+        (target / "sales.yaml").unlink()
     if replace:
         path = target / "campaigns" / "welcome.yaml"
         text = path.read_text()

@@ -12,6 +12,7 @@ import logging
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from campaigns.sales import SalesPlan
 from drip.settings import Settings
 from workflows.client import connect
 from workflows.router import EventRouter
@@ -32,10 +33,12 @@ class JourneyGateway:
         engine: Engine,
         client: Client | None = None,
         default_timezone: str = "UTC",
+        sales: SalesPlan | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.default_timezone = default_timezone
+        self.sales = sales
         self._client = client
         self._router: EventRouter | None = None
         self._lock = asyncio.Lock()
@@ -55,6 +58,7 @@ class JourneyGateway:
                 engine=self.engine,
                 settings=self.settings,
                 default_timezone=self.default_timezone,
+                sales=self.sales,
             )
         return self._router
 

@@ -21,7 +21,7 @@ from webhooks.metrics import ApiMetrics
 from webhooks.middleware import OperationsMiddleware
 from webhooks.openapi import document_problems
 from webhooks.problems import install_problem_handlers
-from webhooks.routes import forms, operations, segment, tracking, unsubscribe, view
+from webhooks.routes import ack, forms, operations, segment, tracking, unsubscribe, view
 
 __all__ = ["create_app"]
 
@@ -62,6 +62,7 @@ def create_app(
         engine=db,
         client=temporal,
         default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
     )
     install_problem_handlers(app)
     app.include_router(forms.router)
@@ -69,6 +70,8 @@ def create_app(
     tracking.install(app)  # the pixel and click paths as plain ASGI, ahead of the routing
     app.include_router(unsubscribe.router)
     app.include_router(view.router)
+    # the acknowledge link of lead alerts to sales (a page; its button POSTs)
+    app.include_router(ack.router)
     # the admin API under /api (API keys with scopes: `drip apikeys create`)
     app.include_router(admin.router)
     # the Segment-compatible events API: 404 until DRIP_WRITE_KEYS is set

@@ -11,11 +11,7 @@ this by the sales package.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, parseaddr
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -25,12 +21,13 @@ from temporalio import activity
 from campaigns.workspace import Workspace
 from contacts import repository
 from contacts.db import session_scope
-from contacts.models import Contact, Event
+from contacts.models import Contact, Event, utcnow
 from drip.settings import Settings
-from emails import Renderer, TemplateError, domain_of
-from emails.errors import PermanentSendError
+from emails import Renderer, TemplateError
 from emails.sender import Transport
+from workflows.lifecycle import SalesPipeline, start_alerts
 from workflows.outbound import OutboundPolicy, OutboundRefused, post_json
+from workflows.sales_types import LeadAlertInput
 from workflows.types import NotifySalesInput, NotifySalesResult, WebhookInput, WebhookResult
 
 __all__ = ["NotifyActivities", "outbound_policy"]
@@ -65,6 +62,7 @@ class NotifyActivities:
         self.renderer = renderer
         self.policy = outbound_policy(settings, workspace)
         self.secret = settings.secret()
+        self.pipeline = SalesPipeline(workspace.sales)
 
     def all(self) -> list[Any]:
         return [self.notify_sales, self.call_webhook]
@@ -94,9 +92,10 @@ class NotifyActivities:
 
     @activity.defn(name="notify_sales")
     async def notify_sales(self, inp: NotifySalesInput) -> NotifySalesResult:
-        """Tell the sales team about this lead on each configured channel, once each."""
+        """Raise a lead alert for this contact, the same path a qualification takes: an owner
+        is assigned if the contact has none, and the alert's follow-up workflow delivers it
+        on the step's channels and reminds the owner until someone acknowledges."""
         contact = await asyncio.to_thread(self._contact, inp.contact_id)
-        sales = self.workspace.config.sales
         result = NotifySalesResult()
         try:
             text = self.renderer.render_note(
@@ -105,75 +104,24 @@ class NotifyActivities:
         except TemplateError as exc:
             text = f"{contact.email}: {inp.message} (message template failed: {exc})"
             result.problems.append(f"message template: {exc}")
-        for channel in inp.via:
-            key = f"sales:{inp.key}:{channel}"
-            if await asyncio.to_thread(self._done, key):
-                result.delivered.append(channel)
-                continue
-            if channel == "email" and sales.email:
-                problem = await self._email_sales(sales.email, contact, inp, text)
-            elif channel == "chat" and sales.chat_webhook:
-                problem = await self._chat(sales.chat_webhook, contact, inp, text)
-            else:
-                problem = f"no sales {channel} is configured (workspace.yaml: sales.{channel})"
-            if problem:
-                result.problems.append(problem)
-                continue
-            await asyncio.to_thread(
-                self._record,
-                inp.contact_id,
-                "sales_alert",
-                channel,
-                key,
-                {"campaign": inp.campaign_id, "step": inp.step_id, "message": text[:1000]},
-            )
-            result.delivered.append(channel)
+        reason = f"{inp.campaign_id}/{inp.step_id}: {text}"
+        follow_up = await asyncio.to_thread(self._raise, inp, reason)
+        if follow_up is not None:
+            await start_alerts(activity.client(), self.settings, self.engine, [follow_up])
+        result.delivered = list(inp.via)
         return result
 
-    async def _email_sales(
-        self, to: str, contact: Contact, inp: NotifySalesInput, text: str
-    ) -> str | None:
-        config = self.workspace.config
-        domain = domain_of(config.from_)
-        msg = EmailMessage()
-        msg["From"] = config.from_
-        msg["To"] = to
-        msg["Subject"] = f"Lead: {contact.email} ({inp.campaign_id})"
-        msg["Date"] = formatdate(usegmt=True)
-        digest = hashlib.sha256(inp.key.encode()).hexdigest()[:32]
-        msg["Message-ID"] = f"<sales-{digest}@{domain}>"
-        msg["Auto-Submitted"] = "auto-generated"
-        fields = "\n".join(f"  {k}: {v}" for k, v in sorted(contact.fields.items()))
-        msg.set_content(
-            f"{text}\n\nContact: {contact.email}\nScore: {contact.score}\n"
-            f"Tags: {', '.join(contact.tags) or '-'}\nFields:\n{fields or '  -'}\n\n"
-            f"Campaign {inp.campaign_id}, step {inp.step_id}.\n"
-        )
-        try:
-            await self.transport.send(
-                sender=parseaddr(config.from_)[1],
-                recipients=[parseaddr(to)[1]],
-                data=msg.as_bytes(policy=SMTP),
+    def _raise(self, inp: NotifySalesInput, reason: str) -> LeadAlertInput | None:
+        with session_scope(self.engine) as session:
+            contact = repository.get_contact(session, inp.contact_id, lock=True)
+            return self.pipeline.raise_alert(
+                session,
+                contact,
+                key=f"step:{inp.key}",
+                reason=reason,
+                channels=list(inp.via),
+                now=utcnow(),
             )
-        except PermanentSendError as exc:  # transient errors raise: the activity retries
-            return f"sales email to {to} refused: {exc}"
-        return None
-
-    async def _chat(
-        self, url: str, contact: Contact, inp: NotifySalesInput, text: str
-    ) -> str | None:
-        payload = {"text": f"{text}\n{contact.email} · score {contact.score} · {inp.campaign_id}"}
-        try:
-            delivery = await post_json(
-                url,
-                payload,
-                policy=self.policy,
-                idempotency_key=f"sales-{inp.key}".replace(" ", "_"),
-                secret=self.secret,
-            )
-        except OutboundRefused as exc:
-            return f"sales chat refused: {exc}"
-        return None if delivery.ok else f"sales chat answered {delivery.status}: {delivery.error}"
 
     @activity.defn(name="call_webhook")
     async def call_webhook(self, inp: WebhookInput) -> WebhookResult:

@@ -43,6 +43,7 @@ from campaigns.conditions import (
     parse_event_filter,
 )
 from campaigns.plan import Plan
+from campaigns.sales import SalesPlan
 from campaigns.schedule import zone
 from contacts import deploys, outbox, repository
 from contacts.db import session_scope
@@ -52,6 +53,8 @@ from workflows.capabilities import unsupported
 from workflows.client import enrol, journey_workflow_id, signal_journey
 from workflows.deploy import live_plan, live_plans, plan_of
 from workflows.facts import contact_facts
+from workflows.lifecycle import SalesPipeline, pending_alerts, start_alerts
+from workflows.sales_types import LeadAlertInput
 from workflows.types import EXIT_EVENTS, JourneySignal
 
 __all__ = ["EventRouter"]
@@ -95,6 +98,8 @@ class _Route:
     timezone: str = "UTC"
     starts: list[_Start] = field(default_factory=list)
     signals: list[tuple[str, JourneySignal]] = field(default_factory=list)
+    #: lead alerts this event raised, to start once the transaction committed
+    alerts: list[LeadAlertInput] = field(default_factory=list)
 
 
 class _Facts:
@@ -134,11 +139,14 @@ class EventRouter:
         engine: Engine,
         settings: Settings,
         default_timezone: str = "UTC",
+        sales: SalesPlan | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
         self.settings = settings
         self.default_timezone = default_timezone
+        #: scoring, stages and alerts (sales.yaml); None where only journeys matter (tools)
+        self.sales = SalesPipeline(sales) if sales is not None else None
         # plans by (campaign, version): immutable, so cached for the router's life
         self._plans: dict[tuple[str, str], Plan | None] = {}
 
@@ -160,6 +168,8 @@ class EventRouter:
             )
         for workflow_id, signal in route.signals:
             await signal_journey(self.client, workflow_id, signal)
+        if route.alerts:
+            await start_alerts(self.client, self.settings, self.engine, route.alerts)
         await asyncio.to_thread(self._mark_routed, event_id)
         return [s.plan.campaign_id for s in route.starts if s.new]
 
@@ -168,8 +178,9 @@ class EventRouter:
             event = repository.get_event(session, event_id)
             if event.routed_at is not None:
                 return None, _Route()
+            alerts = self.sales.on_event(session, event, now=utcnow()) if self.sales else []
             contact = repository.get_contact(session, event.contact_id)
-            route = _Route(timezone=self._timezone(contact))
+            route = _Route(timezone=self._timezone(contact), alerts=alerts)
             if event.type in ("open", "click"):
                 route.signals = self._tracking_signal(session, event)
                 return event, route
@@ -352,6 +363,11 @@ class EventRouter:
         for event_id in await asyncio.to_thread(pending):
             await self.route(event_id)
             routed += 1
+        if self.sales is not None:
+            alerts = await asyncio.to_thread(
+                pending_alerts, self.engine, self.sales, older_than=older_than
+            )
+            await start_alerts(self.client, self.settings, self.engine, alerts)
         return routed
 
     async def sweep_forever(self, interval: float = 5.0) -> None:

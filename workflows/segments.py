@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from drip.settings import Settings
     from workflows.deploy import plan_of
     from workflows.heartbeat import heartbeating
-from workflows.router import EventRouter
+    from workflows.router import EventRouter
 
 __all__ = [
     "SCHEDULE_ID",

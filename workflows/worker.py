@@ -17,21 +17,25 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from campaigns.workspace import Workspace
-from contacts.db import create_db_engine
+from contacts.db import create_db_engine, session_scope
 from drip.settings import Settings
 from emails.sender import SmtpTransport, Transport
 from workflows.activities import JourneyActivities
+from workflows.alerts import SalesActivities
+from workflows.assignment import sync_sales_directory
 from workflows.client import connect
+from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.notify import NotifyActivities
 from workflows.router import EventRouter
+from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep, LeadAlertWorkflow, ScoreDecay)
 
 
 class JourneyWorker(Worker):
@@ -57,6 +61,8 @@ def build_worker(
     task_queue: str | None = None,
 ) -> JourneyWorker:
     """A worker for the journey task queue; tests pass their own task queue and transport."""
+    with session_scope(engine) as session:  # sales.yaml's teams and reps, before any alert
+        sync_sales_directory(session, workspace.sales)
     owned = None if transport is not None else SmtpTransport(settings)
     transport = transport or owned
     assert transport is not None
@@ -65,6 +71,7 @@ def build_worker(
         engine=engine,
         settings=settings,
         default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
     )
     activities = JourneyActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, router=router
@@ -77,6 +84,10 @@ def build_worker(
         renderer=activities.renderer,
     ).all()
     activities.extra += SegmentActivities(engine=engine, router=router).all()
+    activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
+    activities.extra += SalesActivities(
+        settings=settings, engine=engine, workspace=workspace, transport=transport
+    ).all()
     return JourneyWorker(
         client,
         transport=owned,
@@ -100,9 +111,11 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
         engine=engine,
         settings=settings,
         default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
     )
     try:
         await _start_segment_schedule(client, settings)
+        await start_score_decay_schedule(client, settings, workspace.sales)
         sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
         try:
             await worker.run()

@@ -333,12 +333,15 @@ async def test_sales_hear_by_email_and_chat_and_the_crm_gets_a_signed_webhook(
     finally:
         await server.stop()
     assert enrolment.state == "completed"
-    [alert] = smtp.mailbox.to("sales@acme.example")
-    assert alert.subject == "Lead: fay@example.com (tell)"
-    assert "Fay is hot" in str(alert.message.get_content())  # type: ignore[attr-defined]
+    # the step raised a lead alert; its follow-up delivered it (no sales.yaml: the team inbox)
+    # (a reminder and an escalation may follow within the day, by the working hours at the
+    # time the test runs)
+    [alert] = [m for m in smtp.mailbox.to("sales@acme.example") if m.subject.startswith("New")]
+    assert alert.subject == "New lead: Fay, score 0"
+    assert "tell/alert: Fay is hot" in " ".join(alert.text().split())
     by_path = {r.path: r for r in server.received}
     assert set(by_path) == {"/chat", "/hooks/crm"}
-    assert json.loads(by_path["/chat"].body)["text"].startswith("Fay is hot")
+    assert "Fay is hot" in json.loads(by_path["/chat"].body)["text"]
     crm = by_path["/hooks/crm"]
     payload = json.loads(crm.body)
     assert payload["contact"]["email"] == "fay@example.com"

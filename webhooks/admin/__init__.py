@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from webhooks.admin import campaigns, contacts, contacts_csv, events, journeys, merge
+from webhooks.admin import (
+    alerts,
+    campaigns,
+    contacts,
+    contacts_csv,
+    events,
+    journeys,
+    lead,
+    merge,
+    sales,
+)
 from webhooks.admin._common import AdminProblem, Problem
 
 __all__ = ["AdminProblem", "Problem", "router"]
@@ -21,5 +31,8 @@ router.include_router(contacts_csv.router)
 router.include_router(contacts.router)
 router.include_router(merge.router)
 router.include_router(events.router)
+router.include_router(lead.router)
 router.include_router(campaigns.router)
 router.include_router(journeys.router)
+router.include_router(sales.router)
+router.include_router(alerts.router)

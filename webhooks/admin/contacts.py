@@ -58,6 +58,10 @@ class ContactPublic(BaseModel):
     fields: dict[str, Any]
     tags: list[str]
     score: int
+    #: lifecycle stage: subscriber, lead, mql, sql, customer (why: /api/contacts/{id}/sales)
+    stage: str
+    #: the sales rep who owns the lead (an email), if assigned
+    owner: str | None
     consent_source: str | None
     consent_at: datetime | None
     created_at: datetime
@@ -75,6 +79,8 @@ class ContactPublic(BaseModel):
             fields=contact.fields,
             tags=contact.tags,
             score=contact.score,
+            stage=contact.stage,
+            owner=contact.owner,
             consent_source=contact.consent_source,
             consent_at=contact.consent_at,
             created_at=contact.created_at,

@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from contacts.db import session_scope
 from contacts.errors import NotFound
 from contacts.hygiene import MergeRefused, MergeResult, merge_contacts
-from contacts.models import ContactStatus
+from contacts.models import ContactStatus, utcnow
 from webhooks.admin._common import AdminProblem, CappedRoute, problems
 from webhooks.admin.auth import ContactsWrite
-from webhooks.deps import EngineDep, GatewayDep
+from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
 from workflows.operations import control_many
+from workflows.scoring import apply_scores
 
 __all__ = ["router"]
 
@@ -72,15 +73,19 @@ async def merge_contact(
     caller: ContactsWrite,
     engine: EngineDep,
     gateway: GatewayDep,
+    workspace: WorkspaceDep,
 ) -> MergeReport:
     def merge() -> MergeResult:
         with session_scope(engine) as session:
             try:
-                return merge_contacts(session, contact_id, body.merge_id, actor=caller.label)
+                result = merge_contacts(session, contact_id, body.merge_id, actor=caller.label)
             except NotFound as exc:
                 raise AdminProblem(404, "Not Found", str(exc)) from None
             except MergeRefused as exc:
                 raise AdminProblem(409, "Conflict", str(exc)) from None
+            # the merge dropped both running scores: score the combined history now
+            result.score = apply_scores(session, contact_id, workspace.sales, now=utcnow()).after
+            return result
 
     result = await run_in_threadpool(merge)
     cancelled = True

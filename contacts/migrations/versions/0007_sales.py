@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(length=320), nullable=True),
         sa.Column("team_id", sa.String(length=80), nullable=True),
         sa.Column("reason", sa.String(length=2000), nullable=False),
+        sa.Column("channels", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
