@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from campaigns.workspace import Workspace
 from contacts.db import create_db_engine, session_scope
@@ -36,6 +37,14 @@ __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 log = logging.getLogger(__name__)
 
 WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep, LeadAlertWorkflow, ScoreDecay)
+
+
+# Workflow code logs through ``workflow.logger``; the handler behind it (rich in ``drip dev``)
+# imports lazily, and an import inside the sandbox fails the workflow task. Logging handlers
+# are I/O outside the workflow anyway, so their modules are passed through.
+_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("rich")
+)
 
 
 class JourneyWorker(Worker):
@@ -90,6 +99,7 @@ def build_worker(
     ).all()
     return JourneyWorker(
         client,
+        workflow_runner=_RUNNER,
         transport=owned,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
