@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
@@ -31,6 +32,7 @@ from contacts.models import Event
 from drip.settings import Settings
 from webhooks.main import create_app
 from workflows.deploy import deploy_workspace
+from workflows.router import EventRouter
 from workflows.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,12 +72,27 @@ async def api_client(
 async def running_stack(
     temporal: Client, settings: Settings, engine: Engine, workspace: Workspace
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API and a journey worker on the same Temporal: what a contact's journey needs."""
+    """The API and a journey worker on the same Temporal, with the worker's event sweep (as
+    ``drip worker`` runs it): what a contact's journey needs. The sweep routes what the API
+    left unrouted, e.g. an event whose routing overran the request's budget on a busy machine."""
+    router = EventRouter(
+        client=temporal,
+        engine=engine,
+        settings=settings,
+        default_timezone=workspace.config.timezone,
+        sales=workspace.sales,
+    )
     async with (
         build_worker(temporal, settings=settings, engine=engine, workspace=workspace),
         api_client(settings, workspace, engine, temporal) as http,
     ):
-        yield http
+        sweep = asyncio.create_task(router.sweep_forever(interval=1.0))
+        try:
+            yield http
+        finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
 
 
 async def tracked_and_routed(engine: Engine, kind: str = "open", within: float = 15.0) -> None:
