@@ -21,6 +21,7 @@ __all__ = [
     "Contact",
     "ContactScore",
     "ContactStatus",
+    "DashboardSession",
     "Enrolment",
     "EnrolmentState",
     "Event",
@@ -29,6 +30,7 @@ __all__ = [
     "Link",
     "Message",
     "MessageState",
+    "Role",
     "SalesRep",
     "SalesTeam",
     "ScoreChange",
@@ -36,6 +38,7 @@ __all__ = [
     "SplitDecision",
     "StageChange",
     "UTCDateTime",
+    "User",
     "utcnow",
 ]
 
@@ -266,6 +269,8 @@ class Hit(SQLModel, table=True):
 
 
 # the sales tables live in their own module; importing it here puts them on the metadata
+# (so do the dashboard's users and sessions)
+from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
 from contacts.sales_models import (  # noqa: E402
     ContactScore,
     LeadAlert,

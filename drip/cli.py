@@ -35,6 +35,7 @@ from drip import (
     cli_journeys,
     cli_sales,
     cli_scores,
+    cli_users,
 )
 from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
 from drip.settings import Settings, SettingsError
@@ -58,6 +59,7 @@ app.add_typer(cli_emails.app, name="emails")
 app.add_typer(cli_apikeys.app, name="apikeys")
 app.add_typer(cli_scores.app, name="scores")
 app.add_typer(cli_sales.app, name="sales")
+app.add_typer(cli_users.app, name="users")
 
 console = Console()
 err = Console(stderr=True)

@@ -14,7 +14,7 @@ from contacts.db import create_db_engine
 from drip import __version__
 from drip.settings import Settings, get_settings
 from emails import Renderer
-from webhooks import admin
+from webhooks import admin, dashboard
 from webhooks.esp import mailgun, postmark, sendgrid, ses
 from webhooks.journeys import JourneyGateway
 from webhooks.metrics import ApiMetrics
@@ -74,6 +74,8 @@ def create_app(
     app.include_router(ack.router)
     # the admin API under /api (API keys with scopes: `drip apikeys create`)
     app.include_router(admin.router)
+    # the dashboard's pages under /dashboard (`drip users create`) and their assets under /static
+    dashboard.install(app)
     # the Segment-compatible events API: 404 until DRIP_WRITE_KEYS is set
     app.include_router(segment.router)
     # ESP webhooks: each answers 404 until its credentials are configured

@@ -1,0 +1,103 @@
+"""``drip users``: the people who sign in to the dashboard (``/dashboard``).
+
+Users are made here, not on a sign-up page: a dashboard shows every contact's data, so an
+operator decides who gets in. The password is prompted for (or read from stdin, for scripts),
+never taken as an argument, which would leave it in the shell history and in ``ps``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from contacts import users
+from contacts.db import create_db_engine, migrate, session_scope
+from contacts.errors import NotFound
+from contacts.models import Role
+from drip.settings import get_settings
+
+app = typer.Typer(
+    help="Dashboard users (/dashboard): admin, marketer, sales.", no_args_is_help=True
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def create(
+    email: Annotated[str, typer.Argument(help="the address they sign in with")],
+    role: Annotated[Role, typer.Option("--role", "-r", help="what they may see")],
+    name: Annotated[str, typer.Option("--name", "-n", help="shown in the dashboard")] = "",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
+    ] = False,
+) -> None:
+    """Make a dashboard user (the password is prompted for, or read with --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            user = users.create_user(session, email, password, role.value, name=name)
+            shown = f"{user.email} ({user.role})"
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(f"made dashboard user {escape(shown)}", highlight=False)
+
+
+@app.command("list")
+def list_users() -> None:
+    """The users: address, name, role, whether active, last sign-in."""
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            rows = [
+                (u.email, u.name, str(u.role), u.active, u.last_login_at)
+                for u in users.list_users(session)
+            ]
+    finally:
+        engine.dispose()
+    if not rows:
+        console.print("no dashboard users; make one with `drip users create EMAIL --role admin`")
+        return
+    table = Table("email", "name", "role", "active", "last sign-in")
+    for email, name, role, active, last in rows:
+        table.add_row(
+            escape(email),
+            escape(name),
+            role,
+            "yes" if active else "no",
+            f"{last:%Y-%m-%d %H:%M}" if last else "never",
+        )
+    console.print(table)
+
+
+@app.command()
+def disable(email: Annotated[str, typer.Argument(help="the user's address")]) -> None:
+    """Disable a user: their sessions end now and they cannot sign in again."""
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            shown = users.disable_user(session, email).email
+    except NotFound as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(f"disabled dashboard user {escape(shown)}", highlight=False)

@@ -1,0 +1,237 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against the real
+app on a real port, after a campaign ran through the real engine (Temporal's time-skipping
+server, a worker, an SMTP server).
+
+A marketer sees the welcome campaign's counts equal to what the database says and gets a 403
+page on an admin page; a sales user acknowledges a lead from "my leads" and the database says
+so. Every page is checked at 1280 and 390 px for horizontal scrolling, every request the
+browser makes must go to the app (nothing leaves the machine), and each page is saved as a
+screenshot under ``test-artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from playwright.async_api import Page, Route, async_playwright
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+from temporalio.testing import WorkflowEnvironment
+
+from campaigns.workspace import Workspace
+from contacts.db import session_scope
+from contacts.models import (
+    Enrolment,
+    EnrolmentState,
+    Event,
+    Hit,
+    LeadAlert,
+    Message,
+    MessageState,
+)
+from drip._runtime import ApiServer
+from drip.settings import Settings
+from tests.dashboard.support import PASSWORD, make_alert, make_user
+from tests.engine_support import Journeys, journeys
+from tests.support import ROOT, SmtpServer, free_port, missing_system_tool
+from webhooks.main import create_app
+
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+MINUTE = timedelta(minutes=1)
+WIDTHS = (1280, 390)
+
+
+@pytest.fixture
+async def j(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> AsyncIterator[Journeys]:
+    async with journeys(time_env, settings, engine, workspace, smtp.mailbox) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def base_url(
+    j: Journeys, settings: Settings, engine: Engine, workspace: Workspace
+) -> AsyncIterator[str]:
+    """The real app on a loopback port, in this test's event loop (so it shares the Temporal
+    client the journeys run on)."""
+    port = free_port()
+    app = create_app(settings, workspace, engine=engine, temporal=j.env.client)
+    server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.025)
+    assert server.started, "the API did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, timeout=15)
+
+
+async def _run_welcome(j: Journeys, engine: Engine) -> None:
+    """Three sign-ups: one opens (a person), one unsubscribes, and a privacy proxy fetches the
+    pixel of the third's email (a flagged hit, never an open)."""
+    opener = await j.form("newsletter", "olive@example.com", first_name="Olive")
+    quitter = await j.form("newsletter", "quinn@example.com", first_name="Quinn")
+    proxied = await j.form("newsletter", "pat@example.com", first_name="Pat")
+    await j.advance(MINUTE)
+    await j.mailbox.wait_for(lambda m: len(m.messages) == 3)
+    await j.track("open", opener, "welcome")
+    await j.unsubscribe(quitter)
+    with session_scope(engine) as s:
+        message = j.message(proxied, "welcome")
+        s.add(Hit(kind="open", token=message.open_token, message_id=message.id,
+                  bot_reason="apple_mpp", user_agent="Mozilla/5.0"))  # fmt: skip
+    await j.advance(MINUTE)
+    await j.mailbox.wait_for(lambda m: len(m.messages) == 4)  # the opener's tips
+    for _ in range(200):  # until nothing is between pending and sent
+        with session_scope(engine) as s:
+            moving = s.exec(
+                select(sa.func.count()).where(
+                    col(Message.state).in_([MessageState.pending, MessageState.sending])
+                )
+            ).one()
+            ended = s.exec(
+                select(sa.func.count()).where(Enrolment.state == EnrolmentState.exited)
+            ).one()
+        if not moving and ended == 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the journeys did not settle")
+
+
+def _welcome_figures(engine: Engine) -> dict[str, str]:
+    """The welcome campaign's figures counted straight from the tables, independently of the
+    dashboard's queries."""
+    with session_scope(engine) as s:
+        ids = select(Message.id).where(Message.campaign_id == "welcome")
+        enrolments = select(sa.func.count()).where(Enrolment.campaign_id == "welcome")
+        return {
+            "running": str(s.exec(enrolments.where(Enrolment.state == "running")).one()),
+            "sent": str(
+                s.exec(
+                    select(sa.func.count()).where(
+                        Message.campaign_id == "welcome", Message.state == "sent"
+                    )
+                ).one()
+            ),
+            "unique_opens": str(
+                s.exec(
+                    select(sa.func.count(sa.distinct(col(Event.contact_id)))).where(
+                        Event.type == "open", col(Event.message_id).in_(ids)
+                    )
+                ).one()
+            ),
+            "bot_opens": str(
+                s.exec(
+                    select(sa.func.count()).where(
+                        col(Hit.bot_reason).is_not(None), col(Hit.message_id).in_(ids)
+                    )
+                ).one()
+            ),
+            "converted": str(s.exec(enrolments.where(Enrolment.state == "converted")).one()),
+            "unsubscribes": str(
+                s.exec(enrolments.where(Enrolment.end_reason == "unsubscribe")).one()
+            ),
+        }
+
+
+async def _fits(page: Page, name: str) -> None:
+    """No horizontal scrolling at either width; a screenshot of each."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900})
+        fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, f"{name} scrolls sideways at {width} px"
+        await page.screenshot(path=ARTIFACTS / f"{name}-{width}.png", full_page=True)
+    await page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+async def _sign_in(page: Page, base_url: str, email: str) -> None:
+    await page.goto(f"{base_url}/dashboard/login")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(lambda url: "/login" not in url)
+
+
+async def _sign_out(page: Page) -> None:
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/dashboard/login")
+
+
+async def test_dashboard_in_a_browser(j: Journeys, engine: Engine, base_url: str) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        missing_system_tool("chromium is not installed (apt-get install chromium)")
+    await _run_welcome(j, engine)
+    expected = _welcome_figures(engine)
+    assert expected["sent"] == "4" and expected["unique_opens"] == "1"
+    assert expected["bot_opens"] == "1" and expected["unsubscribes"] == "1"
+    make_user(engine, "mia@example.com", "marketer", "Mia")
+    make_user(engine, "sam@example.com", "sales", "Sam")
+    alert_id = make_alert(engine, "sam@example.com")
+
+    app_host = urlsplit(base_url).netloc
+    left: list[str] = []
+
+    async def only_the_app(route: Route) -> None:
+        if urlsplit(route.request.url).netloc == app_host:
+            await route.continue_()
+        else:
+            left.append(route.request.url)
+            await route.abort()
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            await context.route("**/*", only_the_app)
+            page = await context.new_page()
+
+            await page.goto(f"{base_url}/dashboard/campaigns")  # not signed in: to the form
+            assert "/dashboard/login" in page.url
+            await _fits(page, "login")
+
+            await _sign_in(page, base_url, "mia@example.com")
+            assert page.url.endswith("/dashboard/campaigns")
+            row = page.locator('tr[data-campaign="welcome"]')
+            for figure, value in expected.items():
+                shown = await row.locator(f'[data-figure="{figure}"]').inner_text()
+                assert shown.strip() == value, (figure, shown, value)
+            await _fits(page, "campaigns")
+
+            refused = await page.goto(f"{base_url}/dashboard/admin/users")
+            assert refused is not None and refused.status == 403
+            assert await page.get_by_role("heading", name="Not for your role").is_visible()
+            await _fits(page, "forbidden")
+            await _sign_out(page)
+
+            await _sign_in(page, base_url, "sam@example.com")
+            assert page.url.endswith("/dashboard/leads")
+            await _fits(page, "leads")
+            await page.get_by_role("button", name="Acknowledge Lee Ada").click()
+            await page.get_by_role("status").filter(has_text="Acknowledged by you").wait_for()
+            await _fits(page, "leads-acknowledged")
+        finally:
+            await browser.close()
+
+    with session_scope(engine) as s:
+        alert = s.get(LeadAlert, alert_id)
+        assert alert is not None
+        assert (alert.state, alert.acknowledged_by) == ("acknowledged", "sam@example.com")
+    assert left == [], f"requests left the machine: {left}"
