@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from webhooks.dashboard import admin, campaigns, leads, signin
+from webhooks.dashboard import admin, analytics, campaign, campaigns, contacts, leads, signin
 from webhooks.dashboard._auth import LoginLimits, install_handlers
 
 __all__ = ["STATIC", "install", "router"]
@@ -23,7 +23,7 @@ __all__ = ["STATIC", "install", "router"]
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 router = APIRouter(include_in_schema=False)
-for _pages in (signin, campaigns, leads, admin):
+for _pages in (signin, campaigns, campaign, contacts, leads, admin, analytics):
     router.include_router(_pages.router, prefix="/dashboard")
 
 

@@ -27,6 +27,8 @@ _env = Environment(
 #: (path, label, roles that see it); admin sees every entry
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/dashboard/campaigns", "Campaigns", frozenset({Role.admin, Role.marketer})),
+    ("/dashboard/contacts", "Contacts", frozenset({Role.admin, Role.marketer})),
+    ("/dashboard/analytics", "Analytics", frozenset({Role.admin, Role.marketer})),
     ("/dashboard/leads", "My leads", frozenset({Role.admin, Role.sales})),
     ("/dashboard/admin/users", "Users", frozenset({Role.admin})),
 )

@@ -1,0 +1,282 @@
+"""The figures of one campaign's page, each from a GROUP BY or a count in SQL, never from rows
+loaded into Python: per-step counts, the funnel, A/B split results and the version history.
+
+Per-step email figures are the admin API's ``_stats`` (``/api/campaigns/{id}/stats``) and split
+figures are ``contacts.splits.variant_figures``, the numbers the engine's ``auto_winner`` decides
+on, so the page cannot disagree with either. The engine picks a winner by the higher rate alone;
+the page adds what a marketer needs to trust it: the uplift against the first variant and the
+confidence of a two-sided two-proportion z-test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from statistics import NormalDist
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from campaigns.diff import diff_plans
+from campaigns.graph import step_summary, to_svg
+from campaigns.plan import Plan, PlanStep, plan_from_dict
+from contacts import deploys, splits
+from contacts.models import (
+    CampaignVersion,
+    Enrolment,
+    EnrolmentState,
+    Message,
+    MessageState,
+    SplitDecision,
+)
+from webhooks.admin.campaigns import CampaignStats, StepFigures
+from webhooks.admin.campaigns import _stats as campaign_stats
+
+__all__ = [
+    "CampaignPage",
+    "FunnelStage",
+    "SplitResult",
+    "StepRow",
+    "VariantResult",
+    "VersionRow",
+    "campaign_page",
+    "two_proportion_test",
+]
+
+#: how many deployments the page lists (newest first); older ones stay in ``drip campaigns``
+VERSIONS_SHOWN = 20
+
+_METRIC_NAMES = {
+    "open_rate": "open rate",
+    "click_rate": "click rate",
+    "conversion_rate": "conversion rate",
+}
+
+
+def two_proportion_test(
+    hits_a: int, n_a: int, hits_b: int, n_b: int
+) -> tuple[float | None, float | None]:
+    """B against A: the relative uplift of B's rate over A's, and the confidence (1 - p-value of
+    a two-sided pooled two-proportion z-test) that the rates differ. None where it is undefined:
+    no uplift over a zero rate, no confidence without sends or when both rates are 0% or 100%."""
+    if n_a <= 0 or n_b <= 0:
+        return None, None
+    rate_a, rate_b = hits_a / n_a, hits_b / n_b
+    uplift = (rate_b - rate_a) / rate_a if rate_a > 0 else None
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if spread == 0:
+        return uplift, None
+    z = (rate_b - rate_a) / spread
+    return uplift, 2 * NormalDist().cdf(abs(z)) - 1
+
+
+@dataclass(frozen=True)
+class StepRow:
+    id: str
+    kind: str
+    summary: str
+    #: running journeys whose current step this is
+    here_now: int
+    #: send steps only
+    emails: StepFigures | None
+
+
+@dataclass(frozen=True)
+class FunnelStage:
+    label: str
+    contacts: int
+    #: of the contacts who entered
+    share: float | None
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    name: str
+    step_id: str
+    sent: int
+    opened: int
+    clicked: int
+    converted: int
+    rate: float | None
+    #: against the first variant (None for the first itself)
+    uplift: float | None
+    confidence: float | None
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    step_id: str
+    metric: str
+    variants: list[VariantResult]
+    winner: str | None
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    status: str
+    deployed_at: datetime
+    source: str
+    #: what changed from the deployment before it (empty for the first)
+    changes: list[str]
+
+
+@dataclass(frozen=True)
+class CampaignPage:
+    id: str
+    name: str
+    status: str
+    version: str
+    svg: str
+    stats: CampaignStats
+    steps: list[StepRow]
+    #: running journeys with no current step recorded (see ``campaign_page``)
+    step_unknown: int
+    funnel: list[FunnelStage]
+    splits: list[SplitResult]
+    versions: list[VersionRow]
+    goal: str
+
+
+def _funnel(session: Session, campaign_id: str, stats: CampaignStats) -> list[FunnelStage]:
+    enrolled = select(sa.func.count(sa.distinct(col(Enrolment.contact_id)))).where(
+        Enrolment.campaign_id == campaign_id
+    )
+    entered = session.exec(enrolled).one()
+    converted = session.exec(
+        enrolled.where(Enrolment.state == EnrolmentState.converted.value)
+    ).one()
+    emailed = session.exec(
+        select(sa.func.count(sa.distinct(col(Message.contact_id)))).where(
+            Message.campaign_id == campaign_id, Message.state == MessageState.sent.value
+        )
+    ).one()
+    stages = [
+        ("Entered", entered),
+        ("Emailed", emailed),
+        ("Opened", stats.emails.unique_opens),
+        ("Clicked", stats.emails.unique_clicks),
+        ("Converted", converted),
+    ]
+    return [FunnelStage(label, n, n / entered if entered else None) for label, n in stages]
+
+
+def _here_now(session: Session, campaign_id: str) -> dict[str, int]:
+    rows = session.exec(
+        select(Enrolment.current_step, sa.func.count())
+        .where(Enrolment.campaign_id == campaign_id, Enrolment.state == EnrolmentState.running)
+        .group_by(col(Enrolment.current_step))
+    ).all()
+    return {step or "": n for step, n in rows}
+
+
+def _split_metric(plan: Plan, step: PlanStep) -> str:
+    if step.winner_metric:
+        return step.winner_metric
+    return "conversion_rate" if plan.goal_event else "click_rate"
+
+
+def _split(session: Session, plan: Plan, step: PlanStep) -> SplitResult:
+    metric = _split_metric(plan, step)
+    figures = splits.variant_figures(session, plan.campaign_id, [v.goto for v in step.variants])
+
+    def hits(f: splits.VariantFigures) -> int:
+        return {"open_rate": f.opened, "click_rate": f.clicked}.get(metric, f.converted)
+
+    results = []
+    for i, (variant, f) in enumerate(zip(step.variants, figures, strict=True)):
+        uplift = confidence = None
+        if i:
+            base = figures[0]
+            uplift, confidence = two_proportion_test(hits(base), base.sent, hits(f), f.sent)
+        results.append(
+            VariantResult(
+                name=variant.name,
+                step_id=variant.goto,
+                sent=f.sent,
+                opened=f.opened,
+                clicked=f.clicked,
+                converted=f.converted,
+                rate=hits(f) / f.sent if f.sent else None,
+                uplift=uplift,
+                confidence=confidence,
+            )
+        )
+    decided = session.get(SplitDecision, (plan.campaign_id, step.id))
+    return SplitResult(
+        step_id=step.id,
+        metric=_METRIC_NAMES.get(metric, metric.replace("_", " ")),
+        variants=results,
+        winner=decided.winner if decided else None,
+    )
+
+
+def _versions(history: Sequence[CampaignVersion]) -> list[VersionRow]:
+    """Newest first; each with its changes from the one before (one more row is read for the
+    oldest shown)."""
+    rows = []
+    for newer, older in zip(history, [*history[1:], None], strict=True):
+        changes: list[str] = []
+        if older is not None:
+            if older.version != newer.version:
+                changes += [
+                    str(c)
+                    for c in diff_plans(plan_from_dict(older.plan), plan_from_dict(newer.plan))
+                ]
+            if older.status != newer.status:
+                changes.append(f"~ status: {older.status} -> {newer.status}")
+        rows.append(
+            VersionRow(
+                version=newer.version,
+                status=newer.status,
+                deployed_at=newer.deployed_at,
+                source=newer.source,
+                changes=changes,
+            )
+        )
+    return rows[:VERSIONS_SHOWN]
+
+
+def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
+    """Everything the page shows, or None for a campaign never deployed.
+
+    "Here now" groups running enrolments by ``Enrolment.current_step``; journeys whose row has
+    no step (or a step the live plan no longer has: an older version's) are counted apart, so
+    the per-step figures plus that count always add up to the running journeys."""
+    history = deploys.version_history(session, campaign_id)[: VERSIONS_SHOWN + 1]
+    if not history:
+        return None
+    current = history[0]
+    plan = plan_from_dict(current.plan)
+    stats = campaign_stats(session, campaign_id)
+    emails = {f.step_id: f for f in stats.steps}
+    here = _here_now(session, campaign_id)
+    steps = [
+        StepRow(
+            id=step_id,
+            kind=step.kind,
+            summary="; ".join(step_summary(step)),
+            here_now=here.get(step_id, 0),
+            emails=emails.get(step_id, StepFigures(step_id=step_id))
+            if step.kind == "send_email"
+            else None,
+        )
+        for step_id, step in plan.steps.items()
+    ]
+    return CampaignPage(
+        id=campaign_id,
+        name=plan.name or campaign_id,
+        status=current.status,
+        version=current.version,
+        svg=to_svg(plan),
+        stats=stats,
+        steps=steps,
+        step_unknown=sum(n for step_id, n in here.items() if step_id not in plan.steps),
+        funnel=_funnel(session, campaign_id, stats),
+        splits=[_split(session, plan, s) for s in plan.steps.values() if s.kind == "split"],
+        versions=_versions(history),
+        goal=plan.goal_event,
+    )

@@ -1,0 +1,161 @@
+"""What a contact's dashboard page shows: the contact, its events (newest first, paged by
+event id), its emails with their opens and clicks, its journeys, its score and stage history
+and its lead alerts.
+
+Each part is one indexed query on ``contact_id`` (the open and click counts one GROUP BY over
+the page's message ids), bounded by a limit, so a contact with a long history costs no more
+than the page shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from contacts import erasure, repository
+from contacts.models import (
+    Contact,
+    Enrolment,
+    Event,
+    LeadAlert,
+    Message,
+    ScoreChange,
+    StageChange,
+)
+
+__all__ = [
+    "EVENTS_PAGE",
+    "HISTORY_LIMIT",
+    "EmailRow",
+    "Timeline",
+    "display_name",
+    "load_timeline",
+    "sales_may_see",
+]
+
+#: events per page of the timeline
+EVENTS_PAGE = 50
+#: the newest this many emails, journeys, score and stage changes and alerts are shown
+HISTORY_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class EmailRow:
+    message: Message
+    opens: int
+    clicks: int
+
+
+@dataclass
+class Timeline:
+    contact: Contact
+    name: str
+    erased: bool
+    events: list[Event]
+    #: the event id the next (older) page of events starts before; None on the last page
+    older_than: int | None
+    emails: list[EmailRow]
+    enrolments: list[Enrolment]
+    scores: list[ScoreChange]
+    stages: list[StageChange]
+    alerts: list[LeadAlert]
+    paged: bool = field(default=False)
+
+
+def display_name(contact: Contact) -> str:
+    parts = (str(contact.fields.get(k, "")).strip() for k in ("first_name", "last_name"))
+    return " ".join(p for p in parts if p) or str(contact.fields.get("name", "")).strip()
+
+
+def sales_may_see(session: Session, contact_id: int, email: str) -> bool:
+    """A sales user sees a contact they own, or one with a lead alert of theirs."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return False
+    mine = email.strip().lower()
+    if (contact.owner or "").strip().lower() == mine:
+        return True
+    owners = session.exec(select(LeadAlert.owner).where(LeadAlert.contact_id == contact_id)).all()
+    return any((owner or "").strip().lower() == mine for owner in owners)
+
+
+def _emails(session: Session, contact_id: int) -> list[EmailRow]:
+    messages = list(
+        session.exec(
+            select(Message)
+            .where(Message.contact_id == contact_id)
+            .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+            .limit(HISTORY_LIMIT)
+        )
+    )
+    counts: dict[tuple[str, str], int] = {}
+    if messages:
+        counts = {
+            (message_id, kind): n
+            for message_id, kind, n in session.exec(
+                select(Event.message_id, Event.type, sa.func.count())
+                .where(
+                    col(Event.message_id).in_([m.id for m in messages]),
+                    col(Event.type).in_(("open", "click")),
+                )
+                .group_by(col(Event.message_id), col(Event.type))
+            ).all()
+            if message_id is not None
+        }
+    return [
+        EmailRow(m, counts.get((m.id, "open"), 0), counts.get((m.id, "click"), 0)) for m in messages
+    ]
+
+
+def load_timeline(session: Session, contact_id: int, *, before_event: int | None) -> Timeline:
+    """The contact's page; ``NotFound`` if there is no such contact."""
+    contact = repository.get_contact(session, contact_id)
+    events_q = select(Event).where(Event.contact_id == contact_id)
+    if before_event is not None:
+        events_q = events_q.where(col(Event.id) < before_event)
+    found = list(session.exec(events_q.order_by(col(Event.id).desc()).limit(EVENTS_PAGE + 1)))
+    events = found[:EVENTS_PAGE]
+    older_than = events[-1].id if len(found) > EVENTS_PAGE else None
+    return Timeline(
+        contact=contact,
+        name=display_name(contact),
+        erased=erasure.is_erased(contact),
+        events=events,
+        older_than=older_than,
+        emails=_emails(session, contact_id),
+        enrolments=list(
+            session.exec(
+                select(Enrolment)
+                .where(Enrolment.contact_id == contact_id)
+                .order_by(col(Enrolment.started_at).desc(), col(Enrolment.id).desc())
+                .limit(HISTORY_LIMIT)
+            )
+        ),
+        scores=list(
+            session.exec(
+                select(ScoreChange)
+                .where(ScoreChange.contact_id == contact_id)
+                .order_by(col(ScoreChange.at).desc(), col(ScoreChange.id).desc())
+                .limit(HISTORY_LIMIT)
+            )
+        ),
+        stages=list(
+            session.exec(
+                select(StageChange)
+                .where(StageChange.contact_id == contact_id)
+                .order_by(col(StageChange.at).desc(), col(StageChange.id).desc())
+                .limit(HISTORY_LIMIT)
+            )
+        ),
+        alerts=list(
+            session.exec(
+                select(LeadAlert)
+                .where(LeadAlert.contact_id == contact_id)
+                .order_by(col(LeadAlert.created_at).desc())
+                .limit(HISTORY_LIMIT)
+            )
+        ),
+        paged=before_event is not None,
+    )
