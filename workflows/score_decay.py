@@ -27,13 +27,10 @@ with workflow.unsafe.imports_passed_through():
         Client,
         Schedule,
         ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
         ScheduleIntervalSpec,
         ScheduleOverlapPolicy,
         SchedulePolicy,
         ScheduleSpec,
-        ScheduleUpdate,
-        ScheduleUpdateInput,
     )
     from temporalio.service import RPCError, RPCStatusCode
 
@@ -43,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from contacts.models import Contact, ContactScore, utcnow
     from drip.settings import Settings
     from workflows.heartbeat import heartbeating
+    from workflows.schedules import upsert_schedule
     from workflows.scoring import CONTACT_BATCH, scorable, scoring_enabled
 
 __all__ = [
@@ -188,15 +186,7 @@ async def ensure_score_decay_schedule(
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
-            schedule.state = current.description.schedule.state
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(update)
+    await upsert_schedule(client, SCHEDULE_ID, schedule)
     return True
 
 

@@ -43,13 +43,10 @@ with workflow.unsafe.imports_passed_through():
         Client,
         Schedule,
         ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
         ScheduleIntervalSpec,
         ScheduleOverlapPolicy,
         SchedulePolicy,
         ScheduleSpec,
-        ScheduleUpdate,
-        ScheduleUpdateInput,
     )
 
     from campaigns.conditions import ConditionError, parse_condition, to_sql
@@ -61,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.deploy import plan_of
     from workflows.heartbeat import heartbeating
     from workflows.router import EventRouter
+    from workflows.schedules import upsert_schedule
 
 __all__ = [
     "SCHEDULE_ID",
@@ -313,12 +311,4 @@ async def ensure_segment_schedule(
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
-            schedule.state = current.description.schedule.state
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(SCHEDULE_ID).update(update)
+    await upsert_schedule(client, SCHEDULE_ID, schedule)
