@@ -12,15 +12,12 @@ screenshot under ``test-artifacts/dashboard/``.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
-from playwright.async_api import Page, Route, async_playwright
+from playwright.async_api import Page
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
@@ -36,16 +33,14 @@ from contacts.models import (
     Message,
     MessageState,
 )
-from drip._runtime import ApiServer
 from drip.settings import Settings
-from tests.dashboard.support import PASSWORD, make_alert, make_user
+from tests.dashboard.support import make_alert, make_user
+from tests.e2e._browser import browser_page, fits, serving, sign_in
 from tests.engine_support import Journeys, journeys
-from tests.support import ROOT, SmtpServer, free_port, missing_system_tool
+from tests.support import SmtpServer
 from webhooks.main import create_app
 
-ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 MINUTE = timedelta(minutes=1)
-WIDTHS = (1280, 390)
 
 
 @pytest.fixture
@@ -66,18 +61,9 @@ async def base_url(
 ) -> AsyncIterator[str]:
     """The real app on a loopback port, in this test's event loop (so it shares the Temporal
     client the journeys run on)."""
-    port = free_port()
     app = create_app(settings, workspace, engine=engine, temporal=j.env.client)
-    server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.025)
-    assert server.started, "the API did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, timeout=15)
+    async with serving(app) as url:
+        yield url
 
 
 async def _run_welcome(j: Journeys, engine: Engine) -> None:
@@ -148,34 +134,12 @@ def _welcome_figures(engine: Engine) -> dict[str, str]:
         }
 
 
-async def _fits(page: Page, name: str) -> None:
-    """No horizontal scrolling at either width; a screenshot of each."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for width in WIDTHS:
-        await page.set_viewport_size({"width": width, "height": 900})
-        fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert fits, f"{name} scrolls sideways at {width} px"
-        await page.screenshot(path=ARTIFACTS / f"{name}-{width}.png", full_page=True)
-    await page.set_viewport_size({"width": WIDTHS[0], "height": 900})
-
-
-async def _sign_in(page: Page, base_url: str, email: str) -> None:
-    await page.goto(f"{base_url}/dashboard/login")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(lambda url: "/login" not in url)
-
-
 async def _sign_out(page: Page) -> None:
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/dashboard/login")
 
 
 async def test_dashboard_in_a_browser(j: Journeys, engine: Engine, base_url: str) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        missing_system_tool("chromium is not installed (apt-get install chromium)")
     await _run_welcome(j, engine)
     expected = _welcome_figures(engine)
     assert expected["sent"] == "4" and expected["unique_opens"] == "1"
@@ -184,51 +148,31 @@ async def test_dashboard_in_a_browser(j: Journeys, engine: Engine, base_url: str
     make_user(engine, "sam@example.com", "sales", "Sam")
     alert_id = make_alert(engine, "sam@example.com")
 
-    app_host = urlsplit(base_url).netloc
-    left: list[str] = []
+    async with browser_page(base_url) as (page, left):
+        await page.goto(f"{base_url}/dashboard/campaigns")  # not signed in: to the form
+        assert "/dashboard/login" in page.url
+        await fits(page, "login")
 
-    async def only_the_app(route: Route) -> None:
-        if urlsplit(route.request.url).netloc == app_host:
-            await route.continue_()
-        else:
-            left.append(route.request.url)
-            await route.abort()
+        await sign_in(page, base_url, "mia@example.com")
+        assert page.url.endswith("/dashboard/campaigns")
+        row = page.locator('tr[data-campaign="welcome"]')
+        for figure, value in expected.items():
+            shown = await row.locator(f'[data-figure="{figure}"]').inner_text()
+            assert shown.strip() == value, (figure, shown, value)
+        await fits(page, "campaigns")
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            await context.route("**/*", only_the_app)
-            page = await context.new_page()
+        refused = await page.goto(f"{base_url}/dashboard/admin/users")
+        assert refused is not None and refused.status == 403
+        assert await page.get_by_role("heading", name="Not for your role").is_visible()
+        await fits(page, "forbidden")
+        await _sign_out(page)
 
-            await page.goto(f"{base_url}/dashboard/campaigns")  # not signed in: to the form
-            assert "/dashboard/login" in page.url
-            await _fits(page, "login")
-
-            await _sign_in(page, base_url, "mia@example.com")
-            assert page.url.endswith("/dashboard/campaigns")
-            row = page.locator('tr[data-campaign="welcome"]')
-            for figure, value in expected.items():
-                shown = await row.locator(f'[data-figure="{figure}"]').inner_text()
-                assert shown.strip() == value, (figure, shown, value)
-            await _fits(page, "campaigns")
-
-            refused = await page.goto(f"{base_url}/dashboard/admin/users")
-            assert refused is not None and refused.status == 403
-            assert await page.get_by_role("heading", name="Not for your role").is_visible()
-            await _fits(page, "forbidden")
-            await _sign_out(page)
-
-            await _sign_in(page, base_url, "sam@example.com")
-            assert page.url.endswith("/dashboard/leads")
-            await _fits(page, "leads")
-            await page.get_by_role("button", name="Acknowledge Lee Ada").click()
-            await page.get_by_role("status").filter(has_text="Acknowledged by you").wait_for()
-            await _fits(page, "leads-acknowledged")
-        finally:
-            await browser.close()
+        await sign_in(page, base_url, "sam@example.com")
+        assert page.url.endswith("/dashboard/leads")
+        await fits(page, "leads")
+        await page.get_by_role("button", name="Acknowledge Lee Ada").click()
+        await page.get_by_role("status").filter(has_text="Acknowledged by you").wait_for()
+        await fits(page, "leads-acknowledged")
 
     with session_scope(engine) as s:
         alert = s.get(LeadAlert, alert_id)
