@@ -53,6 +53,7 @@ from contacts.models import (
     utcnow,
 )
 from contacts.repository import get_contact, record_event
+from contacts.rollups import move_reach
 
 __all__ = ["MergeRefused", "MergeResult", "is_tombstone", "merge_contacts", "merged_tombstone"]
 
@@ -170,6 +171,7 @@ def merge_contacts(session: Session, keep_id: int, merge_id: int, *, actor: str)
     messages = session.execute(
         sa.update(Message).where(col(Message.contact_id) == merge_id).values(contact_id=keep_id)
     )
+    move_reach(session, keep_id, merge_id)
     segments = _move_segments(session, keep_id, merge_id)
     _merge_sales(session, keep, gone, actor=actor, now=now)
 

@@ -20,6 +20,10 @@ consumer (``consume``) later decides what each hit was:
    anything: a mailing's pixel sees tens of thousands of hits, Temporal takes tens of signals
    a second.
 
+The same transaction keeps the campaign rollups (``contacts.rollups``): each recorded first
+open or click adds the contact to the campaign's reach, each flagged hit of a known message to
+its campaign's machine total, so the campaign list reads counts instead of recounting hits.
+
 Clicks are consumed only once they are ``settle`` old, so that a scanner clicking every link of
 a message is seen whole before the first of its clicks is taken for a human's.
 """
@@ -36,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from contacts.models import Event, Hit, Link, Message
+from contacts.rollups import add_bot_hits, add_reach
 
 __all__ = [
     "ALL_LINKS_WINDOW",
@@ -168,6 +173,12 @@ def consume(
         row.reason = _reason(row, classify_user_agent, clicked, after_send)
     result = Consumed(consumed=len(rows), flagged=sum(1 for r in rows if r.reason))
     _record_events(session, [r for r in rows if r.reason is None], now, result)
+    bots: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r.reason is not None and r.message is not None:
+            bot = (r.message.campaign_id, r.kind)
+            bots[bot] = bots.get(bot, 0) + 1
+    add_bot_hits(session, bots)
     # one UPDATE per verdict (most hits of a batch share theirs), not one per hit
     groups: dict[tuple[str | None, int | None, str | None], list[int]] = {}
     for r in rows:
@@ -288,6 +299,7 @@ def _record_events(session: Session, rows: list[_Row], now: datetime, result: Co
         seen.update((m, t) for m, t in found)
     values = []
     first_keys = []
+    firsts: list[tuple[str, str, str, int]] = []
     for r in rows:
         assert r.message is not None
         if (r.message.id, r.kind) in seen:
@@ -295,6 +307,7 @@ def _record_events(session: Session, rows: list[_Row], now: datetime, result: Co
         seen.add((r.message.id, r.kind))
         key = f"{r.kind}:hit:{r.id}"
         first_keys.append(key)
+        firsts.append((r.message.campaign_id, r.message.step_id, r.kind, r.message.contact_id))
         properties: dict[str, Any] = {"user_agent": r.user_agent}
         if r.link is not None:
             properties.update(url=r.link.url, position=r.link.position)
@@ -317,6 +330,7 @@ def _record_events(session: Session, rows: list[_Row], now: datetime, result: Co
     insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(_EVENTS)
     session.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), values)
     result.events += len(values)
+    add_reach(session, firsts)
     for part in _chunks(first_keys):
         result.to_route += session.execute(
             sa.select(col(Event.id)).where(

@@ -17,6 +17,8 @@ from contacts._types import UTCDateTime, utcnow
 
 __all__ = [
     "ApiKey",
+    "CampaignCounter",
+    "CampaignReach",
     "CampaignVersion",
     "Contact",
     "ContactScore",
@@ -136,12 +138,16 @@ class Message(SQLModel, table=True):
         sa.Index("ix_messages_contact_created", "contact_id", "created_at"),
         # the analytics page counts the emails sent over the last 30 days from this index alone
         sa.Index("ix_messages_sent_at_state", "sent_at", "state"),
+        # a campaign's emails by step and state, and its contacts emailed, from this index alone
+        sa.Index(
+            "ix_messages_campaign_step_state", "campaign_id", "step_id", "state", "contact_id"
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=64)
     key: str = Field(max_length=400, unique=True)
     contact_id: int = Field(foreign_key="contacts.id", index=True)
-    campaign_id: str = Field(max_length=200, index=True)
+    campaign_id: str = Field(max_length=200)
     campaign_version: str = Field(default="", max_length=80)
     step_id: str = Field(max_length=200)
     workflow_id: str = Field(max_length=400, index=True)
@@ -280,6 +286,7 @@ class Hit(SQLModel, table=True):
 # the sales tables live in their own module; importing it here puts them on the metadata
 # (so do the dashboard's users and sessions)
 from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
+from contacts.rollup_models import CampaignCounter, CampaignReach  # noqa: E402
 from contacts.sales_models import (  # noqa: E402
     ContactScore,
     LeadAlert,

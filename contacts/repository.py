@@ -17,7 +17,16 @@ from sqlmodel import Session, col, select
 
 from contacts._sql import insert_ignore
 from contacts.errors import InvalidEmail, NotFound
-from contacts.models import Contact, ContactStatus, Enrolment, EnrolmentState, Event, utcnow
+from contacts.models import (
+    Contact,
+    ContactStatus,
+    Enrolment,
+    EnrolmentState,
+    Event,
+    Message,
+    utcnow,
+)
+from contacts.rollups import add_reach
 
 __all__ = [
     "end_enrolment",
@@ -247,6 +256,10 @@ def record_event(
         ["dedupe_key"],
     )
     event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
+    if created and message_id is not None and type in ("open", "click"):
+        message = session.get(Message, message_id)
+        if message is not None:  # the campaign's unique openers and clickers
+            add_reach(session, [(message.campaign_id, message.step_id, type, contact_id)])
     return event, created
 
 

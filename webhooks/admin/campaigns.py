@@ -15,9 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from contacts import deploys
+from contacts import deploys, rollups
 from contacts.db import session_scope
-from contacts.models import Enrolment, EnrolmentState, Event, Message, MessageState
+from contacts.models import Enrolment, EnrolmentState, Message, MessageState
+from contacts.rollup_models import CAMPAIGN_WIDE
 from webhooks.admin._common import AdminProblem, CappedRoute, problems
 from webhooks.admin.auth import CampaignsRead
 from webhooks.deps import EngineDep
@@ -134,30 +135,12 @@ def _stats(session: Session, campaign_id: str) -> CampaignStats:
         if str(state) in {s.value for s in MessageState}:
             setattr(figures, str(state), n)
     emails = EmailFigures()
-    # Driven from the campaign's messages into events by message id: a filter on the event
-    # type alone lets the planner walk every open in the database once per campaign.
-    unique = sa.func.count(sa.distinct(col(Event.contact_id)))
-    ours = select(Message.id).where(Message.campaign_id == campaign_id).scalar_subquery()
-    tracked = (
-        select(Event.type, Message.step_id, unique)
-        .select_from(Message)
-        .join(Event, col(Event.message_id) == col(Message.id))
-        .where(
-            Message.campaign_id == campaign_id,
-            col(Event.message_id).in_(ours),
-            col(Event.type).in_(("open", "click")),
-        )
-    )
-    for kind, step_id, n in session.exec(tracked.group_by(col(Event.type), col(Message.step_id))):
-        figures = steps.setdefault(step_id, StepFigures(step_id=step_id))
-        setattr(figures, f"unique_{kind}s", n)
-    totals = (
-        select(Event.type, unique)
-        .where(col(Event.message_id).in_(ours), col(Event.type).in_(("open", "click")))
-        .group_by(col(Event.type))
-    )
-    for kind, n in session.exec(totals):
-        setattr(emails, f"unique_{kind}s", n)
+    # unique human openers and clickers from the rollup, kept as hits are consumed
+    for (_, step_id, kind), n in rollups.reach_counts(session, campaign_id).items():
+        if step_id == CAMPAIGN_WIDE:
+            setattr(emails, f"unique_{kind}s", n)
+        else:
+            setattr(steps.setdefault(step_id, StepFigures(step_id=step_id)), f"unique_{kind}s", n)
     for figures in steps.values():
         for state in MessageState:
             setattr(

@@ -4,7 +4,8 @@ The per-campaign journey and email figures are the admin API's own (``webhooks.a
 ``_stats``: GROUP BY queries over enrolments, the outbox and the tracking events), so the page
 and ``/api/campaigns/{id}/stats`` cannot disagree. What the API does not give is counted here,
 also in SQL, for every campaign in one query each: bot hits (pixel and click requests the
-tracking filter flagged, ``Hit.bot_reason``; shown apart, never in the rates), unsubscribes
+tracking filter flagged, ``Hit.bot_reason``, from the ``contacts.rollups`` counters; shown
+apart, never in the rates), unsubscribes
 (journeys that an unsubscribe ended) and contacts emailed (the rates' denominator).
 
 Rates are unique human openers (clickers) over contacts emailed at least once.
@@ -21,9 +22,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from contacts import deploys
+from contacts import deploys, rollups
 from contacts.db import session_scope
-from contacts.models import Enrolment, EnrolmentState, Hit, Message, MessageState, Role
+from contacts.models import Enrolment, EnrolmentState, Message, MessageState, Role
 from contacts.users import SignedIn
 from webhooks.admin.campaigns import CampaignStats
 from webhooks.admin.campaigns import _stats as campaign_stats
@@ -67,16 +68,7 @@ def campaign_rows(session: Session) -> list[CampaignRow]:
             .group_by(col(Message.campaign_id))
         ).all()
     )
-    bots: dict[tuple[str, str], int] = {
-        (campaign_id, kind): n
-        for campaign_id, kind, n in session.exec(
-            select(Message.campaign_id, Hit.kind, sa.func.count())
-            .select_from(Hit)
-            .join(Message, col(Message.id) == col(Hit.message_id))
-            .where(col(Hit.bot_reason).is_not(None))
-            .group_by(col(Message.campaign_id), col(Hit.kind))
-        ).all()
-    }
+    bots = rollups.bot_counts(session)
     unsubscribes = dict(
         session.exec(
             select(Enrolment.campaign_id, sa.func.count())
