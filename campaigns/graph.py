@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from heapq import heappop, heappush
@@ -55,6 +56,7 @@ _SHAPES = {
 }
 _DETAIL_CHARS = 40  # longer subjects and messages are clipped in pictures (full text in <title>)
 _EDGE_LABEL_CHARS = 30
+_NOTE_CHARS = 48  # a step's figures (``to_svg(notes=...)``)
 
 
 # --------------------------------------------------------------------------------- summaries
@@ -146,6 +148,7 @@ class _Node:
     lines: list[str]  # first line is the title line (step id, or the trigger)
     title: str  # the full, unclipped description for <title> and screen readers
     dummy: bool = False
+    note: bool = False  # the last line is a figure the caller gave (``to_svg(notes=...)``)
     w: float = 0.0
     h: float = 0.0
     layer: int = 0
@@ -439,9 +442,13 @@ class _Layout:
     row_bottom: list[float]
 
 
-def _layout(plan: Plan) -> _Layout:
+def _layout(plan: Plan, notes: Mapping[str, str] | None = None) -> _Layout:
     nodes, edges, order = _graph(plan)
     for node in nodes:
+        note = (notes or {}).get(node.key) if node.kind != "trigger" else None
+        if note:
+            node.lines.append(_clip(note, _NOTE_CHARS))
+            node.note = True
         _measure(node)
     rank = [0] * len(nodes)
     for r, n in enumerate(order):
@@ -541,6 +548,8 @@ def _node_svg(node: _Node) -> str:
             if i == 0
             else ' font-size="12"' + (' fill="#4b5563"' if i > 1 else "")
         )
+        if node.note and i == len(node.lines) - 1:
+            style = ' font-size="12" font-weight="600" fill="#1d4ed8" class="note"'
         parts.append(f'<text x="{_num(node.x)}" y="{_num(y)}"{style}>{_xml(line)}</text>')
     parts.append("</g>")
     return "".join(parts)
@@ -672,9 +681,12 @@ def _back_path(lay: _Layout, edge: _Edge, lane: float) -> str:
     return _rounded(points)
 
 
-def to_svg(plan: Plan) -> str:
-    """A standalone SVG picture of the plan (no external tools, fonts or network)."""
-    lay = _layout(plan)
+def to_svg(plan: Plan, notes: Mapping[str, str] | None = None) -> str:
+    """A standalone SVG picture of the plan (no external tools, fonts or network).
+
+    ``notes`` adds one line to the box of each step named (step id -> text): the dashboard
+    writes a step's live figures there, so the picture itself answers "where are people now"."""
+    lay = _layout(plan, notes)
     nodes, edges = lay.nodes, lay.edges
     paths, labels = _forward_paths(lay)
     right = max([n.x + n.w / 2 for n in nodes] + [lb.x + lb.w / 2 for lb in labels])

@@ -482,3 +482,27 @@ def test_every_demo_campaign(path: Path) -> None:
     plan = compile_campaign(load_model(load_yaml(path, display=path.name), Campaign))
     check_svg(plan)
     assert parse_mermaid(to_mermaid(plan))[1] == expected_edges(plan)
+
+
+def test_notes_add_a_figure_line_to_the_boxes_they_name(welcome: Plan) -> None:
+    """The dashboard writes live figures into the picture: each named step's box gets one more
+    line and grows to hold it; other boxes and the trigger are as without notes."""
+    first = next(iter(welcome.steps))
+    plain = ET.fromstring(to_svg(welcome))
+    noted = ET.fromstring(to_svg(welcome, notes={first: "12 here now · 340 sent", "nope": "x"}))
+
+    def groups(root: ET.Element) -> dict[str | None, ET.Element]:
+        return {g.get("data-step"): g for g in root.iter(SVG + "g") if g.get("data-step")}
+
+    before, after = groups(plain), groups(noted)
+    lines = [t.text for t in after[first].iter(SVG + "text")]
+    assert lines[-1] == "12 here now · 340 sent"
+    assert [t.get("class") for t in after[first].iter(SVG + "text")][-1] == "note"
+    assert len(lines) == len(list(before[first].iter(SVG + "text"))) + 1
+    assert box_of(after[first])[3] - box_of(after[first])[1] > (
+        box_of(before[first])[3] - box_of(before[first])[1]
+    )
+    for step in welcome.steps:
+        if step != first:
+            texts = [t.text for t in after[step].iter(SVG + "text")]
+            assert texts == [t.text for t in before[step].iter(SVG + "text")]

@@ -240,6 +240,15 @@ def _versions(history: Sequence[CampaignVersion]) -> list[VersionRow]:
     return rows[:VERSIONS_SHOWN]
 
 
+def _note(row: StepRow) -> str:
+    """The figures written into the step's box in the flow picture (the table has them all)."""
+    here = f"{row.here_now:,} here now"
+    if row.emails is None:
+        return here
+    sent = f"{row.emails.sent:,} sent · {row.emails.unique_opens:,} opened"
+    return f"{here} · {sent}" if row.here_now else sent
+
+
 def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
     """Everything the page shows, or None for a campaign never deployed.
 
@@ -271,7 +280,7 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
         name=plan.name or campaign_id,
         status=current.status,
         version=current.version,
-        svg=to_svg(plan),
+        svg=to_svg(plan, notes={row.id: _note(row) for row in steps}),
         stats=stats,
         steps=steps,
         step_unknown=sum(n for step_id, n in here.items() if step_id not in plan.steps),
