@@ -7,7 +7,11 @@ addresses have accounts.
 
 A session is a random token in a cookie; the table keeps only its SHA-256 (``session_id``), and
 a CSRF token that the session's forms must send back. Sessions end at ``expires_at`` (12 hours
-after sign-in), on sign-out, and when the user is disabled.
+after sign-in), on sign-out, when the user is disabled, and when their password changes (all but
+the browser that changed it): someone who stole a session or the old password must not stay in.
+
+One set of password rules (``check_password_rules``) serves every way a password is set: the
+CLI's ``create`` and ``password``, and the dashboard's account page.
 """
 
 from __future__ import annotations
@@ -31,18 +35,25 @@ __all__ = [
     "InvalidUser",
     "SignedIn",
     "authenticate",
+    "check_password_rules",
     "create_user",
     "disable_user",
+    "enable_user",
     "end_session",
+    "find_user",
     "list_users",
     "load_session",
+    "password_matches",
     "session_id",
+    "set_password",
     "start_session",
 ]
 
 SESSION_LIFETIME = timedelta(hours=12)
 #: shortest password accepted; long passphrases are welcome (argon2 takes any length)
 MIN_PASSWORD_LENGTH = 10
+#: longest password accepted: the sign-in form takes no more, so a longer one could never be used
+MAX_PASSWORD_LENGTH = 1000
 
 _hasher = PasswordHasher()
 #: verified against when the address is unknown, so that answer takes as long as a wrong password
@@ -74,8 +85,18 @@ def _normal(email: str) -> str:
     return email.strip().lower()
 
 
+def check_password_rules(password: str) -> None:
+    """InvalidUser, with a message fit to show the person, for a password drip does not take.
+    The only rule is length: a long passphrase beats composition rules (NIST SP 800-63B)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidUser(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidUser(f"the password can have at most {MAX_PASSWORD_LENGTH} characters")
+
+
 def create_user(session: Session, email: str, password: str, role: str, *, name: str = "") -> User:
-    """Make a user; InvalidUser for a taken address, an unknown role or a short password."""
+    """Make a user; InvalidUser for a taken address, an unknown role or a password that breaks
+    ``check_password_rules``."""
     address = _normal(email)
     if "@" not in address or len(address) > 320:
         raise InvalidUser(f"{email!r} is not an email address")
@@ -85,8 +106,7 @@ def create_user(session: Session, email: str, password: str, role: str, *, name:
         raise InvalidUser(
             f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}"
         ) from None
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidUser(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    check_password_rules(password)
     if session.exec(select(User).where(User.email == address)).first() is not None:
         raise InvalidUser(f"a user {address} exists already")
     user = User(email=address, name=name.strip(), password_hash=_hasher.hash(password), role=parsed)
@@ -99,14 +119,69 @@ def list_users(session: Session) -> Sequence[User]:
     return session.exec(select(User).order_by(col(User.email))).all()
 
 
-def disable_user(session: Session, email: str) -> User:
-    """Disable a user and end their sessions at once; NotFound for an unknown address."""
+def find_user(session: Session, email: str) -> User:
+    """The user with this address (any case); NotFound when there is none."""
     user = session.exec(select(User).where(User.email == _normal(email))).first()
     if user is None:
         raise NotFound(f"no user {_normal(email)}")
+    return user
+
+
+def disable_user(session: Session, email: str) -> User:
+    """Disable a user and end their sessions at once; NotFound for an unknown address."""
+    user = find_user(session, email)
     user.active = False
     session.add(user)
     session.execute(sa.delete(DashboardSession).where(col(DashboardSession.user_id) == user.id))
+    session.flush()
+    return user
+
+
+def enable_user(session: Session, email: str) -> User:
+    """Let a disabled user sign in again (with their old password: reset it with
+    ``set_password`` if it may be known to others); NotFound for an unknown address."""
+    user = find_user(session, email)
+    user.active = True
+    session.add(user)
+    session.flush()
+    return user
+
+
+def password_matches(user: User, password: str) -> bool:
+    """Whether ``password`` is the user's, checked with argon2 (for proving the current password
+    before a change; signing in goes through ``authenticate``, which also records the sign-in).
+    Anything longer than any password drip takes is refused without hashing it."""
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return False
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def set_password(
+    session: Session,
+    email_or_user: str | User,
+    new_password: str,
+    *,
+    keep_session_id: str | None = None,
+) -> User:
+    """Give a user a new password and end every session of theirs but ``keep_session_id`` (a
+    table key, ``session_id(token)``: the browser that made the change stays signed in).
+
+    A password is changed because it leaked or might have: whoever used the old one, or stole a
+    session cookie, must be signed out now, not in up to 12 hours. InvalidUser when the password
+    breaks ``check_password_rules`` (nothing is changed), NotFound for an unknown address. A
+    disabled user stays disabled."""
+    check_password_rules(new_password)
+    user = find_user(session, email_or_user) if isinstance(email_or_user, str) else email_or_user
+    assert user.id is not None
+    user.password_hash = _hasher.hash(new_password)
+    session.add(user)
+    others = sa.delete(DashboardSession).where(col(DashboardSession.user_id) == user.id)
+    if keep_session_id is not None:
+        others = others.where(col(DashboardSession.id) != keep_session_id)
+    session.execute(others)
     session.flush()
     return user
 

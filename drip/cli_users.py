@@ -3,6 +3,9 @@
 Users are made here, not on a sign-up page: a dashboard shows every contact's data, so an
 operator decides who gets in. The password is prompted for (or read from stdin, for scripts),
 never taken as an argument, which would leave it in the shell history and in ``ps``.
+
+``password`` is the reset for someone who forgot theirs (people change their own on the
+dashboard's account page); it signs the user out everywhere, since a reset often follows a leak.
 """
 
 from __future__ import annotations
@@ -33,20 +36,27 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _read_password(from_stdin: bool, prompt: str = "Password") -> str:
+    """One line of stdin for scripts; else a hidden prompt, typed twice so a typo is caught."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
+_PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
+]
+
+
 @app.command()
 def create(
     email: Annotated[str, typer.Argument(help="the address they sign in with")],
     role: Annotated[Role, typer.Option("--role", "-r", help="what they may see")],
     name: Annotated[str, typer.Option("--name", "-n", help="shown in the dashboard")] = "",
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
-    ] = False,
+    password_stdin: _PasswordStdin = False,
 ) -> None:
     """Make a dashboard user (the password is prompted for, or read with --password-stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     engine = create_db_engine(get_settings().database_url)
     try:
         migrate(engine)
@@ -101,3 +111,43 @@ def disable(email: Annotated[str, typer.Argument(help="the user's address")]) ->
     finally:
         engine.dispose()
     console.print(f"disabled dashboard user {escape(shown)}", highlight=False)
+
+
+@app.command()
+def enable(email: Annotated[str, typer.Argument(help="the user's address")]) -> None:
+    """Let a disabled user sign in again (with their old password; reset it with `password`)."""
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            shown = users.enable_user(session, email).email
+    except NotFound as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(f"enabled dashboard user {escape(shown)}", highlight=False)
+
+
+@app.command()
+def password(
+    email: Annotated[str, typer.Argument(help="the user's address")],
+    password_stdin: _PasswordStdin = False,
+) -> None:
+    """Set a user's password (prompted for twice, or read with --password-stdin) and sign them
+    out of every browser."""
+    engine = create_db_engine(get_settings().database_url)
+    try:
+        migrate(engine)
+        # an unknown address fails before anyone types a password for it
+        with session_scope(engine) as session:
+            users.find_user(session, email)
+        new = _read_password(password_stdin, "New password")
+        with session_scope(engine) as session:
+            shown = users.set_password(session, email, new).email
+    except (NotFound, users.InvalidUser) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(
+        f"changed the password of {escape(shown)}; their sessions have ended", highlight=False
+    )

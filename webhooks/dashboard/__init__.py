@@ -12,18 +12,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from webhooks.dashboard import admin, analytics, campaign, campaigns, contacts, leads, signin
+from webhooks.dashboard import (
+    account,
+    admin,
+    analytics,
+    campaign,
+    campaigns,
+    contacts,
+    leads,
+    signin,
+    team,
+)
 from webhooks.dashboard._auth import LoginLimits, install_handlers
+from webhooks.dashboard._render import note_dev_mode
 
 __all__ = ["STATIC", "install", "router"]
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
-router = APIRouter(include_in_schema=False)
-for _pages in (signin, campaigns, campaign, contacts, leads, admin, analytics):
+router = APIRouter(include_in_schema=False, dependencies=[Depends(note_dev_mode)])
+for _pages in (signin, campaigns, campaign, contacts, leads, team, admin, analytics, account):
     router.include_router(_pages.router, prefix="/dashboard")
 
 

@@ -2,7 +2,10 @@
 pause/resume buttons.
 
 The flow is ``campaigns.graph.to_svg`` of the live plan, inlined (no script, no CDN), with a
-per-step table of its counts beside it; the figures are in ``_campaign_figures``.
+per-step table of its counts beside it; the figures are in ``_campaign_figures``. Above them, a
+chart of the campaign's emails sent, openers and clickers per day over the last 30 or 90 days
+(``?days=``; ``_series.campaign_daily``, drawn by ``static/charts.js``, its numbers also in a
+table for screen readers and browsers without scripts).
 
 Pause and resume are ``workflows.operations.control_campaign``, the code path of
 ``drip campaigns pause|resume``, through the app's Temporal gateway. When Temporal cannot be
@@ -15,19 +18,21 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.engine import Engine
 
 from contacts.db import session_scope
-from contacts.models import Role
+from contacts.models import Role, utcnow
 from contacts.users import SignedIn
 from webhooks.dashboard._auth import CsrfChecked, require
 from webhooks.dashboard._campaign_figures import CampaignPage, campaign_page
 from webhooks.dashboard._render import render
-from webhooks.deps import EngineDep, GatewayDep
+from webhooks.dashboard._series import CAMPAIGN_WINDOWS, Daily, campaign_daily
+from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
 from workflows.bulk import BulkError
 from workflows.operations import control_campaign
 
@@ -42,10 +47,19 @@ CampaignId = Annotated[str, Path(min_length=1, max_length=200)]
 _DONE = {"pause": "paused", "resume": "resumed"}
 
 
-async def _load(engine: Engine, campaign_id: str) -> CampaignPage | None:
-    def read() -> CampaignPage | None:
+#: a campaign's figures and its day-by-day chart, read in one session
+Loaded = tuple[CampaignPage, Daily]
+
+
+async def _load(
+    engine: Engine, campaign_id: str, tz: ZoneInfo, days: int = CAMPAIGN_WINDOWS[0]
+) -> Loaded | None:
+    def read() -> Loaded | None:
         with session_scope(engine) as session:
-            return campaign_page(session, campaign_id)
+            page = campaign_page(session, campaign_id)
+            if page is None:
+                return None
+            return page, campaign_daily(session, campaign_id, tz=tz, days=days, now=utcnow())
 
     return await run_in_threadpool(read)
 
@@ -60,13 +74,16 @@ def _not_found(viewer: SignedIn, campaign_id: str) -> Response:
     )
 
 
-def _page(viewer: SignedIn, page: CampaignPage, status_code: int = 200, **notes: Any) -> Response:
+def _page(viewer: SignedIn, loaded: Loaded, status_code: int = 200, **notes: Any) -> Response:
+    page, daily = loaded
     return render(
         "dashboard/campaign.html",
         viewer=viewer,
         status_code=status_code,
         title=page.name,
         page=page,
+        daily=daily,
+        windows=CAMPAIGN_WINDOWS,
         **notes,
     )
 
@@ -76,16 +93,20 @@ async def campaign_view(
     campaign_id: CampaignId,
     viewer: Marketer,
     engine: EngineDep,
+    workspace: WorkspaceDep,
     done: str = "",
     signalled: int = 0,
+    days: Annotated[int, Query()] = CAMPAIGN_WINDOWS[0],
 ) -> Response:
-    page = await _load(engine, campaign_id)
-    if page is None:
+    if days not in CAMPAIGN_WINDOWS:
+        days = CAMPAIGN_WINDOWS[0]
+    loaded = await _load(engine, campaign_id, ZoneInfo(workspace.config.timezone), days)
+    if loaded is None:
         return _not_found(viewer, campaign_id)
     notice = ""
     if done in _DONE.values():
         notice = f"Campaign {done}; {signalled} running journey{'s' * (signalled != 1)} {done}."
-    return _page(viewer, page, notice=notice)
+    return _page(viewer, loaded, notice=notice)
 
 
 async def _control(
@@ -94,9 +115,10 @@ async def _control(
     viewer: SignedIn,
     engine: Engine,
     gateway: GatewayDep,
+    tz: ZoneInfo,
 ) -> Response:
-    page = await _load(engine, campaign_id)
-    if page is None:
+    loaded = await _load(engine, campaign_id, tz)
+    if loaded is None:
         return _not_found(viewer, campaign_id)
     try:
         client = await gateway.client()
@@ -106,16 +128,16 @@ async def _control(
             f"Could not {action} the campaign: the workflow server (Temporal) cannot be reached "
             "right now. Nothing was changed; try again in a moment."
         )
-        return _page(viewer, page, status_code=503, error=error)
+        return _page(viewer, loaded, status_code=503, error=error)
     source = f"dashboard {action} ({viewer.email})"
     try:
         results = await control_campaign(client, engine, campaign_id, action, source=source)
     except BulkError as exc:
-        return _page(viewer, page, status_code=409, error=str(exc))
+        return _page(viewer, loaded, status_code=409, error=str(exc))
     signalled = sum(1 for r in results.values() if r is True)
     failed = [w for w, r in results.items() if isinstance(r, str)]
     if failed:
-        after = await _load(engine, campaign_id) or page
+        after = await _load(engine, campaign_id, tz) or loaded
         error = (
             f"Campaign {_DONE[action]}, but {len(failed)} running journey"
             f"{'s' * (len(failed) != 1)} could not be told: {', '.join(failed[:5])}. "
@@ -134,8 +156,10 @@ async def pause_campaign(
     _: CsrfChecked,
     engine: EngineDep,
     gateway: GatewayDep,
+    workspace: WorkspaceDep,
 ) -> Response:
-    return await _control("pause", campaign_id, viewer, engine, gateway)
+    tz = ZoneInfo(workspace.config.timezone)
+    return await _control("pause", campaign_id, viewer, engine, gateway, tz)
 
 
 @router.post("/campaigns/{campaign_id}/resume")
@@ -145,5 +169,7 @@ async def resume_campaign(
     _: CsrfChecked,
     engine: EngineDep,
     gateway: GatewayDep,
+    workspace: WorkspaceDep,
 ) -> Response:
-    return await _control("resume", campaign_id, viewer, engine, gateway)
+    tz = ZoneInfo(workspace.config.timezone)
+    return await _control("resume", campaign_id, viewer, engine, gateway, tz)

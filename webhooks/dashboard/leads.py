@@ -4,7 +4,9 @@ A sales user sees the open alerts whose owner is their address; an admin sees ev
 (with the owner shown). Acknowledging is the same flow as the alert email's link
 (``webhooks/routes/ack.py``): the database first (first acknowledgement wins), then the alert's
 follow-up workflow is told, so its reminders stop; the acknowledgement is recorded under the
-signed-in user's address. A sales user may acknowledge only their own leads.
+signed-in user's address. A sales user may acknowledge their own leads and their team's (the
+team page, ``team.py``, posts here too: covering for a teammate is what a team queue is for,
+and the record says who did it); an admin, anyone's.
 
 With htmx the button replaces its row with the outcome; without JavaScript the form POSTs and
 the page reloads (303), so the page works either way.
@@ -15,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import col, select
@@ -28,6 +31,7 @@ from contacts.models import Contact, Role
 from contacts.users import SignedIn
 from webhooks.dashboard._auth import CsrfChecked, Refused, require
 from webhooks.dashboard._render import render
+from webhooks.dashboard._team_sql import alert_team, teams_of
 from webhooks.deps import EngineDep, GatewayDep
 from webhooks.routes.ack import tell_followup
 
@@ -38,6 +42,8 @@ Seller = Annotated[SignedIn, Depends(require(Role.sales))]
 AlertId = Annotated[str, Path(min_length=1, max_length=64)]
 #: the queue shows this many open alerts, newest first
 QUEUE_LENGTH = 200
+#: the pages whose Acknowledge button may ask to come back to them (without htmx)
+_BACK_TO = ("/dashboard/leads", "/dashboard/team")
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,14 @@ def _queue(engine: EngineDep, viewer: SignedIn) -> list[LeadRow]:
         return rows
 
 
+def _back_to(back: str) -> str:
+    """The page to return to after a plain form POST: one of ours, never anywhere else."""
+    parts = urlsplit(back)
+    if parts.scheme or parts.netloc or parts.path not in _BACK_TO:
+        return _BACK_TO[0]
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 @router.get("/leads")
 async def leads_page(viewer: Seller, engine: EngineDep) -> Response:
     rows = await run_in_threadpool(_queue, engine, viewer)
@@ -107,6 +121,7 @@ async def acknowledge(
     viewer: CsrfChecked,
     engine: EngineDep,
     gateway: GatewayDep,
+    back: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
     seller = await require(Role.sales)(viewer)
     not_yours = Refused("Not your lead", "This lead is not in your queue.", viewer)
@@ -119,7 +134,9 @@ async def acknowledge(
                 raise not_yours from None
             mine = (alert.owner or "").strip().lower() == seller.email
             if not (mine or _sees_everyone(seller)):
-                raise not_yours
+                team = alert_team(session, alert_id)
+                if team is None or team not in teams_of(session, seller.email):
+                    raise not_yours
             alert, _ = acknowledge_alert(session, alert_id, seller.email)
             return alert.state, alert.acknowledged_by
 
@@ -135,4 +152,4 @@ async def acknowledge(
             by=by,
             mine=by == seller.email,
         )
-    return RedirectResponse("/dashboard/leads", status_code=303)
+    return RedirectResponse(_back_to(back), status_code=303)

@@ -4,6 +4,11 @@ A message page shows the headers and the HTML part in a sandboxed iframe, so ope
 loads its images, tracking pixel included, the way a real mail client does; clicking a link goes
 through click tracking. Plain HTML, no scripts, no external assets; the storage is
 ``drip.mailbox``.
+
+The pages fit a phone (390 px) without sideways scrolling: long addresses, message ids and
+header values wrap anywhere, tables become one card per row on narrow screens, and the email
+itself scrolls inside its iframe. Every page links back to the dashboard, whose navigation
+links here in dev.
 """
 
 from __future__ import annotations
@@ -47,14 +52,28 @@ _TEXT = "text/plain; charset=utf-8"
 _SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Date", "Message-ID")
 
 _STYLE = """
-body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b}
+*,*::before,*::after{box-sizing:border-box}
+body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b;
+overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;
 vertical-align:top;border-bottom:1px solid #ddd}th{background:#f3f3f3}
 a{color:#0645ad}a:focus{outline:3px solid #ffbf47}dt{font-weight:600}dd{margin:0 0 .4rem 0}
-dl{display:grid;grid-template-columns:max-content 1fr;column-gap:1rem}
-iframe{width:100%;height:75vh;border:1px solid #bbb;background:#fff}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);column-gap:1rem}
+iframe{display:block;width:100%;height:75vh;border:1px solid #bbb;background:#fff}
 code,pre{font-family:ui-monospace,monospace;font-size:.9em}pre{white-space:pre-wrap}
-nav ul{list-style:none;padding:0;display:flex;gap:1.5rem;flex-wrap:wrap}
+nav ul{list-style:none;padding:0;display:flex;gap:.5rem 1.5rem;flex-wrap:wrap}
+header.top{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;padding-bottom:.5rem;
+border-bottom:1px solid #ddd}
+@media (min-width:641px){th{white-space:nowrap}}
+@media (max-width:640px){
+table,thead,tbody,tr,th,td,caption{display:block}
+thead{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
+tr{border:1px solid #ddd;border-radius:6px;margin-bottom:.6rem}
+td,th{border-bottom:1px solid #eee}td:last-child{border-bottom:0}
+td[data-label]::before{content:attr(data-label);display:block;font-weight:600;font-size:.85em;
+color:#555}
+dl{grid-template-columns:minmax(0,1fr)}dd{margin-bottom:.6rem}
+}
 """
 
 
@@ -67,7 +86,8 @@ def _page(title: str, body: str) -> HTMLResponse:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)} · drip dev mailbox</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>"
+        '<body><header class="top"><a href="/dashboard">← Dashboard</a></header>'
+        f"<main>{body}</main></body></html>"
     )
     return HTMLResponse(doc, headers=_PAGE_HEADERS)
 
@@ -76,8 +96,9 @@ def _not_found(name: str) -> Response:
     return problem(404, "Message not found", f"no message {name!r} in the dev mailbox")
 
 
-def _rows(cells: Iterable[str]) -> str:
-    return "".join(f"<td>{c}</td>" for c in cells)
+def _rows(cells: Iterable[tuple[str, str]]) -> str:
+    """Table cells, each labelled for the narrow layout (where a row becomes a card)."""
+    return "".join(f'<td data-label="{label}">{c}</td>' for label, c in cells)
 
 
 @router.get("", response_class=HTMLResponse, summary="Every email the dev SMTP server received")
@@ -95,12 +116,18 @@ def list_page(settings: SettingsDep) -> Response:
             "<tr>"
             + _rows(
                 (
-                    f'<time datetime="{e.received_at.isoformat()}">'
-                    f"{e.received_at:%Y-%m-%d %H:%M:%S} UTC</time>",
-                    html.escape(e.to),
-                    f'<a href="mailbox/{quote(e.name)}">{html.escape(e.subject or "(no subject)")}'
-                    "</a>",
-                    html.escape(e.from_),
+                    (
+                        "Received",
+                        f'<time datetime="{e.received_at.isoformat()}">'
+                        f"{e.received_at:%Y-%m-%d %H:%M:%S} UTC</time>",
+                    ),
+                    ("To", html.escape(e.to)),
+                    (
+                        "Subject",
+                        f'<a href="mailbox/{quote(e.name)}">'
+                        f"{html.escape(e.subject or '(no subject)')}</a>",
+                    ),
+                    ("From", html.escape(e.from_)),
                 )
             )
             + "</tr>"
