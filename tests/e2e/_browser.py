@@ -67,8 +67,21 @@ async def browser_page(base_url: str) -> AsyncIterator[tuple[Page, list[str]]]:
             await browser.close()
 
 
+#: Every rendered form control without an accessible name: no <label>, aria-label or
+#: aria-labelledby (buttons are named by their text).
+_UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.type !== 'hidden' && el.type !== 'submit' && el.type !== 'button')
+  .filter(el => el.getClientRects().length > 0)  // rendered: not hidden, not display:none
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                && !el.getAttribute('aria-labelledby'))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
 async def fits(page: Page, name: str) -> None:
-    """No horizontal scrolling at either width; a screenshot of each."""
+    """No horizontal scrolling at either width, every form control labelled; a screenshot of
+    each width."""
+    unlabelled = await page.evaluate(_UNLABELLED)
+    assert unlabelled == [], f"{name} has form controls without a label: {unlabelled}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for width in WIDTHS:
         await page.set_viewport_size({"width": width, "height": 900})

@@ -138,6 +138,42 @@ def _welcome_figures(engine: Engine) -> dict[str, str]:
         }
 
 
+def _welcome_steps(engine: Engine) -> dict[str, dict[str, str]]:
+    """Per step of the welcome campaign, straight from the tables: running journeys whose
+    recorded step it is, and for send steps the emails sent and unique human openers."""
+    with session_scope(engine) as s:
+        here = dict(
+            s.exec(
+                select(Enrolment.current_step, sa.func.count())
+                .where(Enrolment.campaign_id == "welcome", Enrolment.state == "running")
+                .group_by(col(Enrolment.current_step))
+            ).all()
+        )
+        sent = dict(
+            s.exec(
+                select(Message.step_id, sa.func.count())
+                .where(Message.campaign_id == "welcome", Message.state == "sent")
+                .group_by(col(Message.step_id))
+            ).all()
+        )
+        opened = dict(
+            s.exec(
+                select(Message.step_id, sa.func.count(sa.distinct(col(Event.contact_id))))
+                .join(Event, col(Event.message_id) == col(Message.id))
+                .where(Message.campaign_id == "welcome", Event.type == "open")
+                .group_by(col(Message.step_id))
+            ).all()
+        )
+    assert sum(here.values()) and sent and opened, "the run left nothing to compare"
+    steps: dict[str, dict[str, str]] = {}
+    for step_id in ("welcome", "wait_for_open", "tips", "wait_for_click"):
+        steps[step_id] = {"here_now": str(here.get(step_id, 0))}
+        if step_id in ("welcome", "tips"):
+            steps[step_id]["sent"] = str(sent.get(step_id, 0))
+            steps[step_id]["unique_opens"] = str(opened.get(step_id, 0))
+    return steps
+
+
 async def _sign_out(page: Page) -> None:
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/dashboard/login")
@@ -164,6 +200,16 @@ async def test_dashboard_in_a_browser(j: Journeys, engine: Engine, base_url: str
             shown = await row.locator(f'[data-figure="{figure}"]').inner_text()
             assert shown.strip() == value, (figure, shown, value)
         await fits(page, "campaigns")
+
+        await row.get_by_role("link", name="welcome").click()  # the campaign's own page
+        await page.wait_for_url("**/dashboard/campaigns/welcome")
+        for step_id, figures in _welcome_steps(engine).items():
+            step = page.locator(f'tr[data-step="{step_id}"]')
+            for figure, value in figures.items():
+                shown = await step.locator(f'[data-figure="{figure}"]').inner_text()
+                assert shown.strip() == value, (step_id, figure, shown, value)
+        assert await page.locator('svg g[data-step="welcome"] text.note').count() == 1
+        await fits(page, "campaign")
 
         refused = await page.goto(f"{base_url}/dashboard/admin/users")
         assert refused is not None and refused.status == 403
