@@ -346,13 +346,11 @@ class JourneyWorkflow:
         ``step_id`` meanwhile."""
         if deadline <= workflow.now():
             return
-        # shown to queries first: a reader sees where the journey waits while the write runs
-        self._waiting = waiting
         await self._record_step(step_id)
         delay = deadline - workflow.now()
         if delay <= timedelta(0):
-            self._waiting = ""
             return
+        self._waiting = waiting
         try:
             await workflow.wait_condition(lambda: self._end is not None, timeout=delay)
         except TimeoutError:
@@ -585,11 +583,10 @@ class JourneyWorkflow:
                 for e in self._events[mark:]
             )
 
-        # shown to queries first: a reader sees where the journey waits while the write runs
-        deadline = workflow.now() + timedelta(seconds=step.seconds)
-        self._waiting = f"{step.wait_event} {step.wait_ref} until {_shown(deadline)}"
         if not matched() and self._end is None:  # it will wait here
             await self._record_step(step.id)
+        deadline = workflow.now() + timedelta(seconds=step.seconds)
+        self._waiting = f"{step.wait_event} {step.wait_ref} until {_shown(deadline)}"
         try:
             await workflow.wait_condition(
                 lambda: matched() or self._end is not None,
