@@ -419,21 +419,12 @@ def record_enrolment(
     return session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
 
 
-def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) -> bool:
-    """Record the step a running journey is at (what the dashboard's "here now" counts).
-
-    A plain set, so writing the same step twice is harmless; only a running enrolment is
-    touched, so a late write can never put a step back on a journey that has ended (ending
-    clears it: ``end_enrolment``). False if no running enrolment has this workflow id."""
-    result = session.execute(
+def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) -> None:
+    session.execute(
         sa.update(Enrolment)
-        .where(
-            col(Enrolment.workflow_id) == workflow_id,
-            col(Enrolment.state) == EnrolmentState.running.value,
-        )
+        .where(col(Enrolment.workflow_id) == workflow_id)
         .values(current_step=step_id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def end_enrolment(

@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
@@ -45,7 +44,6 @@ from workflows.types import (
     ContactTimeInput,
     ContactTimeResult,
     FinishJourneyInput,
-    RecordStepInput,
     SendEmailInput,
     SendEmailResult,
     SplitWinnerInput,
@@ -106,7 +104,6 @@ class JourneyActivities:
             self.evaluate_branch,
             self.contact_time,
             self.split_winner,
-            self.record_step,
             self.finish_journey,
             *self.extra,
         ]
@@ -413,35 +410,6 @@ class JourneyActivities:
             return ContactTimeResult(value=moment.isoformat() if moment.tzinfo else "")
 
         return await self._db(work)
-
-    @activity.defn(name="record_step")
-    async def record_step(self, inp: RecordStepInput) -> None:
-        """Write the step the journey dwells at on its enrolment row (the dashboard counts the
-        running journeys at each step from it).
-
-        The journey awaits this before moving on, so its own writes are in order; what could
-        reorder them is an attempt that Temporal gave up on (timed out) but whose database
-        thread still runs: its retry succeeds, the journey moves to the next step, and the old
-        thread commits its step over the newer one. So an attempt commits only within the first
-        half of its time (the row lock is held by then, so the next step's write waits behind
-        it) and rolls back otherwise; the retry writes the same value."""
-        info = activity.info()
-        commit_by = (
-            info.started_time + info.start_to_close_timeout / 2
-            if info.start_to_close_timeout
-            else None
-        )
-
-        def work() -> None:
-            with session_scope(self.engine) as session:
-                if not repository.set_enrolment_step(session, inp.workflow_id, inp.step_id):
-                    log.debug("%s: no running enrolment for step %s", inp.workflow_id, inp.step_id)
-                if commit_by is not None and utcnow() >= commit_by:
-                    raise ApplicationError(  # rolls back; Temporal retries it if still waiting
-                        f"step write for {inp.workflow_id} came too late to commit"
-                    )
-
-        await self._db(work)
 
     @activity.defn(name="finish_journey")
     async def finish_journey(self, inp: FinishJourneyInput) -> None:

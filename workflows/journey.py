@@ -11,29 +11,22 @@ Ending early. A signal can end the journey at any point: an unsubscribe, bounce 
 (``cancelled``). Waits and timers are interruptible; an activity in flight finishes first (it is
 short, and a send that was already handed to SMTP cannot be taken back).
 
-Where a journey is. When it comes to a step where it can dwell (a wait, a ``wait_for``, a send,
-a call to the outside) and that step is not the one last written, it writes the step to its
-enrolment row (``record_step``), which the dashboard counts as "journeys at this step now";
-ending clears it. Steps passed straight through are not written, so this costs one local
-activity per dwelling step and nothing else.
-
 Retry policies, chosen per activity:
 
 - ``send_email``: forever, 5 s doubling to 10 min. An SMTP outage delays mail, never drops it;
   permanent failures (5xx, template errors) are returned and recorded, not raised.
 - database activities (``update_contact``, ``evaluate_branch``, ``contact_time``,
-  ``split_winner``, ``record_step``, ``finish_journey``): forever, 1 s doubling to 5 min; the
-  database being away is their only failure. All but ``update_contact`` (which also routes the
-  change events it records) run as local activities: a marker in the history instead of a
-  server round trip.
+  ``split_winner``, ``finish_journey``): forever, 1 s doubling to 5 min; the database being away
+  is their only failure. All but ``update_contact`` (which also routes the change events it
+  records) run as local activities: a marker in the history instead of a server round trip.
 - ``notify_sales`` and ``call_webhook``: 10 s doubling to 30 min for at most a day, then the
   journey records the failure and carries on: a CRM that is down must not stop the emails.
 
-History bound. Each step costs a handful of history events (an email step: 7 with its step
-write, a local database step: 1). Before a step, once the history passes ``HISTORY_BOUND``
-events or the server suggests it, the journey continues as new, carrying its position, visit
-counts, sent messages, unhandled events and the step last written, so a loop or a monthly
-newsletter can run for years (Temporal's hard limit is 51,200 events).
+History bound. Each step costs a handful of history events (an email step: 6, a local database
+step: 1). Before a
+step, once the history passes ``HISTORY_BOUND`` events or the server suggests it, the journey
+continues as new, carrying its position, visit counts, sent messages and unhandled events, so a
+loop or a monthly newsletter can run for years (Temporal's hard limit is 51,200 events).
 """
 
 from __future__ import annotations
@@ -68,7 +61,6 @@ with workflow.unsafe.imports_passed_through():
         JourneyState,
         NotifySalesInput,
         NotifySalesResult,
-        RecordStepInput,
         SendEmailInput,
         SendEmailResult,
         SplitWinnerInput,
@@ -85,8 +77,6 @@ T = TypeVar("T")
 
 #: Journeys started after this patch run their database reads and writes as local activities.
 LOCAL_DB_PATCH = "local-db-activities"
-#: Runs started after this patch write the step they dwell at to their enrolment row.
-STEP_PATCH = "record-current-step"
 #: Continue-as-new before a step once the history is longer than this many events.
 HISTORY_BOUND = 2000
 #: Event ids remembered across continue-as-new to drop late duplicates.
@@ -134,8 +124,6 @@ class JourneyWorkflow:
         self._visited: list[str] = list(carry.visited) if carry else []
         self._paused = carry.paused if carry else False
         self._current: str | None = None
-        #: the step last written to the enrolment row (``_record_step``)
-        self._recorded: str | None = carry.recorded_step if carry else None
         self._waiting = ""
         self._finished = False
         #: (enrolment state, reason) once something ended the journey early
@@ -309,7 +297,6 @@ class JourneyWorkflow:
             paused=self._paused,
             visited=self._visited[-100:],
             runs=(inp.carry.runs if inp.carry else 1) + 1,
-            recorded_step=self._recorded,
         )
         return JourneyInput(
             plan=inp.plan,
@@ -320,33 +307,8 @@ class JourneyWorkflow:
             history_bound=inp.history_bound,
         )
 
-    async def _record_step(self, step_id: str) -> None:
-        """Write ``step_id`` to the enrolment row as the step this journey is at, for the
-        dashboard's "journeys at this step now".
-
-        Called only where a journey can dwell (a timer, a ``wait_for``, a send that an SMTP
-        outage can hold up for hours, a call to the outside retried for a day) and only when
-        the step differs from the one last written: steps a journey passes straight through
-        (branches, gotos, contact updates) cost nothing, and the row shows the last place it
-        could have been found. A local activity: one marker event, no round trip through the
-        server. Runs recorded before the patch replay without it; the row's step is cleared
-        when the journey ends (``finish_journey``)."""
-        if step_id == self._recorded or not workflow.patched(STEP_PATCH):
-            return
-        await workflow.execute_local_activity(
-            "record_step",
-            RecordStepInput(workflow_id=workflow.info().workflow_id, step_id=step_id),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DB_RETRY,
-        )
-        self._recorded = step_id
-
-    async def _sleep_until(self, deadline: datetime, waiting: str, step_id: str) -> None:
-        """A timer that an ending (goal, exit, cancel) cuts short; the journey dwells at
-        ``step_id`` meanwhile."""
-        if deadline <= workflow.now():
-            return
-        await self._record_step(step_id)
+    async def _sleep_until(self, deadline: datetime, waiting: str) -> None:
+        """A timer that an ending (goal, exit, cancel) cuts short."""
         delay = deadline - workflow.now()
         if delay <= timedelta(0):
             return
@@ -377,13 +339,12 @@ class JourneyWorkflow:
                 workflow.logger.info("step %s: %s is not set", step.id, step.until_field)
                 return
             deadline = datetime.fromisoformat(result.value) + timedelta(seconds=step.offset_seconds)
-        await self._sleep_until(deadline, f"the timer, until {_shown(deadline)}", step.id)
+        await self._sleep_until(deadline, f"the timer, until {_shown(deadline)}")
 
     async def _send(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         info = workflow.info()
         plan = inp.plan
         message_id = str(workflow.uuid4())
-        await self._record_step(step.id)
         while True:
             if plan.window_days:
                 opens = next_send_time(
@@ -393,7 +354,7 @@ class JourneyWorkflow:
                     plan.window_end,
                     zone(inp.timezone),
                 )
-                await self._sleep_until(opens, f"the send window, opening {_shown(opens)}", step.id)
+                await self._sleep_until(opens, f"the send window, opening {_shown(opens)}")
                 if self._end is not None:
                     return
             result: SendEmailResult = await workflow.execute_activity(
@@ -429,9 +390,7 @@ class JourneyWorkflow:
             retry_at = max(
                 datetime.fromisoformat(result.retry_at), workflow.now() + timedelta(minutes=1)
             )
-            await self._sleep_until(
-                retry_at, f"the frequency cap, until {_shown(retry_at)}", step.id
-            )
+            await self._sleep_until(retry_at, f"the frequency cap, until {_shown(retry_at)}")
             if self._end is not None:
                 return
         self._sent[step.id] = result.message_id
@@ -512,7 +471,6 @@ class JourneyWorkflow:
     async def _notify_sales(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
-            step.id,
             "notify_sales",
             NotifySalesInput(
                 contact_id=inp.contact_id,
@@ -530,7 +488,6 @@ class JourneyWorkflow:
     async def _webhook(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
-            step.id,
             "call_webhook",
             WebhookInput(
                 contact_id=inp.contact_id,
@@ -546,12 +503,9 @@ class JourneyWorkflow:
             error = result.error if result else "gave up"
             workflow.logger.warning("step %s: webhook: %s", step.id, error)
 
-    async def _outbound(
-        self, step_id: str, name: str, arg: object, result_type: type[T]
-    ) -> T | None:
+    async def _outbound(self, name: str, arg: object, result_type: type[T]) -> T | None:
         """A call to the outside, retried for a day; None if it never got through (the
         journey carries on: a receiver that is down must not hold the emails back)."""
-        await self._record_step(step_id)
         try:
             return await workflow.execute_activity(  # type: ignore[no-any-return]
                 name,
@@ -567,6 +521,8 @@ class JourneyWorkflow:
 
     async def _wait_for(self, step: PlanStep) -> bool:
         """True if the awaited event arrived (possibly before we got here), False on timeout."""
+        deadline = workflow.now() + timedelta(seconds=step.seconds)
+        self._waiting = f"{step.wait_event} {step.wait_ref} until {_shown(deadline)}"
         mark = self._mark
 
         def matched() -> bool:
@@ -583,10 +539,6 @@ class JourneyWorkflow:
                 for e in self._events[mark:]
             )
 
-        if not matched() and self._end is None:  # it will wait here
-            await self._record_step(step.id)
-        deadline = workflow.now() + timedelta(seconds=step.seconds)
-        self._waiting = f"{step.wait_event} {step.wait_ref} until {_shown(deadline)}"
         try:
             await workflow.wait_condition(
                 lambda: matched() or self._end is not None,

@@ -29,7 +29,6 @@ __all__ = [
     "JourneyState",
     "NotifySalesInput",
     "NotifySalesResult",
-    "RecordStepInput",
     "SendEmailInput",
     "SendEmailResult",
     "SplitWinnerInput",
@@ -86,8 +85,6 @@ class JourneyCarry:
     paused: bool = False
     visited: list[str] = field(default_factory=list)
     runs: int = 1
-    #: the step last written to the enrolment row, so the next run does not write it again
-    recorded_step: str | None = None
 
 
 @dataclass
@@ -282,11 +279,3 @@ class FinishJourneyInput:
     reason: str = ""
     contact_id: int = 0
     campaign_id: str = ""
-
-
-@dataclass
-class RecordStepInput:
-    """The step a running journey now dwells at, for its enrolment row (``current_step``)."""
-
-    workflow_id: str
-    step_id: str
