@@ -240,9 +240,11 @@ def _versions(history: Sequence[CampaignVersion]) -> list[VersionRow]:
     return rows[:VERSIONS_SHOWN]
 
 
-def _note(row: StepRow) -> str:
-    """The figures written into the step's box in the flow picture (the table has them all)."""
-    here = f"{row.here_now:,} here now"
+def _note(row: StepRow, steps_known: bool) -> str:
+    """The figures written into the step's box in the flow picture (the table has them all).
+    "Here now" only when some running journey has a recorded step: a picture of zeros
+    everywhere would say nobody is waiting, which is not what an unknown means."""
+    here = f"{row.here_now:,} here now" if steps_known else ""
     if row.emails is None:
         return here
     sent = f"{row.emails.sent:,} sent · {row.emails.unique_opens:,} opened"
@@ -263,6 +265,7 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
     stats = campaign_stats(session, campaign_id)
     emails = {f.step_id: f for f in stats.steps}
     here = _here_now(session, campaign_id)
+    known = any(n for step_id, n in here.items() if step_id)  # some journey has a step recorded
     steps = [
         StepRow(
             id=step_id,
@@ -280,7 +283,7 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
         name=plan.name or campaign_id,
         status=current.status,
         version=current.version,
-        svg=to_svg(plan, notes={row.id: _note(row) for row in steps}),
+        svg=to_svg(plan, notes={row.id: _note(row, known) for row in steps}),
         stats=stats,
         steps=steps,
         step_unknown=sum(n for step_id, n in here.items() if step_id not in plan.steps),
