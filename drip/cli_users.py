@@ -11,17 +11,19 @@ dashboard's account page); it signs the user out everywhere, since a reset often
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlmodel import Session
 
 from contacts import users
 from contacts.db import create_db_engine, migrate, session_scope
 from contacts.errors import NotFound
-from contacts.models import Role
+from contacts.models import Role, User
 from drip.settings import get_settings
 
 app = typer.Typer(
@@ -98,34 +100,30 @@ def list_users() -> None:
     console.print(table)
 
 
-@app.command()
-def disable(email: Annotated[str, typer.Argument(help="the user's address")]) -> None:
-    """Disable a user: their sessions end now and they cannot sign in again."""
+def _switch(email: str, change: Callable[[Session, str], User], done: str) -> None:
+    """Apply ``change`` (``users.disable_user`` or ``users.enable_user``) and say so."""
     engine = create_db_engine(get_settings().database_url)
     try:
         migrate(engine)
         with session_scope(engine) as session:
-            shown = users.disable_user(session, email).email
+            shown = change(session, email).email
     except NotFound as exc:
         raise _fail(str(exc)) from None
     finally:
         engine.dispose()
-    console.print(f"disabled dashboard user {escape(shown)}", highlight=False)
+    console.print(f"{done} dashboard user {escape(shown)}", highlight=False)
+
+
+@app.command()
+def disable(email: Annotated[str, typer.Argument(help="the user's address")]) -> None:
+    """Disable a user: their sessions end now and they cannot sign in again."""
+    _switch(email, users.disable_user, "disabled")
 
 
 @app.command()
 def enable(email: Annotated[str, typer.Argument(help="the user's address")]) -> None:
     """Let a disabled user sign in again (with their old password; reset it with `password`)."""
-    engine = create_db_engine(get_settings().database_url)
-    try:
-        migrate(engine)
-        with session_scope(engine) as session:
-            shown = users.enable_user(session, email).email
-    except NotFound as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        engine.dispose()
-    console.print(f"enabled dashboard user {escape(shown)}", highlight=False)
+    _switch(email, users.enable_user, "enabled")
 
 
 @app.command()
