@@ -28,6 +28,7 @@ from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.notify import NotifyActivities
+from workflows.positions import ensure_search_attributes
 from workflows.router import EventRouter
 from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
@@ -48,11 +49,18 @@ _RUNNER = SandboxedWorkflowRunner(
 
 
 class JourneyWorker(Worker):
-    """The worker, closing the SMTP connections it pooled when it shuts down."""
+    """The worker: it makes sure the namespace has the search attributes journeys record
+    their step in before it polls (``workflows.positions``), and closes the SMTP connections
+    it pooled when it shuts down."""
 
     def __init__(self, client: Client, *, transport: SmtpTransport | None, **options: Any) -> None:
         super().__init__(client, **options)
+        self._client = client
         self._owned_transport = transport
+
+    async def run(self) -> None:
+        await ensure_search_attributes(self._client)
+        await super().run()
 
     async def shutdown(self) -> None:
         await super().shutdown()
@@ -95,7 +103,7 @@ def build_worker(
     activities.extra += SegmentActivities(engine=engine, router=router).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
-        settings=settings, engine=engine, workspace=workspace, transport=transport
+        settings=settings, engine=engine, workspace=workspace, transport=transport, client=client
     ).all()
     return JourneyWorker(
         client,

@@ -134,9 +134,15 @@ async def test_counts_of_a_campaign_run_through_the_engine_match_the_database(
     for step_id, n in opens.items():
         assert figure(html, f'<tr data-step="{step_id}">', "unique_opens") == str(n)
     assert figure(html, f'<tr data-step="{clicked_step}">', "unique_clicks") == "1"
-    # the engine does not record a journey's current step in the database: counted apart
-    here = [int(figure(html, f'<tr data-step="{s}">', "here_now")) for s in ("later", "pick")]
-    assert sum(here) + int(figure(html, "<table", "step_unknown") or 0) == running
+    # where journeys are is Temporal's to count, and the time-skipping server cannot: the page
+    # says so rather than show zeros (test_here_now counts them on the dev server)
+    for step_id in ("send_a", "send_b", "later"):
+        assert figure(html, f'<tr data-step="{step_id}">', "here_now") == "?"
+    assert "cannot count workflows" in figure(html, "<table", "positions")
+    assert (
+        'data-figure="here_now"'
+        not in html[html.index('<tr data-step="pick">') :].split("</tr>")[0]
+    )
     funnel = {
         stage: figure(html, f'data-stage="{stage}"', stage)
         for stage in ("entered", "emailed", "opened", "clicked", "converted")
@@ -155,21 +161,6 @@ async def test_counts_of_a_campaign_run_through_the_engine_match_the_database(
 
     listing = await marketer.get("/dashboard/campaigns")
     assert 'href="/dashboard/campaigns/ab"' in listing.text
-
-
-async def test_seeded_running_steps_are_grouped_per_step(
-    j: Journeys, marketer: httpx.AsyncClient
-) -> None:
-    people = [await j.form("newsletter", f"q{i}@example.com") for i in range(3)]
-    await j.advance(MINUTE)
-    with session_scope(j.engine) as s:
-        for contact_id, step in zip(people, ["later", "later", "send_a"], strict=True):
-            wid = j.enrolment(contact_id, "ab").workflow_id
-            repository.set_enrolment_step(s, wid, step)
-    html = (await marketer.get("/dashboard/campaigns/ab")).text
-    assert figure(html, '<tr data-step="later">', "here_now") == "2"
-    assert figure(html, '<tr data-step="send_a">', "here_now") == "1"
-    assert 'data-figure="step_unknown"' not in html
 
 
 def test_two_proportion_test_matches_the_textbook_formula() -> None:
