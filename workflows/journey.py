@@ -29,11 +29,11 @@ recorded, it upserts the search attributes ``DripCampaign`` and ``DripStep`` on 
 reads one journey's step with ``describe``. One history event per such step, no activity, no
 database write. Runs from before this was added replay without it (``workflow.patched``).
 
-History bound. Each step costs a handful of history events (an email step: 6, a local database
-step: 1). Before a
-step, once the history passes ``HISTORY_BOUND`` events or the server suggests it, the journey
-continues as new, carrying its position, visit counts, sent messages and unhandled events, so a
-loop or a monthly newsletter can run for years (Temporal's hard limit is 51,200 events).
+History bound. Each step costs a handful of history events (an email step: 7 with its
+position, a local database step: 1). Before a step, once the history passes ``HISTORY_BOUND``
+events or the server suggests it, the journey continues as new, carrying its position, visit
+counts, sent messages and unhandled events, so a loop or a monthly newsletter can run for years
+(Temporal's hard limit is 51,200 events).
 """
 
 from __future__ import annotations
