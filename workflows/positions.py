@@ -27,6 +27,7 @@ count). Pages say so rather than show zeros.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -49,6 +50,8 @@ __all__ = [
     "ensure_search_attributes",
     "here_now",
 ]
+
+log = logging.getLogger(__name__)
 
 CAMPAIGN: Final = SearchAttributeKey.for_keyword("DripCampaign")
 STEP: Final = SearchAttributeKey.for_keyword("DripStep")
@@ -174,8 +177,9 @@ def _answered(
     results: Sequence[tuple[str, str | None] | BaseException],
 ) -> Iterable[tuple[str, str | None]]:
     for result in results:
-        if isinstance(result, RPCError):  # not found, or Temporal refused: unknown
+        if isinstance(result, Exception):  # not found, refused, connection lost: unknown
+            log.debug("a journey's step was not read: %r", result)
             continue
-        if isinstance(result, BaseException):
+        if isinstance(result, BaseException):  # cancelled: not ours to swallow
             raise result
         yield result

@@ -314,3 +314,20 @@ async def test_pause_without_temporal_shows_the_error_and_changes_nothing(
         assert missing.status_code == 404
     with session_scope(engine) as s:
         assert deploys.current_versions(s)["ab"].status == "active"
+
+
+async def test_with_temporal_unreachable_the_page_says_where_journeys_are_is_unknown(
+    settings: Settings, workspace: Workspace, engine: Engine
+) -> None:
+    """Nothing listens where Temporal should be: the page still renders from the database,
+    with "?" for here-now and the reason, and does not wait past the positions budget."""
+    away = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    make_user(engine, "mia@example.com", "marketer")
+    async with api_client(away, workspace, engine) as http:
+        assert (await sign_in(http, "mia@example.com")).status_code == 303
+        page = await http.get("/dashboard/campaigns/welcome")
+    assert page.status_code == 200
+    html = page.text
+    assert figure(html, '<tr data-step="wait_for_open">', "here_now") == "?"
+    assert "cannot be reached" in figure(html, "<table", "positions")
+    assert "here now" not in html.split("<svg", 1)[1].split("</svg>", 1)[0]
