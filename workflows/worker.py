@@ -49,18 +49,11 @@ _RUNNER = SandboxedWorkflowRunner(
 
 
 class JourneyWorker(Worker):
-    """The worker: it makes sure the namespace has the search attributes journeys record
-    their step in before it polls (``workflows.positions``), and closes the SMTP connections
-    it pooled when it shuts down."""
+    """The worker, closing the SMTP connections it pooled when it shuts down."""
 
     def __init__(self, client: Client, *, transport: SmtpTransport | None, **options: Any) -> None:
         super().__init__(client, **options)
-        self._client = client
         self._owned_transport = transport
-
-    async def run(self) -> None:
-        await ensure_search_attributes(self._client)
-        await super().run()
 
     async def shutdown(self) -> None:
         await super().shutdown()
@@ -120,8 +113,13 @@ def build_worker(
 
 async def run_worker(settings: Settings, workspace: Workspace) -> None:
     """Run until cancelled: the worker, the sweep that routes events the API could not, and
-    the segment sweep's schedule (created or updated here, run by any worker)."""
+    the segment sweep's schedule (created or updated here, run by any worker). First it makes
+    sure the namespace has the search attributes journeys record their step in
+    (``workflows.positions``)."""
     client = await connect(settings)
+    # before anything polls: a journey upserting an attribute the namespace lacks would fail
+    # its workflow task over and over; here the worker stops with the command to fix it
+    await ensure_search_attributes(client)
     engine = create_db_engine(settings.database_url)
     worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
     router = EventRouter(

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from campaigns.workspace import Workspace
 from drip.settings import Settings
 from tests.engine_support import Journeys, journeys
-from tests.support import SmtpServer
+from tests.support import SmtpServer, venv_binary
 from workflows.positions import CAMPAIGN, STEP, current_steps, ensure_search_attributes
 
 MINUTE = timedelta(minutes=1)
@@ -83,10 +83,21 @@ async def test_a_journey_records_only_the_steps_it_dwells_at(j: Journeys) -> Non
     ]
 
 
+@pytest.fixture
+async def bare_dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server as a cluster's namespace starts: no search attributes of ours (the
+    ``dev_env`` fixture adds them, as ``drip worker`` does)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"), ui=False
+    )
+    yield env
+    await env.shutdown()
+
+
 async def test_the_attributes_are_added_to_a_namespace_without_them(
-    dev_env: WorkflowEnvironment,
+    bare_dev_server: WorkflowEnvironment,
 ) -> None:
-    client = dev_env.client
+    client = bare_dev_server.client
 
     async def names() -> set[str]:
         listed = await client.operator_service.list_search_attributes(
