@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Final
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -62,6 +63,8 @@ DWELL_KINDS: Final = frozenset({"send_email", "wait", "wait_for", "notify_sales"
 TIMEOUT_SECONDS: Final = 3.0
 #: describes in flight at once for one page
 _CONCURRENT = 16
+#: a worker that cannot list or add the attributes in this long stops with the reason
+_RPC_TIMEOUT = timedelta(seconds=15)
 
 
 class PositionsUnavailable(Exception):
@@ -85,7 +88,7 @@ async def ensure_search_attributes(client: Client) -> None:
     namespace = client.namespace
     try:
         listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace)
+            ListSearchAttributesRequest(namespace=namespace), timeout=_RPC_TIMEOUT
         )
         present = set(listed.custom_attributes)
     except RPCError as err:
@@ -101,11 +104,17 @@ async def ensure_search_attributes(client: Client) -> None:
         return
     try:
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing),
+            timeout=_RPC_TIMEOUT,
         )
     except RPCError as err:
         if err.status == RPCStatusCode.ALREADY_EXISTS:  # another worker added them first
             return
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):
+            raise RuntimeError(
+                f"Temporal did not answer adding the search attributes {', '.join(missing)} "
+                f"to namespace {namespace!r} ({err.message}); is the server up?"
+            ) from err
         names = " ".join(f"--name {name}" for name in missing) + " --type Keyword"
         raise RuntimeError(
             f"Temporal namespace {namespace!r} lacks the search attributes "
