@@ -278,8 +278,11 @@ def _reason(
         near = {p for at, p in clicks if abs(at - row.received_at) <= ALL_LINKS_WINDOW}
         if total >= 2 and len(near) >= total:
             return "all_links_at_once"
+    # ``sent_at`` is written once SMTP has accepted the email, a moment after the server could
+    # deliver it: a hit may arrive before it. With no threshold nothing is too soon, however
+    # the two clocks fell (a negative gap is that race, not a prefetch).
     sent = row.message.sent_at or row.message.created_at
-    if row.received_at - sent < after_send:
+    if after_send > timedelta(0) and row.received_at - sent < after_send:
         return "too_soon_after_send"
     return None
 

@@ -190,6 +190,20 @@ async def test_an_open_right_after_the_send_is_a_prefetch_and_a_later_one_counts
     assert len(_events(engine, "open")) == 1
 
 
+async def test_with_no_threshold_an_open_before_the_send_was_recorded_counts(
+    api: Api, engine: Engine, settings: Settings
+) -> None:
+    """The email reached the reader before the send activity wrote ``sent_at`` (it writes it
+    once SMTP has answered): the hit's time is before ``sent_at``. That is a race, not a
+    prefetch, when no minimum gap is set."""
+    api.hits.min_seconds_after_send = 0.0
+    message = _message(engine, settings, sent_ago=timedelta(seconds=-1))
+    await api.http.get(f"/t/o/{message.open_token}.gif")
+    await api.flush()
+    assert [h.bot_reason for h in _hits(engine)] == [None]
+    assert len(_events(engine, "open")) == 1
+
+
 async def test_unknown_pixel_tokens_get_the_gif_and_are_flagged(api: Api, engine: Engine) -> None:
     for token in ("A" * 24, "garbage", "x" * 300):
         r = await api.http.get(f"/t/o/{token}.gif")
