@@ -9,13 +9,14 @@ is what stops a reminder.
 ``lead_summary`` gathers what a sales person needs to call the lead well prepared: who it is,
 the score and the latest reasons for it, the stage and why, the last things the contact did, and
 the campaigns it is in. It reads only the contact database; which ``sales.yaml`` fit rules hold
-is the caller's to add (that needs the workspace, which this package never imports).
+is the caller's to add (that needs the workspace, which this package never imports), and so is
+the step each running campaign is at (that is in Temporal: ``with_steps``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "lead_summary",
     "list_alerts",
     "mark_followed_up",
+    "with_steps",
 ]
 
 ALERT_STATES = ("open", "acknowledged")
@@ -83,8 +85,10 @@ class EventLine:
 class CampaignLine:
     campaign_id: str
     state: str
-    current_step: str | None
     started_at: datetime
+    workflow_id: str
+    #: running journeys only, once the caller has asked Temporal (``with_steps``)
+    current_step: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,10 +238,17 @@ def lead_summary(session: Session, contact_id: int) -> LeadSummary:
         reasons=[ReasonLine(r.rule, r.points, r.reason, r.at, r.score) for r in reasons],
         events=[EventLine(e.type, e.name, e.occurred_at, _detail(e)) for e in events],
         campaigns=[
-            CampaignLine(e.campaign_id, str(e.state), e.current_step, e.started_at)
+            CampaignLine(e.campaign_id, str(e.state), e.started_at, e.workflow_id)
             for e in enrolments
         ],
     )
+
+
+def with_steps(summary: LeadSummary, steps: Mapping[str, str]) -> LeadSummary:
+    """The summary with each running campaign's current step, by workflow id, as Temporal
+    gave them (``workflows.positions.current_steps``)."""
+    campaigns = [replace(c, current_step=steps.get(c.workflow_id)) for c in summary.campaigns]
+    return replace(summary, campaigns=campaigns)
 
 
 def _text(fields: dict[str, Any], *keys: str) -> str | None:

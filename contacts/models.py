@@ -186,7 +186,6 @@ class Enrolment(SQLModel, table=True):
     number: int = 1
     workflow_id: str = Field(max_length=400, unique=True)
     state: EnrolmentState = Field(default=EnrolmentState.running, sa_type=sa.String(16))
-    current_step: str | None = Field(default=None, max_length=200)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: why it ended, when not simply at its last step: the goal, the exit rule, who cancelled

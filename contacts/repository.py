@@ -40,7 +40,6 @@ __all__ = [
     "record_bounce",
     "record_enrolment",
     "record_event",
-    "set_enrolment_step",
     "unrouted_events",
     "update_contact",
     "upsert_contact",
@@ -419,14 +418,6 @@ def record_enrolment(
     return session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
 
 
-def set_enrolment_step(session: Session, workflow_id: str, step_id: str | None) -> None:
-    session.execute(
-        sa.update(Enrolment)
-        .where(col(Enrolment.workflow_id) == workflow_id)
-        .values(current_step=step_id)
-    )
-
-
 def end_enrolment(
     session: Session, workflow_id: str, state: EnrolmentState, reason: str = ""
 ) -> bool:
@@ -437,9 +428,7 @@ def end_enrolment(
             col(Enrolment.workflow_id) == workflow_id,
             col(Enrolment.state) == EnrolmentState.running.value,
         )
-        .values(
-            state=state.value, ended_at=utcnow(), current_step=None, end_reason=reason[:500] or None
-        )
+        .values(state=state.value, ended_at=utcnow(), end_reason=reason[:500] or None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -22,6 +22,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from drip.settings import Settings
+from workflows.positions import dev_server_args
 
 __all__ = ["TemporalDevServer", "TemporalStartError", "find_temporal", "stale_server_hint"]
 
@@ -99,6 +100,7 @@ class TemporalDevServer:
             "journal_mode=wal",
             "--sqlite-pragma",
             "synchronous=normal",
+            *dev_server_args(),  # the journeys' DripCampaign and DripStep
             "--ui-disable-news-fetch",
             "--log-level",
             "warn",

@@ -15,6 +15,7 @@ from contacts.db import create_db_engine, migrate
 from drip.settings import Settings
 from tests.postgres import postgres_server, postgres_url  # noqa: F401  (fixture)
 from tests.support import EXAMPLES, SmtpServer, venv_binary
+from workflows.positions import ensure_search_attributes
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server")
     )
+    await ensure_search_attributes(env.client)  # as `drip worker` does before it polls
     yield env
     await env.shutdown()
 
@@ -98,5 +100,6 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
             "synchronous=normal",
         ],
     )
+    await ensure_search_attributes(env.client)  # as `drip worker` does before it polls
     yield env
     await env.shutdown()

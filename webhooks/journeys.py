@@ -14,6 +14,7 @@ from temporalio.client import Client
 
 from campaigns.sales import SalesPlan
 from drip.settings import Settings
+from workflows import positions
 from workflows.client import connect
 from workflows.router import EventRouter
 
@@ -75,3 +76,17 @@ class JourneyGateway:
             )
             return False
         return True
+
+    async def current_steps(self, workflow_ids: list[str]) -> dict[str, str] | None:
+        """The step each of these journeys dwells at (``workflows.positions``), by workflow id;
+        None when Temporal cannot be reached, so a page can say why steps are missing. Never
+        waits longer than ``positions.TIMEOUT_SECONDS`` for either."""
+        if not workflow_ids:
+            return {}
+        budget = positions.TIMEOUT_SECONDS
+        try:
+            client = await asyncio.wait_for(self.client(), timeout=budget)
+        except Exception as exc:  # unreachable, refused, timed out
+            log.warning("journey steps not read: Temporal unreachable: %s", exc)
+            return None
+        return await positions.current_steps(client, workflow_ids)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from email.utils import parseaddr
 from typing import Any
 
@@ -57,6 +58,7 @@ from emails.sender import Transport
 from workflows.facts import contact_facts
 from workflows.notify import outbound_policy
 from workflows.outbound import OutboundRefused, post_json
+from workflows.positions import current_steps
 from workflows.sales_types import (
     SIGNAL_ACK,
     AlertAck,
@@ -72,6 +74,8 @@ __all__ = [
     "chat_payload",
     "crm_payload",
     "load_alert_view",
+    "located",
+    "running_workflows",
     "signal_alert_ack",
 ]
 
@@ -157,6 +161,19 @@ def load_alert_view(session: Session, workspace: Workspace, alert_id: str) -> Al
         team_name=team_name or None,
         team_lead=_person(lead),
     )
+
+
+def located(view: AlertView, steps: Mapping[str, str] | None) -> AlertView:
+    """The view with the step each of the lead's running campaigns is at (from Temporal:
+    ``workflows.positions``); unchanged when Temporal could not say (``steps`` None)."""
+    if not steps:
+        return view
+    return replace(view, summary=alert_store.with_steps(view.summary, steps))
+
+
+def running_workflows(view: AlertView) -> list[str]:
+    """The lead's running journeys, whose steps the alert email shows."""
+    return [c.workflow_id for c in view.summary.campaigns if c.state == "running"]
 
 
 def ack_url(settings: Settings, alert_id: str, *, secret: bytes | None = None) -> str:
@@ -250,8 +267,16 @@ def _idempotency_key(*parts: str) -> str:
 
 class SalesActivities:
     def __init__(
-        self, settings: Settings, engine: Engine, workspace: Workspace, transport: Transport
+        self,
+        settings: Settings,
+        engine: Engine,
+        workspace: Workspace,
+        transport: Transport,
+        client: Client | None = None,
     ) -> None:
+        #: to read the step the lead's running journeys are at; without one the alert
+        #: lists the campaigns without their step
+        self.client = client
         self.settings = settings
         self.engine = engine
         self.workspace = workspace
@@ -299,6 +324,8 @@ class SalesActivities:
             raise ApplicationError(str(exc), non_retryable=True) from None
         if inp.kind != "alert" and view.alert.state != "open":
             return AlertDeliveryResult(skipped=True)
+        if self.client is not None:
+            view = located(view, await current_steps(self.client, running_workflows(view)))
         result = AlertDeliveryResult()
         link = ack_url(self.settings, view.alert.id, secret=self.secret)
         for channel in dict.fromkeys(inp.channels):

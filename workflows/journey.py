@@ -22,11 +22,18 @@ Retry policies, chosen per activity:
 - ``notify_sales`` and ``call_webhook``: 10 s doubling to 30 min for at most a day, then the
   journey records the failure and carries on: a CRM that is down must not stop the emails.
 
-History bound. Each step costs a handful of history events (an email step: 6, a local database
-step: 1). Before a
-step, once the history passes ``HISTORY_BOUND`` events or the server suggests it, the journey
-continues as new, carrying its position, visit counts, sent messages and unhandled events, so a
-loop or a monthly newsletter can run for years (Temporal's hard limit is 51,200 events).
+Where a journey is. When it comes to a step where it can dwell (a timer, a ``wait_for`` that
+has not already matched, a send, a call to the outside) and that is not the step it last
+recorded, it upserts the search attributes ``DripCampaign`` and ``DripStep`` on itself
+(``workflows.positions``): the dashboard counts journeys per step from Temporal's visibility and
+reads one journey's step with ``describe``. One history event per such step, no activity, no
+database write. Runs from before this was added replay without it (``workflow.patched``).
+
+History bound. Each step costs a handful of history events (an email step: 7 with its
+position, a local database step: 1). Before a step, once the history passes ``HISTORY_BOUND``
+events or the server suggests it, the journey continues as new, carrying its position, visit
+counts, sent messages and unhandled events, so a loop or a monthly newsletter can run for years
+(Temporal's hard limit is 51,200 events).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from campaigns.plan import PlanStep
     from campaigns.schedule import next_send_time, next_time_of_day, zone
+    from workflows.positions import CAMPAIGN, STEP
     from workflows.types import (
         EXIT_EVENTS,
         QUERY_STATE,
@@ -77,6 +85,8 @@ T = TypeVar("T")
 
 #: Journeys started after this patch run their database reads and writes as local activities.
 LOCAL_DB_PATCH = "local-db-activities"
+#: Runs after this patch record the step they dwell at as search attributes.
+POSITION_PATCH = "journey-position"
 #: Continue-as-new before a step once the history is longer than this many events.
 HISTORY_BOUND = 2000
 #: Event ids remembered across continue-as-new to drop late duplicates.
@@ -124,6 +134,8 @@ class JourneyWorkflow:
         self._visited: list[str] = list(carry.visited) if carry else []
         self._paused = carry.paused if carry else False
         self._current: str | None = None
+        #: the step last recorded in the search attributes (``_at``); a new run records again
+        self._placed: str | None = None
         self._waiting = ""
         self._finished = False
         #: (enrolment state, reason) once something ended the journey early
@@ -307,11 +319,23 @@ class JourneyWorkflow:
             history_bound=inp.history_bound,
         )
 
-    async def _sleep_until(self, deadline: datetime, waiting: str) -> None:
-        """A timer that an ending (goal, exit, cancel) cuts short."""
+    def _at(self, step_id: str) -> None:
+        """Record that the journey dwells at ``step_id`` (``DripStep``), unless it already
+        did: steps it passes straight through are never recorded."""
+        if step_id == self._placed or not workflow.patched(POSITION_PATCH):
+            return
+        workflow.upsert_search_attributes(
+            [CAMPAIGN.value_set(self._input.plan.campaign_id), STEP.value_set(step_id)]
+        )
+        self._placed = step_id
+
+    async def _sleep_until(self, deadline: datetime, waiting: str, step_id: str) -> None:
+        """A timer that an ending (goal, exit, cancel) cuts short; the journey dwells at
+        ``step_id`` meanwhile."""
         delay = deadline - workflow.now()
         if delay <= timedelta(0):
             return
+        self._at(step_id)
         self._waiting = waiting
         try:
             await workflow.wait_condition(lambda: self._end is not None, timeout=delay)
@@ -339,12 +363,13 @@ class JourneyWorkflow:
                 workflow.logger.info("step %s: %s is not set", step.id, step.until_field)
                 return
             deadline = datetime.fromisoformat(result.value) + timedelta(seconds=step.offset_seconds)
-        await self._sleep_until(deadline, f"the timer, until {_shown(deadline)}")
+        await self._sleep_until(deadline, f"the timer, until {_shown(deadline)}", step.id)
 
     async def _send(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         info = workflow.info()
         plan = inp.plan
         message_id = str(workflow.uuid4())
+        self._at(step.id)
         while True:
             if plan.window_days:
                 opens = next_send_time(
@@ -354,7 +379,7 @@ class JourneyWorkflow:
                     plan.window_end,
                     zone(inp.timezone),
                 )
-                await self._sleep_until(opens, f"the send window, opening {_shown(opens)}")
+                await self._sleep_until(opens, f"the send window, opening {_shown(opens)}", step.id)
                 if self._end is not None:
                     return
             result: SendEmailResult = await workflow.execute_activity(
@@ -390,7 +415,9 @@ class JourneyWorkflow:
             retry_at = max(
                 datetime.fromisoformat(result.retry_at), workflow.now() + timedelta(minutes=1)
             )
-            await self._sleep_until(retry_at, f"the frequency cap, until {_shown(retry_at)}")
+            await self._sleep_until(
+                retry_at, f"the frequency cap, until {_shown(retry_at)}", step.id
+            )
             if self._end is not None:
                 return
         self._sent[step.id] = result.message_id
@@ -471,6 +498,7 @@ class JourneyWorkflow:
     async def _notify_sales(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
+            step.id,
             "notify_sales",
             NotifySalesInput(
                 contact_id=inp.contact_id,
@@ -488,6 +516,7 @@ class JourneyWorkflow:
     async def _webhook(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
         key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
+            step.id,
             "call_webhook",
             WebhookInput(
                 contact_id=inp.contact_id,
@@ -503,9 +532,12 @@ class JourneyWorkflow:
             error = result.error if result else "gave up"
             workflow.logger.warning("step %s: webhook: %s", step.id, error)
 
-    async def _outbound(self, name: str, arg: object, result_type: type[T]) -> T | None:
+    async def _outbound(
+        self, step_id: str, name: str, arg: object, result_type: type[T]
+    ) -> T | None:
         """A call to the outside, retried for a day; None if it never got through (the
         journey carries on: a receiver that is down must not hold the emails back)."""
+        self._at(step_id)
         try:
             return await workflow.execute_activity(  # type: ignore[no-any-return]
                 name,
@@ -539,6 +571,8 @@ class JourneyWorkflow:
                 for e in self._events[mark:]
             )
 
+        if not matched() and self._end is None:  # it will wait here
+            self._at(step.id)
         try:
             await workflow.wait_condition(
                 lambda: matched() or self._end is not None,

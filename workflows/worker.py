@@ -28,6 +28,7 @@ from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.notify import NotifyActivities
+from workflows.positions import ensure_search_attributes
 from workflows.router import EventRouter
 from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
@@ -95,7 +96,7 @@ def build_worker(
     activities.extra += SegmentActivities(engine=engine, router=router).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
-        settings=settings, engine=engine, workspace=workspace, transport=transport
+        settings=settings, engine=engine, workspace=workspace, transport=transport, client=client
     ).all()
     return JourneyWorker(
         client,
@@ -112,8 +113,13 @@ def build_worker(
 
 async def run_worker(settings: Settings, workspace: Workspace) -> None:
     """Run until cancelled: the worker, the sweep that routes events the API could not, and
-    the segment sweep's schedule (created or updated here, run by any worker)."""
+    the segment sweep's schedule (created or updated here, run by any worker). First it makes
+    sure the namespace has the search attributes journeys record their step in
+    (``workflows.positions``)."""
     client = await connect(settings)
+    # before anything polls: a journey upserting an attribute the namespace lacks would fail
+    # its workflow task over and over; here the worker stops with the command to fix it
+    await ensure_search_attributes(client)
     engine = create_db_engine(settings.database_url)
     worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
     router = EventRouter(

@@ -139,16 +139,11 @@ def _welcome_figures(engine: Engine) -> dict[str, str]:
 
 
 def _welcome_steps(engine: Engine) -> dict[str, dict[str, str]]:
-    """Per step of the welcome campaign, straight from the tables: running journeys whose
-    recorded step it is, and for send steps the emails sent and unique human openers."""
+    """Per step of the welcome campaign, straight from the tables: for send steps the emails
+    sent and unique human openers. Journeys here now are counted by Temporal, which the
+    time-skipping server cannot do: the page shows "?" (tests/dashboard/test_here_now.py
+    counts them on the dev server)."""
     with session_scope(engine) as s:
-        here = dict(
-            s.exec(
-                select(Enrolment.current_step, sa.func.count())
-                .where(Enrolment.campaign_id == "welcome", Enrolment.state == "running")
-                .group_by(col(Enrolment.current_step))
-            ).all()
-        )
         sent = dict(
             s.exec(
                 select(Message.step_id, sa.func.count())
@@ -164,10 +159,10 @@ def _welcome_steps(engine: Engine) -> dict[str, dict[str, str]]:
                 .group_by(col(Message.step_id))
             ).all()
         )
-    assert sum(here.values()) and sent and opened, "the run left nothing to compare"
+    assert sent and opened, "the run left nothing to compare"
     steps: dict[str, dict[str, str]] = {}
     for step_id in ("welcome", "wait_for_open", "tips", "wait_for_click"):
-        steps[step_id] = {"here_now": str(here.get(step_id, 0))}
+        steps[step_id] = {"here_now": "?"}
         if step_id in ("welcome", "tips"):
             steps[step_id]["sent"] = str(sent.get(step_id, 0))
             steps[step_id]["unique_opens"] = str(opened.get(step_id, 0))

@@ -17,6 +17,8 @@ import pytest
 import trustme
 from sqlalchemy.engine import Engine
 from sqlmodel import select
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.testing import WorkflowEnvironment
 
 from campaigns.schema import SalesConfig
 from campaigns.workspace import Workspace
@@ -39,6 +41,7 @@ from workflows.outbound import (
     OutboundRetryable,
     verify_signature,
 )
+from workflows.positions import CAMPAIGN, STEP, ensure_search_attributes
 from workflows.sales_types import AlertDeliveryInput, AlertDeliveryResult
 
 ALL = ["email", "chat", "crm"]
@@ -402,3 +405,39 @@ async def test_webhook_urls_off_the_allowlist_or_into_our_network_are_refused(
     )
     [problem] = result.problems
     assert problem.startswith("sales chat answered 404: localhost answered 404 Not Found")
+
+
+async def test_the_email_shows_the_step_the_leads_running_journey_is_at(
+    outbound: Settings,
+    engine: Engine,
+    smtp: SmtpServer,
+    receiver: Server,
+    transport: SmtpTransport,
+    tmp_path: Path,
+    time_env: WorkflowEnvironment,
+) -> None:
+    """The step comes from Temporal (``workflows.positions``): the lead's journey is a
+    workflow carrying the search attributes a journey records (parked on a task queue no
+    worker polls; test_positions has a real journey recording them)."""
+    workspace = sales_workspace(tmp_path, receiver, chat=None, crm=None)
+    contact_id, alert_id = make_lead(engine)
+    client = time_env.client
+    await ensure_search_attributes(client)
+    await client.start_workflow(
+        "Journey",
+        id=f"journey/welcome/{contact_id}/1",
+        task_queue="parked",
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(CAMPAIGN, "welcome"), SearchAttributePair(STEP, "tips")]
+        ),
+    )
+    without = SalesActivities(outbound, engine, workspace, transport)
+    await deliver(without, alert_id, channels=["email"])
+    with session_scope(engine) as s:  # let the same alert be delivered again
+        for event in s.exec(select(Event).where(Event.type == "sales_alert")).all():
+            s.delete(event)
+    with_client = SalesActivities(outbound, engine, workspace, transport, client=client)
+    await deliver(with_client, alert_id, channels=["email"])
+    first, second = smtp.mailbox.messages
+    assert "at step" not in first.text()
+    assert "welcome: running, at step tips" in " ".join(second.text().split())

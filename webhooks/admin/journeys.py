@@ -1,7 +1,10 @@
 """``/api/journeys``: enrolments (one per journey), and cancelling a running one.
 
-The list reads the enrolments table, which the journeys keep current (state, current step, end
-reason). Cancelling signals the journey through Temporal like ``drip journeys cancel``: the
+The list reads the enrolments table, which the journeys keep current (state, end reason); a
+running journey's current step is read from Temporal, where the journey records it
+(``workflows.positions``), and is null when Temporal cannot say.
+
+Cancelling signals the journey through Temporal like ``drip journeys cancel``: the
 journey ends itself and records ``cancelled``, so the answer is 202 (asked), not the new state.
 """
 
@@ -42,7 +45,8 @@ class JourneyPublic(BaseModel):
     #: 1 for the first time through the campaign, 2 for a re-entry, ...
     number: int
     state: EnrolmentState
-    current_step: str | None
+    #: running journeys only: the step it dwells at, from Temporal; null if unknown
+    current_step: str | None = None
     started_at: datetime
     ended_at: datetime | None
     end_reason: str | None
@@ -75,6 +79,7 @@ class CancelAccepted(BaseModel):
 async def list_journeys(
     _: JourneysRead,
     engine: EngineDep,
+    gateway: GatewayDep,
     contact_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     campaign_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     state: EnrolmentState | None = None,
@@ -99,8 +104,15 @@ async def list_journeys(
     rows = await run_in_threadpool(read)
     page = rows[:limit]
     last = page[-1].id if page else None
+    running = [e.workflow_id for e in page if e.state == EnrolmentState.running]
+    steps = await gateway.current_steps(running) or {}
     return JourneyPage(
-        items=[JourneyPublic.model_validate(e, from_attributes=True) for e in page],
+        items=[
+            JourneyPublic.model_validate(e, from_attributes=True).model_copy(
+                update={"current_step": steps.get(e.workflow_id)}
+            )
+            for e in page
+        ],
         next_cursor=encode_cursor(last) if len(rows) > limit and last is not None else None,
     )
 

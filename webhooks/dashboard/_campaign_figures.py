@@ -6,13 +6,18 @@ figures are ``contacts.splits.variant_figures``, the numbers the engine's ``auto
 on, so the page cannot disagree with either. The engine picks a winner by the higher rate alone;
 the page adds what a marketer needs to trust it: the uplift against the first variant and the
 confidence of a two-sided two-proportion z-test.
+
+Where the running journeys are is not in our tables: each journey records the step it dwells at
+in Temporal (``workflows.positions``). So the page is read in two parts: ``campaign_page`` reads
+the database, and ``placed`` adds the counts Temporal gave (or the reason it gave none) to the
+step table and the flow picture.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from statistics import NormalDist
 
@@ -33,6 +38,7 @@ from contacts.models import (
 )
 from webhooks.admin.campaigns import CampaignStats, StepFigures
 from webhooks.admin.campaigns import _stats as campaign_stats
+from workflows.positions import DWELL_KINDS
 
 __all__ = [
     "CampaignPage",
@@ -42,6 +48,8 @@ __all__ = [
     "VariantResult",
     "VersionRow",
     "campaign_page",
+    "dwell_steps",
+    "placed",
     "two_proportion_test",
 ]
 
@@ -78,8 +86,11 @@ class StepRow:
     id: str
     kind: str
     summary: str
-    #: running journeys whose current step this is
-    here_now: int
+    #: running journeys at this step now; None where none can be (a step passed straight
+    #: through) or while Temporal cannot say (``CampaignPage.positions``)
+    here_now: int | None
+    #: a journey can be found at this step (``positions.DWELL_KINDS``)
+    dwell: bool
     #: send steps only
     emails: StepFigures | None
 
@@ -130,11 +141,15 @@ class CampaignPage:
     name: str
     status: str
     version: str
+    plan: Plan
     svg: str
     stats: CampaignStats
     steps: list[StepRow]
-    #: running journeys with no current step recorded (see ``campaign_page``)
+    #: running journeys at no step of the live plan: not at a dwelling step yet, at a step of
+    #: an older version, or started before journeys recorded their step (see ``placed``)
     step_unknown: int
+    #: why the "here now" figures are missing ("" when Temporal gave them)
+    positions: str
     funnel: list[FunnelStage]
     splits: list[SplitResult]
     versions: list[VersionRow]
@@ -162,15 +177,6 @@ def _funnel(session: Session, campaign_id: str, stats: CampaignStats) -> list[Fu
         ("Converted", converted),
     ]
     return [FunnelStage(label, n, n / entered if entered else None) for label, n in stages]
-
-
-def _here_now(session: Session, campaign_id: str) -> dict[str, int]:
-    rows = session.exec(
-        select(Enrolment.current_step, sa.func.count())
-        .where(Enrolment.campaign_id == campaign_id, Enrolment.state == EnrolmentState.running)
-        .group_by(col(Enrolment.current_step))
-    ).all()
-    return {step or "": n for step, n in rows}
 
 
 def _split_metric(plan: Plan, step: PlanStep) -> str:
@@ -240,23 +246,41 @@ def _versions(history: Sequence[CampaignVersion]) -> list[VersionRow]:
     return rows[:VERSIONS_SHOWN]
 
 
-def _note(row: StepRow, steps_known: bool) -> str:
+def _note(row: StepRow) -> str:
     """The figures written into the step's box in the flow picture (the table has them all).
-    "Here now" only when some running journey has a recorded step: a picture of zeros
-    everywhere would say nobody is waiting, which is not what an unknown means."""
-    here = f"{row.here_now:,} here now" if steps_known else ""
+    "Here now" only when it is known and not zero, so a box stays short."""
+    here = f"{row.here_now:,} here now" if row.here_now else ""
     if row.emails is None:
         return here
     sent = f"{row.emails.sent:,} sent · {row.emails.unique_opens:,} opened"
-    return f"{here} · {sent}" if row.here_now else sent
+    return f"{here} · {sent}" if here else sent
+
+
+def dwell_steps(page: CampaignPage) -> list[str]:
+    """The steps of the live plan a journey can be found at: the ones Temporal is asked for."""
+    return [row.id for row in page.steps if row.dwell]
+
+
+def placed(page: CampaignPage, here: Mapping[str, int] | None, why: str = "") -> CampaignPage:
+    """The page with the running journeys at each step, as Temporal counted them, or with
+    ``why`` they are unknown (``here`` None). The journeys not counted at any step are the
+    running enrolments less the counted ones; the two are read a moment apart, so that
+    difference is floored at zero rather than shown negative."""
+    if here is None:
+        steps = [replace(row, here_now=None) for row in page.steps]
+        unknown = 0
+    else:
+        steps = [
+            replace(row, here_now=here.get(row.id, 0) if row.dwell else None) for row in page.steps
+        ]
+        unknown = max(0, page.stats.journeys.running - sum(here.values()))
+    page = replace(page, steps=steps, step_unknown=unknown, positions=why if here is None else "")
+    return replace(page, svg=to_svg(page.plan, notes={row.id: _note(row) for row in steps}))
 
 
 def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
-    """Everything the page shows, or None for a campaign never deployed.
-
-    "Here now" groups running enrolments by ``Enrolment.current_step``; journeys whose row has
-    no step (or a step the live plan no longer has: an older version's) are counted apart, so
-    the per-step figures plus that count always add up to the running journeys."""
+    """Everything the page shows from the database, or None for a campaign never deployed;
+    ``placed`` adds where its running journeys are."""
     history = deploys.version_history(session, campaign_id)[: VERSIONS_SHOWN + 1]
     if not history:
         return None
@@ -264,14 +288,13 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
     plan = plan_from_dict(current.plan)
     stats = campaign_stats(session, campaign_id)
     emails = {f.step_id: f for f in stats.steps}
-    here = _here_now(session, campaign_id)
-    known = any(n for step_id, n in here.items() if step_id)  # some journey has a step recorded
     steps = [
         StepRow(
             id=step_id,
             kind=step.kind,
             summary="; ".join(step_summary(step)),
-            here_now=here.get(step_id, 0),
+            here_now=None,
+            dwell=step.kind in DWELL_KINDS,
             emails=emails.get(step_id, StepFigures(step_id=step_id))
             if step.kind == "send_email"
             else None,
@@ -283,10 +306,12 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
         name=plan.name or campaign_id,
         status=current.status,
         version=current.version,
-        svg=to_svg(plan, notes={row.id: _note(row, known) for row in steps}),
+        plan=plan,
+        svg=to_svg(plan, notes={row.id: _note(row) for row in steps}),
         stats=stats,
         steps=steps,
-        step_unknown=sum(n for step_id, n in here.items() if step_id not in plan.steps),
+        step_unknown=0,
+        positions="not asked",
         funnel=_funnel(session, campaign_id, stats),
         splits=[_split(session, plan, s) for s in plan.steps.values() if s.kind == "split"],
         versions=_versions(history),

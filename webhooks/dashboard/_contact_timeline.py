@@ -18,6 +18,7 @@ from contacts import erasure, repository
 from contacts.models import (
     Contact,
     Enrolment,
+    EnrolmentState,
     Event,
     LeadAlert,
     Message,
@@ -62,6 +63,15 @@ class Timeline:
     stages: list[StageChange]
     alerts: list[LeadAlert]
     paged: bool = field(default=False)
+    #: the step each running journey dwells at, by workflow id, from Temporal
+    #: (``workflows.positions``); filled in by the page after the database is read
+    steps: dict[str, str] = field(default_factory=dict)
+    #: why a running journey's step is unknown ("" when Temporal answered)
+    steps_note: str = ""
+
+    @property
+    def running_workflows(self) -> list[str]:
+        return [e.workflow_id for e in self.enrolments if e.state == EnrolmentState.running]
 
 
 def display_name(contact: Contact) -> str:

@@ -7,6 +7,11 @@ chart of the campaign's emails sent, openers and clickers per day over the last 
 (``?days=``; ``_series.campaign_daily``, drawn by ``static/charts.js``, its numbers also in a
 table for screen readers and browsers without scripts).
 
+"Journeys here now" per step comes from Temporal, where each journey records the step it dwells
+at (``workflows.positions``): one count per step, asked at once after the database is read. If
+Temporal is away, slow or cannot count (the time-skipping test server), the table shows "?" and
+says why; the rest of the page does not wait longer than ``positions.TIMEOUT_SECONDS``.
+
 Pause and resume are ``workflows.operations.control_campaign``, the code path of
 ``drip campaigns pause|resume``, through the app's Temporal gateway. When Temporal cannot be
 reached nothing changes (the gateway connects before any status is recorded), and the page is
@@ -15,6 +20,7 @@ shown again with the reason and a 503, so a marketer is never left on an error s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -29,10 +35,12 @@ from contacts.db import session_scope
 from contacts.models import Role, utcnow
 from contacts.users import SignedIn
 from webhooks.dashboard._auth import CsrfChecked, require
-from webhooks.dashboard._campaign_figures import CampaignPage, campaign_page
+from webhooks.dashboard._campaign_figures import CampaignPage, campaign_page, dwell_steps, placed
 from webhooks.dashboard._render import render
 from webhooks.dashboard._series import CAMPAIGN_WINDOWS, Daily, campaign_daily
 from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
+from webhooks.journeys import JourneyGateway
+from workflows import positions
 from workflows.bulk import BulkError
 from workflows.operations import control_campaign
 
@@ -52,7 +60,11 @@ Loaded = tuple[CampaignPage, Daily]
 
 
 async def _load(
-    engine: Engine, campaign_id: str, tz: ZoneInfo, days: int = CAMPAIGN_WINDOWS[0]
+    engine: Engine,
+    gateway: JourneyGateway,
+    campaign_id: str,
+    tz: ZoneInfo,
+    days: int = CAMPAIGN_WINDOWS[0],
 ) -> Loaded | None:
     def read() -> Loaded | None:
         with session_scope(engine) as session:
@@ -61,7 +73,26 @@ async def _load(
                 return None
             return page, campaign_daily(session, campaign_id, tz=tz, days=days, now=utcnow())
 
-    return await run_in_threadpool(read)
+    loaded = await run_in_threadpool(read)
+    if loaded is None:
+        return None
+    page, daily = loaded
+    return await _placed(gateway, page), daily
+
+
+async def _placed(gateway: JourneyGateway, page: CampaignPage) -> CampaignPage:
+    """The page with its running journeys per step from Temporal, or with why not."""
+    budget = positions.TIMEOUT_SECONDS
+    try:
+        client = await asyncio.wait_for(gateway.client(), timeout=budget)
+    except Exception as exc:  # unreachable, refused, timed out
+        log.warning("campaign page %s: Temporal unreachable: %s", page.id, exc)
+        return placed(page, None, "the workflow server (Temporal) cannot be reached")
+    try:
+        here = await positions.here_now(client, page.id, dwell_steps(page))
+    except positions.PositionsUnavailable as exc:
+        return placed(page, None, str(exc))
+    return placed(page, here)
 
 
 def _not_found(viewer: SignedIn, campaign_id: str) -> Response:
@@ -94,13 +125,14 @@ async def campaign_view(
     viewer: Marketer,
     engine: EngineDep,
     workspace: WorkspaceDep,
+    gateway: GatewayDep,
     done: str = "",
     signalled: int = 0,
     days: Annotated[int, Query()] = CAMPAIGN_WINDOWS[0],
 ) -> Response:
     if days not in CAMPAIGN_WINDOWS:
         days = CAMPAIGN_WINDOWS[0]
-    loaded = await _load(engine, campaign_id, ZoneInfo(workspace.config.timezone), days)
+    loaded = await _load(engine, gateway, campaign_id, ZoneInfo(workspace.config.timezone), days)
     if loaded is None:
         return _not_found(viewer, campaign_id)
     notice = ""
@@ -117,7 +149,7 @@ async def _control(
     gateway: GatewayDep,
     tz: ZoneInfo,
 ) -> Response:
-    loaded = await _load(engine, campaign_id, tz)
+    loaded = await _load(engine, gateway, campaign_id, tz)
     if loaded is None:
         return _not_found(viewer, campaign_id)
     try:
@@ -137,7 +169,7 @@ async def _control(
     signalled = sum(1 for r in results.values() if r is True)
     failed = [w for w, r in results.items() if isinstance(r, str)]
     if failed:
-        after = await _load(engine, campaign_id, tz) or loaded
+        after = await _load(engine, gateway, campaign_id, tz) or loaded
         error = (
             f"Campaign {_DONE[action]}, but {len(failed)} running journey"
             f"{'s' * (len(failed) != 1)} could not be told: {', '.join(failed[:5])}. "

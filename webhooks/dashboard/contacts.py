@@ -9,6 +9,11 @@ A contact's page is its timeline (``_contact_timeline``). Marketers and admins s
 contact; a sales user sees a contact they own, or one of whose lead alerts is theirs, and gets
 the 403 page for any other, so the page cannot be used to browse the database.
 
+A running journey's current step is read from Temporal, where the journey records the step it
+dwells at (``workflows.positions``), one ``describe`` per running journey shown, at once; if
+Temporal does not answer within ``positions.TIMEOUT_SECONDS`` the step shows as unknown and
+the page says why.
+
 Erasure is the admin API's ``DELETE`` as a form: admin only, CSRF-checked, and the admin types
 the contact's address to confirm. ``contacts.erasure`` removes the personal data and records an
 ``unsubscribe`` event, routed through the app's gateway at once so running journeys end (if
@@ -42,6 +47,7 @@ from webhooks.dashboard._contact_timeline import (
 )
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep, GatewayDep
+from webhooks.journeys import JourneyGateway
 
 __all__ = ["PAGE_SIZE", "ContactRow", "router", "search_contacts"]
 
@@ -158,6 +164,7 @@ async def contact_page(
     contact_id: ContactId,
     viewer: Viewer,
     engine: EngineDep,
+    gateway: GatewayDep,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     erased: Annotated[str, Query(max_length=10)] = "",
 ) -> Response:
@@ -173,6 +180,7 @@ async def contact_page(
     timeline = await run_in_threadpool(read)
     if timeline is None:
         raise _not_found(viewer)
+    await _locate(gateway, timeline)
     return render(
         "dashboard/contact.html",
         viewer=viewer,
@@ -182,6 +190,21 @@ async def contact_page(
         erased=erased,
         error=None,
     )
+
+
+async def _locate(gateway: JourneyGateway, timeline: Timeline) -> None:
+    """Fill in the step each running journey of the timeline is at, or why it is unknown."""
+    running = timeline.running_workflows
+    steps = await gateway.current_steps(running)
+    if steps is None:
+        timeline.steps_note = "the workflow server (Temporal) cannot be reached"
+        return
+    timeline.steps = steps
+    if len(steps) < len(running):
+        timeline.steps_note = (
+            "not recorded yet (between steps, or started before journeys recorded their step), "
+            "or Temporal did not answer in time"
+        )
 
 
 @router.post("/contacts/{contact_id}/erase")
@@ -212,6 +235,7 @@ async def erase(
 
     outcome = await run_in_threadpool(confirmed_erase)
     if isinstance(outcome, Timeline):
+        await _locate(gateway, outcome)
         return render(
             "dashboard/contact.html",
             viewer=admin,
