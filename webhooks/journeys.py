@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: How long a request may spend routing its event before leaving it to the worker's sweep.
 ROUTE_BUDGET_SECONDS = 2.0
+#: what a page says when the positions of journeys cannot be read for want of Temporal
+UNREACHABLE = "the workflow server (Temporal) cannot be reached"
 
 
 class JourneyGateway:
@@ -77,16 +79,29 @@ class JourneyGateway:
             return False
         return True
 
+    async def _positions_client(self, what: str) -> Client | None:
+        """The client for reading journeys' positions, or None (logged) when Temporal cannot
+        be reached within ``positions.TIMEOUT_SECONDS``: a page never waits longer on it."""
+        try:
+            return await asyncio.wait_for(self.client(), timeout=positions.TIMEOUT_SECONDS)
+        except Exception as exc:  # unreachable, refused, timed out
+            log.warning("%s not read: Temporal unreachable: %s", what, exc)
+            return None
+
     async def current_steps(self, workflow_ids: list[str]) -> dict[str, str] | None:
         """The step each of these journeys dwells at (``workflows.positions``), by workflow id;
-        None when Temporal cannot be reached, so a page can say why steps are missing. Never
-        waits longer than ``positions.TIMEOUT_SECONDS`` for either."""
+        None when Temporal cannot be reached, so a page can say why steps are missing."""
         if not workflow_ids:
             return {}
-        budget = positions.TIMEOUT_SECONDS
-        try:
-            client = await asyncio.wait_for(self.client(), timeout=budget)
-        except Exception as exc:  # unreachable, refused, timed out
-            log.warning("journey steps not read: Temporal unreachable: %s", exc)
+        client = await self._positions_client("journey steps")
+        if client is None:
             return None
         return await positions.current_steps(client, workflow_ids)
+
+    async def here_now(self, campaign_id: str, step_ids: list[str]) -> dict[str, int]:
+        """Running journeys of the campaign at each step (``positions.here_now``); raises
+        ``PositionsUnavailable`` with the reason, for the page, when Temporal cannot say."""
+        client = await self._positions_client(f"journeys here now of {campaign_id}")
+        if client is None:
+            raise positions.PositionsUnavailable(UNREACHABLE)
+        return await positions.here_now(client, campaign_id, step_ids)

@@ -280,7 +280,7 @@ def placed(page: CampaignPage, here: Mapping[str, int] | None, why: str = "") ->
 
 def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
     """Everything the page shows from the database, or None for a campaign never deployed;
-    ``placed`` adds where its running journeys are."""
+    ``placed`` adds where its running journeys are and draws the flow."""
     history = deploys.version_history(session, campaign_id)[: VERSIONS_SHOWN + 1]
     if not history:
         return None
@@ -307,7 +307,7 @@ def campaign_page(session: Session, campaign_id: str) -> CampaignPage | None:
         status=current.status,
         version=current.version,
         plan=plan,
-        svg=to_svg(plan, notes={row.id: _note(row) for row in steps}),
+        svg="",  # drawn by ``placed``, with the positions in the steps' boxes
         stats=stats,
         steps=steps,
         step_unknown=0,

@@ -20,7 +20,6 @@ shown again with the reason and a 503, so a marketer is never left on an error s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -40,9 +39,9 @@ from webhooks.dashboard._render import render
 from webhooks.dashboard._series import CAMPAIGN_WINDOWS, Daily, campaign_daily
 from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
 from webhooks.journeys import JourneyGateway
-from workflows import positions
 from workflows.bulk import BulkError
 from workflows.operations import control_campaign
+from workflows.positions import PositionsUnavailable
 
 __all__ = ["router"]
 
@@ -82,15 +81,9 @@ async def _load(
 
 async def _placed(gateway: JourneyGateway, page: CampaignPage) -> CampaignPage:
     """The page with its running journeys per step from Temporal, or with why not."""
-    budget = positions.TIMEOUT_SECONDS
     try:
-        client = await asyncio.wait_for(gateway.client(), timeout=budget)
-    except Exception as exc:  # unreachable, refused, timed out
-        log.warning("campaign page %s: Temporal unreachable: %s", page.id, exc)
-        return placed(page, None, "the workflow server (Temporal) cannot be reached")
-    try:
-        here = await positions.here_now(client, page.id, dwell_steps(page))
-    except positions.PositionsUnavailable as exc:
+        here = await gateway.here_now(page.id, dwell_steps(page))
+    except PositionsUnavailable as exc:
         return placed(page, None, str(exc))
     return placed(page, here)
 

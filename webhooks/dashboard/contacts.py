@@ -47,7 +47,7 @@ from webhooks.dashboard._contact_timeline import (
 )
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep, GatewayDep
-from webhooks.journeys import JourneyGateway
+from webhooks.journeys import UNREACHABLE, JourneyGateway
 
 __all__ = ["PAGE_SIZE", "ContactRow", "router", "search_contacts"]
 
@@ -197,7 +197,7 @@ async def _locate(gateway: JourneyGateway, timeline: Timeline) -> None:
     running = timeline.running_workflows
     steps = await gateway.current_steps(running)
     if steps is None:
-        timeline.steps_note = "the workflow server (Temporal) cannot be reached"
+        timeline.steps_note = UNREACHABLE
         return
     timeline.steps = steps
     if len(steps) < len(running):
