@@ -211,6 +211,19 @@ class CampaignVersion(SQLModel, table=True):
     deployed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class TemplateSource(SQLModel, table=True):
+    """One email template file's exact text as a deploy recorded it, stored once under the
+    SHA-256 of that text. Deployed plans name their templates' files by these hashes, so a
+    journey renders the templates of its own version and a new template needs no worker
+    restart. Rows are never changed (the same text always has the same key)."""
+
+    __tablename__ = "template_sources"
+
+    hash: str = Field(primary_key=True, max_length=64)
+    source: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class SplitDecision(SQLModel, table=True):
     """The winner of an A/B split with ``auto_winner``, decided once and then kept, so every
     contact after the decision goes down the same variant however the figures move later."""
