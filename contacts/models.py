@@ -41,6 +41,7 @@ __all__ = [
     "StageChange",
     "UTCDateTime",
     "User",
+    "WebhookToken",
     "utcnow",
 ]
 
@@ -307,3 +308,4 @@ from contacts.sales_models import (  # noqa: E402
     ScoreChange,
     StageChange,
 )
+from contacts.webhook_tokens import WebhookToken  # noqa: E402

@@ -13,10 +13,15 @@ and turns its payload into ``EspEvent``; ``accept`` then records them the same w
 - newly recorded events are routed to journeys (a hard bounce or complaint ends the contact's
   running journeys), or left for the worker's sweep if Temporal is away.
 
+A provider whose signature does not cover the body (Mailgun) also has each signature token
+accepted once (``claim_signature``): its signature alone cannot tell a replay with other event
+data from the original. Where the signature covers the body (SendGrid, SNS for SES), a replay
+inside the freshness window is the same events, which the dedupe keys store once.
+
 Answers: 200 with counts once the events are stored, also for events about addresses we do not
 know or kinds we do not use (ESPs retry any other answer for days); 4xx problem JSON for a
-request that is not from the ESP or cannot be read; 503 when the database is unavailable, so the
-ESP retries later. Never a 500 for anything a client sends.
+request that is not from the ESP, replays a used signature or cannot be read; 503 when the
+database is unavailable, so the ESP retries later. Never a 500 for anything a client sends.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import Request
@@ -37,10 +42,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from contacts import outbox, repository
+from contacts import outbox, repository, webhook_tokens
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail
-from contacts.models import Message, MessageState
+from contacts.models import Message, MessageState, utcnow
 from drip.settings import Settings
 from emails.errors import Bounce
 from emails.sender import bounce_kind
@@ -54,6 +59,7 @@ __all__ = [
     "Rejected",
     "accept",
     "check_fresh",
+    "claim_signature",
     "classify_refusal",
     "malformed",
     "not_enabled",
@@ -144,10 +150,10 @@ def malformed(detail: str) -> Rejected:
     return Rejected(400, "Bad Request", detail)
 
 
-def check_fresh(timestamp: object, settings: Settings, *, now: float | None = None) -> None:
+def check_fresh(timestamp: object, settings: Settings, *, now: float | None = None) -> float:
     """Refuse a signed timestamp (Unix seconds) further than ``esp_max_age_seconds`` from now,
     in either direction: an old signed request is a replay, not a retry (ESPs sign each
-    attempt afresh)."""
+    attempt afresh). Returns the timestamp."""
     try:
         signed = float(str(timestamp).strip())
     except ValueError:
@@ -162,6 +168,50 @@ def check_fresh(timestamp: object, settings: Settings, *, now: float | None = No
             f"signed {age:.0f} s from now; requests more than "
             f"{settings.esp_max_age_seconds:.0f} s old (or ahead) are refused as replays",
         )
+    return signed
+
+
+async def claim_signature(
+    engine: Engine, settings: Settings, provider: str, token: str, signed: float
+) -> None:
+    """Refuse (409) a signature token already accepted, by any API process; else remember it.
+
+    For providers whose signature does not cover the body (Mailgun signs only its timestamp
+    and token), the token is what makes a signed request single-use: without this, a captured
+    request reposted inside the freshness window with other event data would verify. Claimed
+    before the body is read any further, so every signed request uses up its token, whatever
+    it holds; tokens past the freshness window are forgotten (``check_fresh`` refuses them).
+    """
+    signed_at = datetime.fromtimestamp(signed, UTC)
+    try:
+        fresh = await run_in_threadpool(_claim, engine, settings, provider, token, signed_at)
+    except Exception:
+        log.exception("%s signature token not checked; the provider will retry", provider)
+        raise Rejected(
+            503, "Service Unavailable", "the webhook could not be checked now; retry later"
+        ) from None
+    if not fresh:
+        raise Rejected(
+            409,
+            "Replayed webhook",
+            f"this {provider} signature token was used before; each signed request is "
+            "accepted once",
+        )
+
+
+def _claim(
+    engine: Engine, settings: Settings, provider: str, token: str, signed_at: datetime
+) -> bool:
+    with session_scope(engine) as session:
+        fresh = webhook_tokens.claim_token(session, provider, token, signed_at)
+    if fresh:  # the claim is committed first: pruning never delays or undoes it
+        oldest = utcnow() - timedelta(seconds=settings.esp_max_age_seconds)
+        try:
+            with session_scope(engine) as session:
+                webhook_tokens.prune_tokens(session, oldest)
+        except Exception:  # the next request prunes them
+            log.warning("old %s signature tokens not pruned", provider, exc_info=True)
+    return fresh
 
 
 def parse_time(value: object) -> datetime | None:

@@ -3,8 +3,13 @@
 Mailgun signs inside the JSON body: ``signature.signature`` is the hex HMAC-SHA256 of
 ``signature.timestamp`` followed by ``signature.token``, keyed with the HTTP webhook signing key
 (``esp_mailgun_signing_key``). A bad or missing signature is a 401; a valid one whose timestamp
-is more than ``esp_max_age_seconds`` away from now is refused as a replay (403). A valid request
-replayed inside that window records nothing new: events are stored once per Mailgun event id.
+is more than ``esp_max_age_seconds`` away from now is refused as a replay (403). The signature
+does not cover the body, so inside that window a captured request could be reposted with other
+``event-data`` and still verify: each token is therefore accepted once, by whichever API process
+sees it first (``claim_signature``, remembered in the database), and a second request with it is
+refused (409), whatever its body. That refuses no genuine retry: Mailgun retries a failed post
+5 minutes later at the earliest, past the window, so a retry that is accepted at all carries a
+new signature; its event is stored once per Mailgun event id.
 
 ``event-data.message.headers.message-id`` is our ``Message-ID`` (without the angle brackets),
 which finds the message; else the recipient finds the contact. Failures: a ``temporary`` one is
@@ -32,6 +37,7 @@ from webhooks.esp import (
     Rejected,
     accept,
     check_fresh,
+    claim_signature,
     classify_refusal,
     malformed,
     not_enabled,
@@ -53,7 +59,7 @@ def signature_of(key: str, timestamp: str, token: str) -> str:
 @router.post(
     "",
     summary="Mailgun failed, complained and delivered webhook (HMAC signed)",
-    responses={400: {}, 401: {}, 403: {}, 404: {}, 413: {}},
+    responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 503: {}},
 )
 async def mailgun(
     request: Request, settings: SettingsDep, engine: EngineDep, gateway: GatewayDep
@@ -64,7 +70,8 @@ async def mailgun(
         payload = parse_json(await read_body(request))
         if not isinstance(payload, dict):
             raise malformed("a Mailgun webhook body is one JSON object")
-        _verify(payload.get("signature"), settings)
+        signed, token = _verify(payload.get("signature"), settings)
+        await claim_signature(engine, settings, "mailgun", token, signed)
         data = payload.get("event-data")
         if not isinstance(data, dict):
             raise malformed("event-data is missing")
@@ -76,7 +83,8 @@ async def mailgun(
     return await accept([event], engine=engine, settings=settings, gateway=gateway)
 
 
-def _verify(signature: object, settings: Settings) -> None:
+def _verify(signature: object, settings: Settings) -> tuple[float, str]:
+    """(signed time, token) of a signature made with our key and fresh; else refused."""
     assert settings.esp_mailgun_signing_key is not None
     fields = signature if isinstance(signature, dict) else {}
     timestamp, token, given = (fields.get(k) for k in ("timestamp", "token", "signature"))
@@ -87,7 +95,7 @@ def _verify(signature: object, settings: Settings) -> None:
     expected = signature_of(settings.esp_mailgun_signing_key.get_secret_value(), timestamp, token)
     if not hmac.compare_digest(expected.encode(), given.strip().lower().encode()):
         raise Rejected(401, "Invalid signature", "the signature does not match the signing key")
-    check_fresh(timestamp, settings)
+    return check_fresh(timestamp, settings), token
 
 
 def _event(data: dict[str, Any]) -> EspEvent | None:
