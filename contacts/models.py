@@ -62,6 +62,9 @@ class MessageState(enum.StrEnum):
     sent = "sent"
     failed = "failed"
     suppressed = "suppressed"
+    #: the SMTP transaction was cut off (a crash, a dropped connection): the relay may or may
+    #: not have the email, so it is not retried; an operator decides (``drip messages resend``)
+    interrupted = "interrupted"
 
 
 class EnrolmentState(enum.StrEnum):
@@ -161,6 +164,9 @@ class Message(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: an ``interrupted`` email an operator chose to send again: when, and who (at most once)
+    resent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resent_by: str | None = Field(default=None, max_length=200)
 
 
 class Link(SQLModel, table=True):
