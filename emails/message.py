@@ -34,6 +34,8 @@ _URI = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 #: An address we can write as it is: ASCII, no display name, nothing needing quotes.
 _PLAIN_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+#: C0 (but CR and LF, which mean a header injection and are refused), DEL and C1 controls
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _MAX_LINE = 998
 #: RFC 5322 wants header lines under 78 characters where there is a place to fold.
 _FOLD_AT = 78
@@ -62,6 +64,8 @@ def domain_of(address: str) -> str:
 def _one_line(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError(f"{name} header value must be one line: {value!r}")
+    if _CONTROL.search(value):
+        raise ValueError(f"{name} header value has a control character: {value!r}")
     return value
 
 
@@ -102,7 +106,12 @@ def _encoded_words(text: str) -> list[str]:
 
 def _unstructured(name: str, value: str) -> str:
     """A free-text header (Subject): as it is when it is printable ASCII, folded at spaces,
-    else as encoded words, one per line."""
+    else as encoded words, one per line.
+
+    The last line of defence for what a template renders: a line break is refused (a header
+    injection), any other control character is dropped (a tab becomes a space), so no header
+    carries one, encoded or not, whatever data reached the template."""
+    value = _CONTROL.sub(lambda m: " " if m.group() == "\t" else "", value)
     _one_line(name, value)
     # "=?" would read as the start of an encoded word, so such text is encoded too.
     if _PRINTABLE_ASCII.fullmatch(value) and "=?" not in value:

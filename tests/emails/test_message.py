@@ -320,6 +320,30 @@ def test_subject_with_a_newline_is_refused() -> None:
         _build(_rendered(subject="Hi\r\nBcc: everyone@example.com"))
 
 
+@pytest.mark.parametrize(
+    ("subject", "shown"),
+    [
+        ("Hi \x00Ann", "Hi Ann"),
+        ("Hi \x1b[31mAnn", "Hi [31mAnn"),
+        ("Grüße\x7f \x85Ann", "Grüße Ann"),
+        ("Hi\tAnn", "Hi Ann"),
+    ],
+)
+def test_a_subject_never_carries_a_control_character(subject: str, shown: str) -> None:
+    """Whatever a template rendered (a NUL from an old contact's name once went out inside an
+    encoded word), the header carries no control character, raw or encoded."""
+    data = _build(_rendered(subject=subject))
+    raw = _raw_header(data, "Subject")
+    assert not re.search(r"=(0[0-9A-F]|1[0-9A-F]|7F|C2=8[0-9A-F]|C2=9[0-9A-F])", raw), raw
+    assert _parse(data)["Subject"] == shown
+
+
+@pytest.mark.parametrize("field", ["to_addr", "from_addr", "reply_to"])
+def test_an_address_header_with_a_control_character_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        _build(**{field: "Ann\x00 <ann@example.com>"})
+
+
 def test_ascii_parts_with_short_lines_go_as_they_are() -> None:
     data = _build(_rendered(text="Hello there\n", html="<p>Hello <b>there</b></p>\n"))
     parts = list(_parse(data).iter_parts())
