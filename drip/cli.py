@@ -33,6 +33,7 @@ from drip import (
     cli_contacts,
     cli_emails,
     cli_journeys,
+    cli_messages,
     cli_sales,
     cli_scores,
     cli_users,
@@ -56,6 +57,7 @@ app.add_typer(cli_campaigns.app, name="campaigns")
 app.add_typer(cli_journeys.app, name="journeys")
 app.add_typer(cli_contacts.app, name="contacts")
 app.add_typer(cli_emails.app, name="emails")
+app.add_typer(cli_messages.app, name="messages")
 app.add_typer(cli_apikeys.app, name="apikeys")
 app.add_typer(cli_scores.app, name="scores")
 app.add_typer(cli_sales.app, name="sales")

@@ -11,6 +11,9 @@ refuse the second). Series:
   all, so they only bump a pre-bound counter (``open``, ``click`` or ``other``): no timing.
 - ``drip_events_unrouted``: events stored but not yet delivered to Temporal, counted on scrape
   (the index on ``routed_at`` makes that cheap); growth means Temporal or the worker is away.
+- ``drip_messages_interrupted``: emails whose SMTP transaction was cut off (the relay may or
+  may not have them), not resent by themselves, awaiting an operator's decision
+  (``drip messages interrupted``, ``drip messages resend``); alert when it is above 0.
 - ``drip_info{version}``: always 1, to join dashboards on the running version.
 """
 
@@ -25,6 +28,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from contacts.interrupted import count_statement as interrupted_count
 from contacts.models import Event
 from drip import __version__
 
@@ -59,6 +63,7 @@ class _StateCollector(Collector):
                     )
                 )
                 unrouted = conn.execute(stmt).scalar_one()
+                interrupted = conn.execute(interrupted_count()).scalar_one()
         except Exception:  # a scrape must still show the request series when the DB is away
             log.warning("drip_events_unrouted not collected", exc_info=True)
             return
@@ -66,6 +71,12 @@ class _StateCollector(Collector):
             "drip_events_unrouted",
             "Events stored but not yet routed to journeys (the worker's sweep retries them)",
             value=unrouted,
+        )
+        yield GaugeMetricFamily(
+            "drip_messages_interrupted",
+            "Emails cut off mid-SMTP (they may or may not have arrived), awaiting an operator's "
+            "decision: drip messages interrupted | resend",
+            value=interrupted,
         )
 
 

@@ -192,9 +192,10 @@ class JourneyActivities:
                 # Same key, other id: only possible if the workflow's history was reset.
                 return SendEmailResult(message_id=row.id, state=str(row.state))
             if row.state == MessageState.sending:
-                outbox.finish_send(session, row.id, MessageState.failed, INTERRUPTED)
+                # its own state, so operators can list, count and resend these on purpose
+                outbox.finish_send(session, row.id, MessageState.interrupted, INTERRUPTED)
                 log.warning("message %s: %s", row.id, INTERRUPTED)
-                return SendEmailResult(message_id=row.id, state="failed", error=INTERRUPTED)
+                return SendEmailResult(message_id=row.id, state="interrupted", error=INTERRUPTED)
             if row.state != MessageState.pending:
                 return SendEmailResult(message_id=row.id, state=str(row.state), error=row.error)
             if contact.status != ContactStatus.subscribed:

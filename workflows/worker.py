@@ -29,6 +29,8 @@ from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.notify import NotifyActivities
 from workflows.positions import ensure_search_attributes
+from workflows.resend import ResendWorkflow
+from workflows.resend_activity import ResendActivities
 from workflows.router import EventRouter
 from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
@@ -37,7 +39,13 @@ __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, SegmentSweep, LeadAlertWorkflow, ScoreDecay)
+WORKFLOWS: Sequence[type] = (
+    JourneyWorkflow,
+    SegmentSweep,
+    LeadAlertWorkflow,
+    ScoreDecay,
+    ResendWorkflow,
+)
 
 
 # Workflow code logs through ``workflow.logger``; the handler behind it (rich in ``drip dev``)
@@ -94,6 +102,7 @@ def build_worker(
         renderer=activities.renderer,
     ).all()
     activities.extra += SegmentActivities(engine=engine, router=router).all()
+    activities.extra += ResendActivities(activities).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, client=client

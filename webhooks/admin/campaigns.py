@@ -46,6 +46,8 @@ class EmailFigures(BaseModel):
     sent: int = 0
     failed: int = 0
     suppressed: int = 0
+    #: cut off mid-SMTP and not retried (it may have arrived): awaiting an operator's decision
+    interrupted: int = 0
     #: contacts who opened (clicked) at least once
     unique_opens: int = 0
     unique_clicks: int = 0

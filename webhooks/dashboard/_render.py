@@ -39,6 +39,7 @@ NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/dashboard/leads", "My leads", frozenset({Role.admin, Role.sales})),
     ("/dashboard/team", "Team", frozenset({Role.admin, Role.sales})),
     ("/dashboard/admin/users", "Users", frozenset({Role.admin})),
+    ("/dashboard/admin/delivery", "Delivery", frozenset({Role.admin})),
 )
 
 #: (path, label) shown to every signed-in user when drip runs in dev (``DRIP_ENV=dev``)

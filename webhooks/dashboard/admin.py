@@ -1,5 +1,6 @@
-"""``/dashboard/admin/...``: pages for admins only. For now the list of dashboard users
-(made and disabled with ``drip users``); marketers and sales get a 403 page here."""
+"""``/dashboard/admin/...``: pages for admins only: the list of dashboard users (made and
+disabled with ``drip users``) and the delivery problems (``delivery``); marketers and sales get
+a 403 page here."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 from contacts import users
 from contacts.db import session_scope
 from contacts.users import SignedIn
+from webhooks.dashboard import delivery
 from webhooks.dashboard._auth import require
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep
@@ -20,6 +22,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/admin")
 Admin = Annotated[SignedIn, Depends(require())]
+router.include_router(delivery.router)
 
 
 @router.get("/users")
