@@ -18,6 +18,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from contacts.cleaning import dumps_json
+
 __all__ = ["alembic_config", "create_db_engine", "migrate", "session_scope"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -33,7 +35,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; for SQLite the folder is created and WAL mode switched on."""
+    """An engine for ``url``; for SQLite the folder is created and WAL mode switched on.
+
+    Every JSON column is written through ``cleaning.dumps_json``, which refuses a value that
+    would break queries over the other rows (a non-finite number, a NUL, a lone surrogate),
+    whichever code path tries to store it."""
+    kwargs.setdefault("json_serializer", dumps_json)
     sa_url = sa.make_url(url)
     if sa_url.drivername == "postgresql":
         sa_url = sa_url.set(drivername="postgresql+psycopg")

@@ -118,18 +118,16 @@ def check(
 
 def _rows(
     connection: sa.Connection, table: str, keys: list[str], columns: list[str]
-) -> Iterator[sa.Row[Any]]:
+) -> Iterator[tuple[Any, ...]]:
     """The rows of ``table`` in primary-key order, a batch at a time, every column as text."""
-    pk = [sa.column(k) for k in keys]
+    pk: list[sa.ColumnClause[Any]] = [sa.column(k) for k in keys]
     selected = [*pk, *(sa.cast(sa.column(c), sa.Text).label(c) for c in columns)]
     last: tuple[Any, ...] | None = None
     while True:
         stmt = sa.select(*selected).select_from(sa.table(table)).order_by(*pk).limit(_BATCH)
         if last is not None:
-            stmt = stmt.where(
-                sa.tuple_(*pk) > sa.tuple_(*last) if len(pk) > 1 else pk[0] > last[0]
-            )
-        rows = connection.execute(stmt).all()
+            stmt = stmt.where(sa.tuple_(*pk) > sa.tuple_(*last) if len(pk) > 1 else pk[0] > last[0])
+        rows = [tuple(row) for row in connection.execute(stmt)]
         yield from rows
         if len(rows) < _BATCH:
             return
@@ -169,10 +167,10 @@ def _check_table(
         for name in text_names:
             if values[name] is None:
                 continue
-            text, problems = repair_text(values[name])
-            if problems:
+            text, reasons = repair_text(values[name])
+            if reasons:
                 changed[name] = text
-                findings += [Finding(table, label, name, "", w, repair) for w in problems]
+                findings += [Finding(table, label, name, "", w, repair) for w in reasons]
         if changed:
             fixes.append((key, changed))
     if repair:
@@ -189,9 +187,7 @@ def _update(
     changed: dict[str, Any],
     json_names: list[str],
 ) -> None:
-    columns = [
-        sa.column(name, sa.JSON() if name in json_names else sa.Text()) for name in changed
-    ]
+    columns = [sa.column(name, sa.JSON() if name in json_names else sa.Text()) for name in changed]
     target = sa.table(table, *columns, *(sa.column(k) for k in keys))
     stmt = sa.update(target).values(changed)
     for name, value in zip(keys, key, strict=True):
@@ -204,7 +200,8 @@ def _check_addresses(connection: sa.Connection, repair: bool) -> list[Finding]:
     a lookup by the punycode form would miss them and make a second contact."""
     contacts = sa.table("contacts", sa.column("id"), sa.column("email"))
     findings: list[Finding] = []
-    for contact_id, email in _rows(connection, "contacts", ["id"], ["email"]):
+    for row in _rows(connection, "contacts", ["id"], ["email"]):
+        contact_id, email = row
         if email is None or email.isascii():
             continue
         try:

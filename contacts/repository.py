@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, select
 
+from contacts import cleaning
 from contacts._sql import insert_ignore
-from contacts.errors import InvalidEmail, NotFound
+from contacts.cleaning import normalise_email
+from contacts.errors import InvalidValue, NotFound
 from contacts.models import (
     Contact,
     ContactStatus,
@@ -44,22 +45,6 @@ __all__ = [
     "update_contact",
     "upsert_contact",
 ]
-
-
-def normalise_email(raw: str) -> str:
-    """The canonical form of an address: trimmed, domain checked, lower-cased.
-
-    The local part is lower-cased too: providers that treat case as significant are vanishingly
-    rare, and two contacts for ``Ann@x`` and ``ann@x`` are a real, common bug.
-    """
-    text = (raw or "").strip()
-    if not text:
-        raise InvalidEmail("an email address is required")
-    try:
-        info = validate_email(text, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidEmail(str(exc)) from exc
-    return info.normalized.lower()
 
 
 def get_contact(session: Session, contact_id: int, *, lock: bool = False) -> Contact:
@@ -94,6 +79,7 @@ def upsert_contact(
     shows when and where the person first agreed.
     """
     address = normalise_email(email)
+    cleaning.check_json(dict(fields or {}), "fields")
     now = utcnow()
     created = insert_ignore(
         session,
@@ -150,6 +136,8 @@ def update_contact(
     Each change is also an event (``tag_added``, ``field_changed``, ``score``): campaigns are
     triggered by them and goals and exit rules re-checked on them. Their ids are appended to
     ``recorded`` so the caller can route them at once."""
+    cleaning.check_json(dict(set_fields or {}), "fields")
+    add_tags = [cleaning.check_text(t, "tags") for t in add_tags]
     contact = session.exec(
         select(Contact).where(Contact.id == contact_id).with_for_update()
     ).first()
@@ -236,7 +224,11 @@ def record_event(
     """Store an event once per ``dedupe_key``; returns (event, created).
 
     A webhook retried by a shop or an email client fetching the pixel twice gives one row.
+    Properties that would break queries once stored (``cleaning.storage_problem``) raise
+    InvalidValue; the doors refuse more than that before they get here.
     """
+    if (found := cleaning.storage_problem(dict(properties or {}))) is not None:
+        raise InvalidValue(f"properties.{found[0]}", found[1])
     now = utcnow()
     created = insert_ignore(
         session,
