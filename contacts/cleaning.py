@@ -115,16 +115,20 @@ def _join(path: str, key: object) -> str:
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """Every (path, leaf or key) in a JSON value, iteratively (no recursion limit to hit)."""
-    stack: list[tuple[str, Any]] = [(path, value)]
+    """Every (path, leaf or key) in a JSON value in document order, iteratively (no recursion
+    limit to hit); a key comes just before its value."""
+    stack: list[tuple[str, Any, bool]] = [(path, value, False)]
     while stack:
-        where, item = stack.pop()
-        if isinstance(item, dict):
+        where, item, is_key = stack.pop()
+        if is_key:
+            yield where, item
+        elif isinstance(item, dict):
             for key, child in reversed(item.items()):
-                yield _join(where, key), key
-                stack.append((_join(where, key), child))
+                stack += [(_join(where, key), child, False), (_join(where, key), key, True)]
         elif isinstance(item, list | tuple):
-            stack.extend((_join(where, i), child) for i, child in reversed(list(enumerate(item))))
+            stack.extend(
+                (_join(where, i), child, False) for i, child in reversed(list(enumerate(item)))
+            )
         else:
             yield where, item
 
