@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any
@@ -127,8 +128,15 @@ def _step(step: Step, following: str | None) -> PlanStep:
     return PlanStep(id=step.id, kind="exit", reason=step.exit.reason)
 
 
-def compile_campaign(campaign: Campaign) -> Plan:
-    """Compile a validated campaign; deterministic, so the same YAML gives the same version."""
+def compile_campaign(
+    campaign: Campaign, templates: Mapping[str, Mapping[str, str]] | None = None
+) -> Plan:
+    """Compile a validated campaign; deterministic, so the same YAML (and the same template
+    files) gives the same version.
+
+    ``templates`` maps template names to the hashes of the files they are built from
+    (``campaigns.templates``); the plan keeps those of its own emails, so changing a template,
+    its layout or a partial it includes changes the version of every campaign that sends it."""
     ids = [s.id for s in campaign.steps]
     steps = {
         s.id: _step(s, ids[i + 1] if i + 1 < len(ids) else None)
@@ -163,9 +171,16 @@ def compile_campaign(campaign: Campaign) -> Plan:
         cap_max=cap.max if cap else 0,
         cap_seconds=_seconds(cap.per) if cap else 0.0,
         utm=_utm(campaign),
+        templates={
+            name: dict(templates[name])
+            for name in sorted({s.template for s in steps.values() if s.kind == "send_email"})
+            if templates is not None and name in templates
+        },
     )
     content = asdict(plan)
     content.pop("version")
     if not content["utm"]:
         content.pop("utm")  # plans without UTM keep the version they had before it existed
+    if not content["templates"]:
+        content.pop("templates")  # likewise plans that send no email, or compiled without files
     return replace(plan, version=plan_hash(content))

@@ -16,7 +16,7 @@ from campaigns.plan import Plan, PlanStep
 
 __all__ = ["Change", "diff_plans"]
 
-_IGNORED = frozenset({"version", "steps"})
+_IGNORED = frozenset({"version", "steps", "templates"})
 
 
 @dataclass(frozen=True)
@@ -75,4 +75,23 @@ def diff_plans(old: Plan | None, new: Plan | None) -> list[Change]:
         for step_id, step in old.steps.items()
         if step_id not in new.steps
     ]
+    return changes + _template_changes(old.templates, new.templates)
+
+
+def _template_changes(
+    old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]
+) -> list[Change]:
+    """Which template files differ, by name: a changed partial shows in every campaign whose
+    emails include it, since their journeys will render it."""
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before is None:
+            assert after is not None
+            changes.append(Change("added", f"template {name}", ", ".join(sorted(after))))
+        elif after is None:
+            changes.append(Change("removed", f"template {name}", ""))
+        elif before != after:
+            files = sorted(f for f in set(before) | set(after) if before.get(f) != after.get(f))
+            changes.append(Change("changed", f"template {name}", ", ".join(files)))
     return changes

@@ -124,6 +124,11 @@ class Plan:
     #: UTM parameters for its links (source, medium, campaign, content, term, domains); empty:
     #: none. ``content`` empty means the sending step's id.
     utm: dict[str, Any] = field(default_factory=dict)
+    #: the files each of its email templates is built from, as deployed: template name ->
+    #: {path under emails/: SHA-256 of the text} (``campaigns.templates``). Hashes, not texts,
+    #: so a journey's history stays small; the texts are in the deploy's database. Empty in a
+    #: plan deployed before templates were recorded: its emails render from the workspace files.
+    templates: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]

@@ -17,6 +17,7 @@ from campaigns.loader import load_model, load_yaml
 from campaigns.plan import Plan
 from campaigns.sales import SalesPlan, check_sales_plan
 from campaigns.schema import Campaign, FormDefinition, WorkspaceConfig
+from campaigns.templates import TemplateSources
 from campaigns.validate import check_campaign
 
 __all__ = ["Workspace", "load_workspace"]
@@ -32,6 +33,8 @@ class Workspace:
     templates: dict[str, Path] = field(default_factory=dict)
     #: ``sales.yaml``: scoring, stages, teams, follow-up (empty when the file is absent)
     sales: SalesPlan = field(default_factory=SalesPlan)
+    #: the text of every template file the plans name, by hash (what a deploy stores)
+    template_texts: dict[str, str] = field(default_factory=dict)
 
 
 def _display(path: Path, root: Path) -> str:
@@ -132,6 +135,19 @@ def load_workspace(root: Path) -> Workspace:
             continue
         campaigns[campaign.id] = campaign
 
+    sources = TemplateSources(root / "emails", config.layout if config is not None else None)
+    files: dict[str, dict[str, str]] = {}
+    for name in sorted(
+        {s.send_email.template for c in campaigns.values() for s in c.steps if s.send_email}
+    ):
+        try:
+            files[name] = sources.files(name)
+        except (OSError, UnicodeDecodeError) as exc:
+            path = templates.get(name, root / "emails" / f"{name}.mjml")
+            problems.append(
+                Problem(_display(path, root), 0, 0, "", f"cannot read template {name}: {exc}")
+            )
+
     if problems or config is None:
         raise CampaignError(problems)
     return Workspace(
@@ -139,9 +155,10 @@ def load_workspace(root: Path) -> Workspace:
         config=config,
         forms=forms,
         campaigns=campaigns,
-        plans={cid: compile_campaign(c) for cid, c in campaigns.items()},
+        plans={cid: compile_campaign(c, files) for cid, c in campaigns.items()},
         templates=templates,
         sales=sales,
+        template_texts=sources.texts,
     )
 
 

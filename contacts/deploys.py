@@ -2,25 +2,29 @@
 
 Plans are stored as the JSON the campaigns package produced; this package does not interpret
 them (it sits below ``campaigns`` in nothing and beside it in the import graph), it only keeps
-the history and answers "what is live for this trigger".
+the history and answers "what is live for this trigger". The email template files a plan names
+by hash are stored beside them (``template_sources``), once per distinct text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from contacts.models import CampaignVersion
+from contacts._sql import insert_ignore
+from contacts.models import CampaignVersion, TemplateSource
 
 __all__ = [
     "current_versions",
     "find_version",
     "live_for_trigger",
     "record_deployment",
+    "record_template_sources",
+    "template_sources",
     "version_history",
 ]
 
@@ -111,3 +115,22 @@ def find_version(session: Session, campaign_id: str, version: str) -> CampaignVe
         .order_by(col(CampaignVersion.id).desc())
         .limit(1)
     ).first()
+
+
+def record_template_sources(session: Session, texts: Mapping[str, str]) -> int:
+    """Store template texts by their hash (computed by the caller, ``campaigns.templates``);
+    a text already stored is left alone, so deploys racing each other agree. Returns how many
+    were new."""
+    return sum(
+        insert_ignore(session, TemplateSource, {"hash": key, "source": text}, ["hash"])
+        for key, text in sorted(texts.items())
+    )
+
+
+def template_sources(session: Session, hashes: Iterable[str]) -> dict[str, str]:
+    """The stored texts of ``hashes`` (those not stored are absent from the answer)."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    rows = session.exec(select(TemplateSource).where(col(TemplateSource.hash).in_(wanted))).all()
+    return {row.hash: row.source for row in rows}

@@ -25,6 +25,7 @@ __all__ = [
     "finish_send",
     "get_message",
     "links_of",
+    "record_subject",
     "release_send",
     "reserve_message",
     "store_links",
@@ -100,6 +101,15 @@ def finish_send(
     if state is MessageState.sent:
         values["sent_at"] = utcnow()
     session.execute(sa.update(Message).where(col(Message.id) == message_id).values(**values))
+
+
+def record_subject(session: Session, message_id: str, subject: str) -> None:
+    """Keep the subject as rendered for this contact (what they see in their inbox), in place
+    of the step's template that the row was reserved with."""
+    # the column holds 1,000 characters: a longer subject is cut, never a failed send
+    session.execute(
+        sa.update(Message).where(col(Message.id) == message_id).values(subject=subject[:1000])
+    )
 
 
 def store_links(session: Session, message_id: str, links: Sequence[tuple[str, int, str]]) -> None:

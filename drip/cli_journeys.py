@@ -136,10 +136,13 @@ def show(contact: Annotated[str, typer.Argument(help="email address or contact i
                     for x, hit in (("opened", m.id in opened), ("clicked", m.id in clicked))
                     if hit
                 ]
+                # the subject as the contact received it (contact data: never rich markup)
                 console.print(
                     f"  email {m.step_id}: {m.state}"
                     + (f" ({', '.join(marks)})" if marks else "")
-                    + (f" [red]{m.error}[/red]" if m.error else "")
+                    + (f' "{escape(m.subject)}"' if m.subject else "")
+                    + (f" [red]{m.error}[/red]" if m.error else ""),
+                    highlight=False,
                 )
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from campaigns.workspace import Workspace
     from contacts.models import Contact
     from drip.settings import Settings
+    from emails.deployed import DeployedTemplate
 
 __all__ = ["RenderedEmail", "Renderer"]
 
@@ -104,6 +105,8 @@ class Renderer:
         track: bool,
         for_browser: bool = False,
         utm: Mapping[str, Any] | None = None,
+        deployed: DeployedTemplate | None = None,
+        literal_subject: bool = False,
     ) -> RenderedEmail:
         """Render ``template`` for ``contact``; raises TemplateError for anything the template
         (or subject, or preheader) does wrong, never a partial email.
@@ -111,7 +114,10 @@ class Renderer:
         ``for_browser`` renders the "view in your browser" page of an email already sent: no
         tracking (a page view is not an open) and no link to itself. ``utm`` holds the
         campaign's UTM settings (``source``, ``medium``, ``campaign``, ``content``, ``term``,
-        ``domains``), appended to its links.
+        ``domains``), appended to its links. ``deployed`` holds the template's files as its
+        campaign version deployed them (``emails.deployed``); without it the workspace's files
+        are used. ``literal_subject`` takes ``subject`` as already rendered (the outbox keeps
+        what the person received), so contact data in it is never evaluated as a template.
         """
         if contact.id is None:
             raise ValueError("render needs a stored contact: the unsubscribe link names its id")
@@ -131,12 +137,18 @@ class Renderer:
         # Header values must be one line: a newline from contact data would otherwise let a field
         # value inject headers, or make the message unbuildable.
         rendered_subject = _one_line(
-            self._templates.render_text(subject, context, what=f"{template}: subject")
+            subject
+            if literal_subject
+            else self._templates.render_text(subject, context, what=f"{template}: subject")
         )
         rendered_preheader = _one_line(
             self._templates.render_text(preheader, context, what=f"{template}: preheader")
         )
-        compiled = self._templates.email(template, Utm.from_mapping(utm))
+        compiled = (
+            deployed.compile(Utm.from_mapping(utm))
+            if deployed is not None
+            else self._templates.email(template, Utm.from_mapping(utm))
+        )
         context["subject"] = rendered_subject
         context["preheader"] = rendered_preheader
         html = render_bounded(compiled.html, context, template)

@@ -10,9 +10,17 @@ from sqlalchemy.engine import Engine
 from campaigns.workspace import Workspace
 from drip.settings import Settings
 from emails import Renderer
+from emails.deployed import DeployedTemplates
 from webhooks.journeys import JourneyGateway
 
-__all__ = ["EngineDep", "GatewayDep", "RendererDep", "SettingsDep", "WorkspaceDep"]
+__all__ = [
+    "DeployedTemplatesDep",
+    "EngineDep",
+    "GatewayDep",
+    "RendererDep",
+    "SettingsDep",
+    "WorkspaceDep",
+]
 
 
 def _settings(request: Request) -> Settings:
@@ -35,8 +43,19 @@ def _renderer(request: Request) -> Renderer:
     return cast(Renderer, request.app.state.renderer)
 
 
+def _deployed_templates(request: Request) -> DeployedTemplates:
+    """One cache of deployed template files for the app, made on first use (it only needs the
+    engine), so the pages of sent emails render what was deployed, as the worker did."""
+    state = request.app.state
+    found = getattr(state, "deployed_templates", None)
+    if found is None:
+        found = state.deployed_templates = DeployedTemplates(_engine(request))
+    return cast(DeployedTemplates, found)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
 GatewayDep = Annotated[JourneyGateway, Depends(_gateway)]
 RendererDep = Annotated[Renderer, Depends(_renderer)]
+DeployedTemplatesDep = Annotated[DeployedTemplates, Depends(_deployed_templates)]

@@ -33,6 +33,7 @@ from contacts.models import (
 )
 from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
+from emails.deployed import DeployedTemplates
 from emails.errors import PermanentSendError, TransientSendError
 from emails.sender import Transport
 from workflows.facts import contact_facts
@@ -65,11 +66,13 @@ INTERRUPTED = (
 
 @dataclass(frozen=True)
 class _Composed:
-    """A rendered email, ready for SMTP: its bytes, envelope sender and tracked links."""
+    """A rendered email, ready for SMTP: its bytes, envelope sender, tracked links and the
+    subject as the person receives it (what the outbox row keeps)."""
 
     data: bytes
     sender: str
     links: list[tuple[str, int, str]]
+    subject: str = ""
 
 
 class JourneyActivities:
@@ -88,6 +91,8 @@ class JourneyActivities:
         self.engine = engine
         self.workspace = workspace
         self.renderer = Renderer(workspace, settings)
+        #: the template files each campaign version deployed, which its emails render from
+        self.deployed = DeployedTemplates(engine)
         self.transport = transport
         self.secret = settings.secret()
         #: routes the events a contact update records (a tag added starts its campaigns) at
@@ -208,6 +213,7 @@ class JourneyActivities:
     def _compose(self, inp: SendEmailInput, contact: Contact) -> str | _Composed:
         """The MIME bytes, envelope sender and tracked links; or the template's error."""
         try:
+            deployed = self.deployed.get(inp.campaign_id, inp.campaign_version, inp.template)
             rendered = self.renderer.render(
                 template=inp.template,
                 subject=inp.subject,
@@ -218,6 +224,7 @@ class JourneyActivities:
                 step_id=inp.step_id,
                 track=inp.track,
                 utm=inp.utm,
+                deployed=deployed,
             )
         except TemplateError as exc:
             return str(exc)
@@ -232,7 +239,9 @@ class JourneyActivities:
             domain=domain_of(config.from_),
             unsubscribe_mailto=config.unsubscribe_mailto,
         )
-        return _Composed(data=data, sender=_address(sender), links=rendered.links)
+        return _Composed(
+            data=data, sender=_address(sender), links=rendered.links, subject=rendered.subject
+        )
 
     def _claim(self, inp: SendEmailInput, composed: str | _Composed) -> SendEmailResult | None:
         """Store the links and take the right to talk to SMTP (None: go ahead), unless the
@@ -250,6 +259,7 @@ class JourneyActivities:
                 )
                 return SendEmailResult(message_id=inp.message_id, state="suppressed")
             outbox.store_links(session, inp.message_id, composed.links)
+            outbox.record_subject(session, inp.message_id, composed.subject)
             if not outbox.begin_send(session, inp.message_id):
                 current = outbox.get_message(session, inp.message_id)
                 return SendEmailResult(

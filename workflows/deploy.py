@@ -1,8 +1,11 @@
 """Deploying a workspace: its compiled plans become the versions new enrolments get.
 
 Deploy is explicit (``drip campaigns deploy``; ``drip dev`` deploys on start), so editing a YAML
-file on a production machine changes nothing until someone decides it should, and every
-deployment stays on record. Journeys already running keep the plan they started with.
+file or an email template on a production machine changes nothing until someone decides it
+should, and every deployment stays on record. A deployment records the exact template files its
+emails are built from (the plan names them by hash, the texts go to ``template_sources``), so
+journeys already running keep the plan and the templates they started with, and a template that
+is new in this deploy sends at once, without restarting a worker.
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ def deploy_workspace(
             for d in pending:
                 if d.changed:
                     plan = workspace.plans[d.campaign_id]
+                    # the template files first: a worker that reads the row finds its files
+                    deploys.record_template_sources(
+                        session,
+                        {
+                            digest: workspace.template_texts[digest]
+                            for files in plan.templates.values()
+                            for digest in files.values()
+                            if digest in workspace.template_texts
+                        },
+                    )
                     deploys.record_deployment(
                         session,
                         campaign_id=d.campaign_id,

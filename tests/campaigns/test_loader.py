@@ -10,6 +10,7 @@ from campaigns import CampaignError, compile_campaign, load_workspace
 from campaigns.durations import parse_duration
 from campaigns.loader import load_model, load_yaml
 from campaigns.schema import Campaign
+from campaigns.templates import template_files
 from tests.support import EXAMPLES, copy_workspace
 
 
@@ -32,7 +33,9 @@ def test_demo_workspace_loads_and_compiles() -> None:
 
 def test_compiling_is_deterministic() -> None:
     a = load_workspace(EXAMPLES).plans["welcome"]
-    b = compile_campaign(load_workspace(EXAMPLES).campaigns["welcome"])
+    ws = load_workspace(EXAMPLES)
+    files, _ = template_files(EXAMPLES / "emails", ws.templates, ws.config.layout)
+    b = compile_campaign(ws.campaigns["welcome"], files)
     assert a == b and a.version == b.version and a.version.startswith("v")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,15 +14,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from campaigns.workspace import Workspace
+from campaigns.workspace import Workspace, load_workspace
 from contacts import outbox, repository
 from contacts.db import session_scope
 from contacts.models import Event, Message, MessageState
 from drip.settings import Settings
 from emails.links import open_token, unsubscribe_token, view_token
-from tests.support import SmtpServer, running_stack
+from tests.support import SmtpServer, copy_workspace, running_stack
 
-WELCOME_SUBJECT = "Welcome to Acme Outdoor, {{ contact.first_name | default('friend') }}"
+WELCOME_SUBJECT = "Welcome to Acme Outdoor, Ann"
 
 
 def _contact(engine: Engine, first_name: str = "Ann", email: str = "ann@example.com") -> int:
@@ -42,8 +43,8 @@ def _message(
     template: str = "welcome",
     subject: str = WELCOME_SUBJECT,
 ) -> str:
-    """An outbox row as the send activity leaves it: the step's subject template, not its
-    rendering, and the state the send reached."""
+    """An outbox row as the send activity leaves it: the subject as rendered for the contact,
+    and the state the send reached."""
     message_id = str(uuid.uuid4())
     with session_scope(engine) as s:
         outbox.reserve_message(
@@ -85,7 +86,7 @@ async def test_a_sent_email_shows_personalised_and_untracked(
     assert r.status_code == 200, r.text
     _assert_private(r)
     html = r.text
-    # the subject template renders for the contact (the page title) and so does the body
+    # the subject as sent is the page title; the body renders for the contact
     assert "<title>Welcome to Acme Outdoor, Ann</title>" in html
     assert "Welcome to Acme Outdoor, Ann!" in html
     # the links go where they say, with no pixel, no click tracking and no link to itself
@@ -199,23 +200,26 @@ async def test_a_contact_that_is_gone_is_a_404(
     _assert_private(r)
 
 
-@pytest.mark.parametrize(
-    ("template", "subject"),
-    [
-        ("renamed-since", WELCOME_SUBJECT),  # the template file is gone
-        ("welcome", "Hello {{ contact.nickname }}"),  # undefined names are errors
-        ("welcome", "Hello {{ contact.first_name "),  # a syntax error
-    ],
-)
+async def test_the_stored_subject_is_shown_as_sent_never_evaluated_again(
+    http: httpx.AsyncClient, settings: Settings, engine: Engine
+) -> None:
+    # a subject rendered from contact data that looks like Jinja stays text
+    subject = "Hello {{ 7 * 7 }} {% if true %}x{% endif %}"
+    r = await http.get(
+        _url(settings, _message(engine, settings, _contact(engine), subject=subject))
+    )
+    assert r.status_code == 200
+    assert "<title>Hello {{ 7 * 7 }} {% if true %}x{% endif %}</title>" in r.text
+
+
 async def test_a_template_that_no_longer_renders_is_a_410_page_and_a_log_line(
     http: httpx.AsyncClient,
     settings: Settings,
     engine: Engine,
     caplog: pytest.LogCaptureFixture,
-    template: str,
-    subject: str,
 ) -> None:
-    message_id = _message(engine, settings, _contact(engine), template=template, subject=subject)
+    # the template file is gone (and its version was never deployed with its files)
+    message_id = _message(engine, settings, _contact(engine), template="renamed-since")
     with caplog.at_level(logging.WARNING, logger="webhooks.routes.view"):
         r = await http.get(_url(settings, message_id))
     assert r.status_code == 410
@@ -254,3 +258,33 @@ async def test_the_link_in_a_real_email_shows_that_email(
     assert f"<title>{email.subject}</title>" in r.text
     assert "Welcome to Acme Outdoor, Ann!" in r.text
     assert "/t/o/" not in r.text and "/t/c/" not in r.text and "/m/" not in r.text
+
+
+async def test_the_page_renders_the_template_files_its_version_deployed(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    root = copy_workspace(tmp_path)
+    async with running_stack(time_env.client, settings, engine, load_workspace(root)) as http:
+        r = await http.post(
+            "/forms/newsletter",
+            json={"email": "ann@example.com", "first_name": "Ann", "consent": True},
+        )
+        assert r.status_code == 202
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) == 1)
+        found = re.search(
+            r'href="http://testserver(/m/[A-Za-z0-9._-]+)"', smtp.mailbox.messages[0].html()
+        )
+        assert found is not None
+        # edited in the folder (not yet deployed): the page still shows what was sent
+        template = root / "emails" / "welcome.mjml"
+        template.write_text(
+            template.read_text()
+            + "<mj-section><mj-column><mj-text>Edited later.</mj-text></mj-column></mj-section>\n"
+        )
+        r = await http.get(found.group(1))
+    assert r.status_code == 200
+    assert "Welcome to Acme Outdoor, Ann!" in r.text and "Edited later." not in r.text

@@ -5,8 +5,10 @@ Every email's footer links here. The token is the message id and an HMAC over it
 whoever has it sees the email, so the page is never cached by shared caches, never indexed, and
 never leaks its URL in a ``Referer`` when the reader follows a link in it.
 
-The page is rendered again from the outbox row (template, the step's subject template, campaign
-and step) for the contact as stored now, with the same Renderer the worker uses, in its
+The page is rendered again from the outbox row (template, campaign version and step, with the
+subject as it was sent) for the contact as stored now, from the template files that version
+deployed (the workspace's, for a version deployed before those were recorded), with the same
+Renderer the worker uses, in its
 ``for_browser`` mode: no open pixel and no click tracking (looking at the page is not an open or a
 click), and no link to itself. Only messages that were actually sent are shown. Viewing records
 nothing and changes nothing, so HEAD is GET without the body.
@@ -32,7 +34,13 @@ from contacts.models import Contact, Message, MessageState
 from emails import TemplateError
 from emails.links import verify_view_token
 from webhooks._templating import message_page
-from webhooks.deps import EngineDep, RendererDep, SettingsDep, WorkspaceDep
+from webhooks.deps import (
+    DeployedTemplatesDep,
+    EngineDep,
+    RendererDep,
+    SettingsDep,
+    WorkspaceDep,
+)
 
 __all__ = ["PAGE_HEADERS", "router"]
 
@@ -76,6 +84,7 @@ async def view_in_browser(
     engine: EngineDep,
     workspace: WorkspaceDep,
     renderer: RendererDep,
+    deployed: DeployedTemplatesDep,
 ) -> Response:
     message_id = verify_view_token(settings.secret(), token)
     found = None if message_id is None else await run_in_threadpool(_load, engine, message_id)
@@ -90,11 +99,16 @@ async def view_in_browser(
     # the campaign's UTM parameters, so the page's links are credited like the email's
     plan = workspace.plans.get(message.campaign_id)
     try:
+        files = await run_in_threadpool(
+            deployed.get, message.campaign_id, message.campaign_version, message.template
+        )
         rendered = await run_in_threadpool(
             renderer.render,
             template=message.template,
-            # the outbox keeps the step's subject *template*; it renders here as it did at send
+            # the outbox keeps the subject as sent, never evaluated again as a template
             subject=message.subject,
+            literal_subject=True,
+            deployed=files,
             preheader="",
             contact=contact,
             message_id=message.id,
