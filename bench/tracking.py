@@ -18,8 +18,9 @@ a desktop mail client's User-Agent and the URL of a valid pixel (a sent message)
 drip round the benchmark waits ``--durable-within`` seconds (the server still running) and
 counts the rows stored in ``hits`` during the round: they must be at least the responses wrk
 counted (a few more is normal: requests in flight when wrk stops are answered and stored, but
-not counted). A last ``mix`` round (not in the ratio) sends a mix of 50 messages' pixels, 10%
-unknown tokens, and scanner and Apple-proxy user agents, and checks the same count.
+not counted). A last ``mix`` round (not in the ratio) sends a mix of 50 messages' pixels, 9%
+unknown tokens, and scanner and Apple-proxy user agents, and checks the same count, the unknown
+tokens by ``drip_tracking_unknown_tokens_total`` (they are counted, never stored).
 
 The last line of output is one JSON object with ``ratio`` (median drip req/s over median nginx
 req/s), the p99 latencies, and rows against responses.
@@ -40,10 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from contacts.db import create_db_engine, migrate, session_scope
 from contacts.models import Contact, Message, MessageState
@@ -340,16 +344,30 @@ def mix_round(
             agents=", ".join(json.dumps(a) for a in agents),
         )
     )
-    before, _ = count_hits(db)
+    before, unknown_before = count_hits(db)[0], unknown_counted(port)
     r = run_wrk(f"http://127.0.0.1:{port}/", args, script=script)
     time.sleep(args.durable_within)
     r["rows"] = count_hits(db)[0] - before
+    r["unknown"] = unknown_counted(port) - unknown_before
     print(
         f"  mix (50 messages, 9% unknown tokens, 25% machine agents): drip {r['per_s']:,.0f}/s "
-        f"p99 {r['p99_ms']:.2f} ms, {r['responses']:,.0f} responses, {r['rows']:,.0f} rows",
+        f"p99 {r['p99_ms']:.2f} ms, {r['responses']:,.0f} responses, {r['rows']:,.0f} rows "
+        f"stored + {r['unknown']:,.0f} unknown tokens counted",
         flush=True,
     )
     return r
+
+
+def unknown_counted(port: int) -> float:
+    """``drip_tracking_unknown_tokens_total`` of the pixel, from the server's ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "drip_tracking_unknown_tokens_total" and sample.labels["kind"] == "open"
+    )
 
 
 def report(
@@ -406,6 +424,7 @@ def report(
         "mix_p99_ms": round(mix["p99_ms"], 2) if mix else None,
         "mix_responses": int(mix["responses"]) if mix else None,
         "mix_rows": int(mix["rows"]) if mix else None,
+        "mix_unknown_counted": int(mix["unknown"]) if mix else None,
         "consumed_after_shutdown": final[0],
         "rows_after_shutdown": final[1],
         "goal_ratio": GOAL_RATIO,

@@ -1,10 +1,14 @@
 """Tracking hits: store them in batches, then consume them into open and click events.
 
-The pixel and click endpoints only *store* a hit (``insert_hits``, many per transaction). The
-consumer (``consume``) later decides what each hit was:
+The pixel and click endpoints only *store* a hit (``insert_hits``, many per transaction), and
+only a hit whose token names one of our messages (an open) or stored links (a click): anyone can
+request ``/t/o/<anything>``, and storing each such request would let anyone grow the table
+without limit. ``insert_hits`` returns how many it left out, by kind, for the caller to count
+(a Prometheus counter). The consumer (``consume``) later decides what each hit was:
 
-1. resolves its token to the message (and, for a click, the stored link), or flags it
-   ``unknown_token``;
+1. resolves its token to the message (and, for a click, the stored link); a stored hit whose
+   token no longer resolves (written before tokens were checked) is deleted and counted the
+   same way;
 2. flags machine traffic with one reason, the first that applies: ``head_request``, the user
    agent's verdict (``user_agent:<name>``, ``apple_mpp``; given by the caller, so this package
    stays free of HTTP knowledge), ``trap_link`` (a click on a link whose stored URL starts with
@@ -79,16 +83,24 @@ class NewHit:
     ip: str = ""
 
 
-def insert_hits(session: Session, hits: Sequence[NewHit]) -> None:
-    """Store a batch of hits in the caller's transaction: one driver-level executemany.
+def insert_hits(session: Session, hits: Sequence[NewHit]) -> dict[str, int]:
+    """Store a batch of hits in the caller's transaction, those with a token of ours only: one
+    look-up per kind (``IN (...)`` on the unique token columns), then one driver-level
+    executemany. Returns the number of hits left out for an unknown token, by kind.
 
     Below SQLAlchemy's per-row parameter processing on purpose: that Python work holds the GIL
     the request loop needs, and shows in the pixel's tail latency. On SQLite the timestamp is
     written in exactly the text form SQLAlchemy's ``DateTime`` writes (UTC, no offset), so the
     column reads back and compares the same as rows written through the ORM.
     """
+    known = _known_tokens(session, hits)
+    unknown: dict[str, int] = {}
+    for h in hits:
+        if (h.kind, h.token) not in known:
+            unknown[h.kind] = unknown.get(h.kind, 0) + 1
+    hits = [h for h in hits if (h.kind, h.token) in known]
     if not hits:
-        return
+        return unknown
     connection = session.connection()
     sqlite_text = connection.dialect.name == "sqlite"
     connection.exec_driver_sql(
@@ -107,6 +119,19 @@ def insert_hits(session: Session, hits: Sequence[NewHit]) -> None:
             for h in hits
         ],
     )
+    return unknown
+
+
+def _known_tokens(session: Session, hits: Sequence[NewHit]) -> set[tuple[str, str]]:
+    """(kind, token) of the batch's hits whose token is a message's pixel or a stored link."""
+    columns = {"open": col(Message.open_token), "click": col(Link.token)}
+    known: set[tuple[str, str]] = set()
+    for kind, column in columns.items():
+        tokens = sorted({h.token for h in hits if h.kind == kind})
+        for part in _chunks(tokens):
+            found = session.execute(sa.select(column).where(column.in_(part))).scalars()
+            known.update((kind, token) for token in found)
+    return known
 
 
 @dataclass
@@ -114,6 +139,8 @@ class Consumed:
     consumed: int = 0
     flagged: int = 0
     events: int = 0
+    #: stored hits deleted because their token names nothing (any more), by kind
+    unknown: dict[str, int] = field(default_factory=dict)
     #: ids of the events that may change a journey: route them (or leave them to the sweep)
     to_route: list[int] = field(default_factory=list)
 
@@ -167,11 +194,19 @@ def consume(
     if not rows:
         return Consumed()
     _resolve(session, rows)
+    unknown: dict[str, int] = {}
+    for r in rows:
+        if r.message is None:
+            unknown[r.kind] = unknown.get(r.kind, 0) + 1
+    for part in _chunks([r.id for r in rows if r.message is None]):  # junk, not a record
+        session.execute(sa.delete(_HITS).where(_HITS.c.id.in_(part)))
+    consumed = len(rows)
+    rows = [r for r in rows if r.message is not None]
     clicked = _clicked_positions(session, [r for r in rows if r.link is not None])
     after_send = timedelta(seconds=min_seconds_after_send)
     for row in rows:
         row.reason = _reason(row, classify_user_agent, clicked, after_send)
-    result = Consumed(consumed=len(rows), flagged=sum(1 for r in rows if r.reason))
+    result = Consumed(consumed=consumed, flagged=sum(1 for r in rows if r.reason), unknown=unknown)
     _record_events(session, [r for r in rows if r.reason is None], now, result)
     bots: dict[tuple[str, str], int] = {}
     for r in rows:
@@ -264,8 +299,7 @@ def _reason(
     clicked: dict[str, tuple[int, list[tuple[datetime, int]]]],
     after_send: timedelta,
 ) -> str | None:
-    if row.message is None:
-        return "unknown_token"
+    assert row.message is not None  # unknown tokens were deleted before
     if row.method == "HEAD":
         return "head_request"
     by_agent = classify_user_agent(row.user_agent)

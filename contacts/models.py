@@ -277,13 +277,13 @@ class ApiKey(SQLModel, table=True):
 class Hit(SQLModel, table=True):
     """One request to the open pixel or a click link, stored before anything is decided.
 
-    The API writes hits in batches (``webhooks/hits.py``); the consumer then fills in what the
-    hit was: ``message_id`` (``None`` for an unknown token), ``bot_reason`` (``None`` for a
-    human open or click, else why it looks like a machine: ``user_agent:<name>``,
-    ``head_request``, ``too_soon_after_send``, ``apple_mpp``, ``all_links_at_once``,
-    ``trap_link``, ``unknown_token``) and ``consumed_at``. A human hit becomes an ``open`` or
-    ``click`` event whose ``dedupe_key`` is ``<kind>:hit:<hit id>``; flagged hits are kept for
-    reporting and never drive a branch.
+    The API writes hits in batches (``webhooks/hits.py``), only those whose token names a
+    message or link (requests with any other token are counted, not stored); the consumer then
+    fills in what the hit was: ``message_id``, ``bot_reason`` (``None`` for a human open or
+    click, else why it looks like a machine: ``user_agent:<name>``, ``head_request``,
+    ``too_soon_after_send``, ``apple_mpp``, ``all_links_at_once``, ``trap_link``) and
+    ``consumed_at``. A human hit becomes an ``open`` or ``click`` event whose ``dedupe_key`` is
+    ``<kind>:hit:<hit id>``; flagged hits are kept for reporting and never drive a branch.
     """
 
     __tablename__ = "hits"

@@ -4,7 +4,8 @@ A pixel request only appends a ``NewHit`` to an in-process buffer and answers; a
 thread wakes every ``FLUSH_SECONDS`` and
 
 1. stores the whole buffer in one transaction (``contacts.hits.insert_hits``): from then on the
-   hits survive a crash;
+   hits survive a crash. Hits whose token names no message or link are not stored, only
+   counted (``on_unknown``, the app's Prometheus counter): they would let anyone grow the table;
 2. consumes stored hits (``contacts.hits.consume``): flags machines, records human opens and
    clicks as events, in transactions of up to 5,000 hits;
 3. hands the few events that can change a journey (a message's first human open or click) to
@@ -63,12 +64,14 @@ class HitWriter:
         *,
         min_seconds_after_send: float,
         on_route: Callable[[list[int]], None] | None = None,
+        on_unknown: Callable[[str, int], None] | None = None,
         flush_seconds: float = FLUSH_SECONDS,
         click_settle: timedelta = ALL_LINKS_WINDOW,
     ) -> None:
         self.engine = engine
         self.min_seconds_after_send = min_seconds_after_send
         self.on_route = on_route
+        self.on_unknown = on_unknown
         self.flush_seconds = flush_seconds
         self.click_settle = click_settle
         self._buffer: list[NewHit] = []
@@ -81,6 +84,8 @@ class HitWriter:
         #: counters for operations and tests
         self.stored = 0
         self.dropped = 0
+        #: hits not stored (or deleted once stored) for an unknown token, by kind
+        self.unknown: dict[str, int] = {}
 
     def add(self, hit: NewHit) -> None:
         """Buffer one hit (called on the request path: no I/O, no waiting)."""
@@ -102,10 +107,11 @@ class HitWriter:
         with self._flushing:
             with self._lock:
                 batch, self._buffer = self._buffer, []
+            unknown: dict[str, int] = {}
             if batch:
                 try:
                     with session_scope(self.engine) as session:
-                        hits.insert_hits(session, batch)
+                        unknown = hits.insert_hits(session, batch)
                 except Exception:
                     with self._lock:  # keep them for the next flush, oldest first
                         self._buffer[:0] = batch
@@ -114,7 +120,8 @@ class HitWriter:
                             del self._buffer[:excess]
                             self.dropped += excess
                     raise
-                self.stored += len(batch)
+                self.stored += len(batch) - sum(unknown.values())
+                self._count_unknown(unknown)
             total = Consumed()
             settle = timedelta(0) if everything else self.click_settle
             # one chunk per round while hits pour in, so storing the next batch never waits
@@ -133,11 +140,20 @@ class HitWriter:
                 total.flagged += done.flagged
                 total.events += done.events
                 total.to_route += done.to_route
+                for kind, n in done.unknown.items():
+                    total.unknown[kind] = total.unknown.get(kind, 0) + n
+                self._count_unknown(done.unknown)
                 if done.consumed < _CONSUME_LIMIT or not everything:
                     break
         if total.to_route and self.on_route is not None:
             self.on_route(total.to_route)
         return total
+
+    def _count_unknown(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.unknown[kind] = self.unknown.get(kind, 0) + n
+            if self.on_unknown is not None:
+                self.on_unknown(kind, n)
 
     def _run(self) -> None:
         while True:

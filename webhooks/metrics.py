@@ -9,6 +9,10 @@ refuse the second). Series:
   a path no route matches is ``unmatched``.
 - ``drip_tracking_hits_total{kind}``: the pixel and click paths (``/t/...``) are the hottest of
   all, so they only bump a pre-bound counter (``open``, ``click`` or ``other``): no timing.
+- ``drip_tracking_unknown_tokens_total{kind}``: pixel (``open``) and click requests whose token
+  names no message or link. They are counted here instead of stored as hits, so junk requests
+  cannot grow the ``hits`` table; a steady rise is someone probing the tracking paths (or a
+  mail client mangling URLs).
 - ``drip_events_unrouted``: events stored but not yet delivered to Temporal, counted on scrape
   (the index on ``routed_at`` makes that cheap); growth means Temporal or the worker is away.
 - ``drip_messages_interrupted``: emails whose SMTP transaction was cut off (the relay may or
@@ -107,7 +111,21 @@ class ApiMetrics:
         self.tracking_open = tracking.labels("open")
         self.tracking_click = tracking.labels("click")
         self.tracking_other = tracking.labels("other")
+        unknown = Counter(
+            "drip_tracking_unknown_tokens",
+            "Open pixel and click requests whose token names no message or link: counted, "
+            "not stored",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._unknown = {kind: unknown.labels(kind) for kind in ("open", "click")}
         self.registry.register(_StateCollector(engine))
+
+    def unknown_tokens(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` hits with an unknown token (any thread: the hit writer calls it too)."""
+        counter = self._unknown.get(kind)
+        if counter is not None:
+            counter.inc(n)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         code = str(status)

@@ -17,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from contacts import outbox, repository
+from contacts.db import create_db_engine, session_scope
+from contacts.models import Message
 from tests.support import EXAMPLES, MAIL_CLIENT, free_port, venv_binary
 
 STARTUP_SECONDS = 15.0
@@ -108,24 +111,53 @@ def _pixel(api: Api, token: str) -> httpx.Response:
     return httpx.get(f"{api.url}/t/o/{token}.gif", headers={"user-agent": MAIL_CLIENT}, timeout=5)
 
 
+def _sent_messages(api: Api, *open_tokens: str) -> None:
+    """Messages with these pixel tokens in the API's database (only known tokens are stored)."""
+    engine = create_db_engine(f"sqlite:///{api.db}")
+    try:
+        with session_scope(engine) as s:
+            contact, _ = repository.upsert_contact(s, email="ann@example.com", consent_source="t")
+            assert contact.id is not None
+            for token in open_tokens:
+                outbox.reserve_message(
+                    s,
+                    Message(
+                        id=token,
+                        key=token,
+                        contact_id=contact.id,
+                        campaign_id="welcome",
+                        step_id="welcome",
+                        workflow_id=f"journey/welcome/{contact.id}/1",
+                        template="welcome",
+                        open_token=token,
+                    ),
+                )
+    finally:
+        engine.dispose()
+
+
 def test_granian_serves_stores_hits_and_flushes_on_sigterm(start_api: StartApi) -> None:
     api = start_api(DRIP_LOG_FORMAT="json")
+    first_token, last_token = "first-hit-0123456789", "last-hit-0123456789"
+    _sent_messages(api, first_token, last_token)
 
-    first = _pixel(api, "first-hit")
+    first = _pixel(api, first_token)
     assert first.status_code == 200
     assert first.headers["content-type"] == "image/gif"
     assert first.content.startswith(b"GIF89a")
-    # stored while serving (the writer flushes every 0.25 s); unknown tokens are stored too
+    # an unknown token gets the GIF too, and is counted, not stored
+    assert _pixel(api, "no-such-token-0123456789").content == first.content
+    # stored while serving (the writer flushes every 0.25 s)
     deadline = time.monotonic() + 5
-    while ("open", "first-hit") not in api.hits():
+    while ("open", first_token) not in api.hits():
         assert time.monotonic() < deadline, "the hit was not stored while serving"
         time.sleep(0.05)
 
     # a hit answered just before SIGTERM is stored by the lifespan's flush, not lost
-    assert _pixel(api, "last-hit").status_code == 200
+    assert _pixel(api, last_token).status_code == 200
     code, out, err = api.stop()
     assert code == 0, err
-    assert api.hits() == [("open", "first-hit"), ("open", "last-hit")]
+    assert api.hits() == [("open", first_token), ("open", last_token)]
     assert "Traceback" not in out + err
 
     # JSON logs: granian's own lines and drip's access lines, one object a line, no
@@ -143,21 +175,24 @@ def test_granian_with_two_worker_processes(start_api: StartApi) -> None:
     # granian loses a stop signal that reaches a worker still starting (it is killed after
     # 30 s): a worker that never served has no hits, but let both start here
     api.wait_for("Started worker-2")
-    for n in range(4):
-        assert _pixel(api, f"hit-{n}").status_code == 200
+    tokens = [f"hit-{n}-0123456789abcdef" for n in range(4)]
+    _sent_messages(api, *tokens)
+    for token in tokens:
+        assert _pixel(api, token).status_code == 200
     code, out, err = api.stop()
     assert code == 0, err
     assert out.count("Started worker-") == 2
-    assert sorted(api.hits()) == [("open", f"hit-{n}") for n in range(4)]
+    assert sorted(api.hits()) == [("open", token) for token in tokens]
 
 
 def test_uvicorn_on_request(start_api: StartApi) -> None:
     api = start_api("--server", "uvicorn")
-    assert _pixel(api, "uv-hit").status_code == 200
+    _sent_messages(api, "uv-hit-0123456789abcdef")
+    assert _pixel(api, "uv-hit-0123456789abcdef").status_code == 200
     code, out, err = api.stop()
     assert code == 0, err
     assert "Uvicorn running" in out + err
-    assert api.hits() == [("open", "uv-hit")]
+    assert api.hits() == [("open", "uv-hit-0123456789abcdef")]
 
 
 def _run_api(tmp_path: Path, port: int, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

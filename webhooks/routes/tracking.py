@@ -6,7 +6,11 @@ database trouble). A click redirects only to the URL stored for its token; anyth
 
 A request only *stores* its hit (``webhooks.hits.HitWriter``: buffered, written in batches);
 deciding whether it was a person or a machine, recording the open or click event and signalling
-the journey all happen after the answer, off the request path.
+the journey all happen after the answer, off the request path. A hit with an unknown token is
+counted (``drip_tracking_unknown_tokens_total``), never stored, so junk requests cannot grow the
+``hits`` table: a token that is not even token-shaped is counted here, as is a click whose
+token has no stored link (the redirect looks it up anyway); a well-shaped pixel token is
+checked by the writer, one query per batch, off the request path.
 
 The two paths are the hottest of the app (a mailing's pixel sees tens of thousands of hits a
 second), so ``install`` serves them from a plain ASGI middleware ahead of FastAPI's routing and
@@ -23,6 +27,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -35,6 +40,7 @@ from contacts.hits import NewHit
 from contacts.models import utcnow
 from webhooks._templating import message_page
 from webhooks.hits import HitWriter
+from webhooks.metrics import ApiMetrics
 
 __all__ = ["GIF", "TrackingMiddleware", "install", "router", "shutdown"]
 
@@ -71,13 +77,35 @@ class _Tracker:
     """What both paths share: the hit writer and a cache of stored link URLs (a link row never
     changes once stored, so a positive answer can be kept)."""
 
-    def __init__(self, engine: Engine, writer: HitWriter, workspace_name: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        writer: HitWriter,
+        workspace_name: str,
+        on_unknown: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.writer = writer
         self.workspace_name = workspace_name
+        self.on_unknown = on_unknown
         self._urls: OrderedDict[str, str] = OrderedDict()
 
-    def store(self, kind: str, token: str, method: str, headers: Any, client: Any) -> None:
+    def unknown(self, kind: str) -> None:
+        if self.on_unknown is not None:
+            self.on_unknown(kind, 1)
+
+    def store(
+        self,
+        kind: str,
+        token: str,
+        method: str,
+        headers: Any,
+        client: Any,
+        received_at: datetime | None = None,
+    ) -> None:
+        if not _TOKEN.match(token):
+            self.unknown(kind)
+            return
         agent = ""
         for name, value in headers:
             if name == b"user-agent":
@@ -86,8 +114,8 @@ class _Tracker:
         self.writer.add(
             NewHit(
                 kind=kind,
-                token=token[:80],
-                received_at=utcnow(),
+                token=token,
+                received_at=received_at or utcnow(),
                 method=method,
                 user_agent=agent[:500],
                 ip=client[0] if client else "",
@@ -141,11 +169,15 @@ class TrackingMiddleware:
             return
         if path.startswith("/t/c/") and method in ("GET", "HEAD"):
             token = path[5:]
-            self.tracker.store("click", token, method, scope["headers"], scope.get("client"))
+            received_at = utcnow()
             url = await self.tracker.url_of(token)
             if url is None:
+                self.tracker.unknown("click")
                 await self.tracker.not_found()(scope, receive, send)
                 return
+            self.tracker.store(
+                "click", token, method, scope["headers"], scope.get("client"), received_at
+            )
             headers = [(b"location", url.encode("utf-8")), *_REDIRECT_HEADERS]
             await send({"type": "http.response.start", "status": 302, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
@@ -170,12 +202,18 @@ def install(app: FastAPI) -> None:
         with contextlib.suppress(RuntimeError):  # the loop stopped: the sweep has them
             asyncio.run_coroutine_threadsafe(send_all(), loops[-1])
 
+    def unknown(kind: str, n: int) -> None:  # the metrics are made after this: looked up late
+        metrics: ApiMetrics | None = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.unknown_tokens(kind, n)
+
     writer = HitWriter(
         state.engine,
         min_seconds_after_send=state.settings.tracking_min_seconds_after_send,
         on_route=route,
+        on_unknown=unknown,
     )
-    tracker = _Tracker(state.engine, writer, state.workspace.config.name)
+    tracker = _Tracker(state.engine, writer, state.workspace.config.name, unknown)
     state.hits = writer
     state.tracker = tracker
 
@@ -228,12 +266,15 @@ async def open_pixel(token: str, request: Request) -> Response:
 )
 async def click(token: str, request: Request) -> Response:
     tracker: _Tracker = request.app.state.tracker
-    tracker.store(
-        "click", token, request.method, request.scope["headers"], request.scope.get("client")
-    )
+    received_at = utcnow()
     url = await tracker.url_of(token)
     if url is None:
+        tracker.unknown("click")
         return tracker.not_found()
+    tracker.store(
+        "click", token, request.method, request.scope["headers"], request.scope.get("client"),
+        received_at,
+    )  # fmt: skip
     return Response(
         status_code=302,
         headers={"Location": url, **_NO_CACHE, "Referrer-Policy": "no-referrer"},
