@@ -24,7 +24,17 @@ T = TypeVar("T")
 
 
 class ApiServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to us; stop it with ``should_exit = True``."""
+    """A uvicorn server that leaves signals to us; stop it with ``should_exit = True``.
+
+    It also ignores ``X-Forwarded-For``/``X-Forwarded-Proto``: uvicorn believes them from any
+    loopback peer by default, so anything on the host (or a proxy passing a client's header
+    through) could pick its address and escape the rate limits. Who the client is is the
+    app's decision alone (``webhooks.middleware.ClientAddressMiddleware``, from
+    ``DRIP_TRUSTED_PROXIES``), the same under uvicorn as under granian."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        config.proxy_headers = False
+        super().__init__(config)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

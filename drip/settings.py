@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "get_settings"]
@@ -94,8 +94,18 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_base_url: str = "http://localhost:8000"
-    #: posts one IP address may make to one form per minute (per API process)
+    #: posts one IP address may make to one form per minute (counted in the database, so
+    #: every API process shares the limit)
     form_rate_per_minute: int = Field(default=10, ge=1)
+    #: Reverse proxies (IPs or CIDRs, a JSON list) whose forwarding headers are believed: only
+    #: when the peer of a request is one of them are its ``DRIP_PROXY_HEADER`` and
+    #: ``X-Forwarded-Proto`` read for the client's address and scheme (walking the hops from
+    #: the right, past every trusted proxy). Empty: the peer is the client, whatever it sends.
+    trusted_proxies: list[IPvAnyNetwork] = []
+    #: The header those proxies write: ``x-forwarded-for`` (nginx, HAProxy, most load
+    #: balancers) or ``forwarded`` (RFC 7239). The other one is ignored, since a proxy passes
+    #: a header it does not write through unchanged: whatever the client put there.
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
 
     #: Operations (``webhooks/routes/operations.py``). Log lines of ``drip api``/``drip worker``:
     #: ``text`` or ``json`` (one object a line); unset: ``json`` in production, ``text`` in dev.

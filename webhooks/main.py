@@ -15,10 +15,11 @@ from drip import __version__
 from drip.settings import Settings, get_settings
 from emails import Renderer
 from webhooks import admin, dashboard
+from webhooks._ratelimit import RateLimiter
 from webhooks.esp import mailgun, postmark, sendgrid, ses
 from webhooks.journeys import JourneyGateway
 from webhooks.metrics import ApiMetrics
-from webhooks.middleware import OperationsMiddleware
+from webhooks.middleware import ClientAddressMiddleware, OperationsMiddleware, TrustedProxies
 from webhooks.openapi import document_problems
 from webhooks.problems import install_problem_handlers
 from webhooks.routes import ack, forms, operations, segment, tracking, unsubscribe, view
@@ -55,6 +56,8 @@ def create_app(
     app.state.settings = settings
     app.state.workspace = workspace
     app.state.engine = db
+    # the form and sign-in limits, counted in the database: every API process shares them
+    app.state.rate_limiter = RateLimiter(db)
     # one renderer for the app (it reads the secret and caches compiled templates)
     app.state.renderer = Renderer(workspace, settings)
     app.state.gateway = JourneyGateway(
@@ -95,6 +98,9 @@ def create_app(
     app.add_middleware(
         OperationsMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
+    if settings.trusted_proxies:  # outermost of all: every layer sees the client's address
+        proxies = TrustedProxies(settings.trusted_proxies, settings.proxy_header)
+        app.add_middleware(ClientAddressMiddleware, proxies=proxies)
     document_problems(app)
 
     return app

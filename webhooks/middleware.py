@@ -15,23 +15,38 @@ For every other request:
   may enforce lower limits themselves.
 - **Metrics** by route template and status, and one ``drip.access`` log line (INFO) with
   method, path, route, status and duration.
+
+``ClientAddressMiddleware`` is the one place that decides who the client is (see its docstring):
+everything that uses the client's address (rate limits, consent, tracking hits) reads the
+scope's ``client`` after it, through ``client_address`` or the scope itself.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip.logs import request_id_var
 from webhooks.metrics import ApiMetrics
 from webhooks.problems import problem
 
-__all__ = ["BodyTooLarge", "OperationsMiddleware"]
+__all__ = [
+    "BodyTooLarge",
+    "ClientAddressMiddleware",
+    "OperationsMiddleware",
+    "TrustedProxies",
+    "client_address",
+]
 
 access_log = logging.getLogger("drip.access")
 
@@ -142,3 +157,139 @@ def _over(declared: bytes, limit: int) -> bool:
         return int(declared) > limit
     except ValueError:  # a malformed length is the server's (h11/httptools) to refuse
         return False
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address as ``ClientAddressMiddleware`` decided it (None: not known, e.g.
+    a Unix socket)."""
+    return request.client.host if request.client else None
+
+
+class TrustedProxies:
+    """Who the client of a request is, given its peer and the headers the peer sent.
+
+    Forwarding headers are anyone's to write, so they are read only when the peer is a proxy
+    we were told to trust (``DRIP_TRUSTED_PROXIES``), and only the header those proxies write
+    (``DRIP_PROXY_HEADER``). Each proxy appends the address it was connected from, so the list
+    is walked from the right: past every trusted proxy, the first address that is not one is
+    the client. Whatever the client itself wrote sits further left and is never reached.
+    """
+
+    def __init__(
+        self,
+        networks: Sequence[Network],
+        header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
+    ) -> None:
+        self.networks = tuple(networks)
+        self.header = header.encode()
+
+    def trusts(self, address: str) -> bool:
+        return _in_networks(address, self.networks)
+
+    def resolve(
+        self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[str | None, str | None]:
+        """(client address, scheme): the peer and None unless the peer is a trusted proxy
+        that says otherwise."""
+        if peer is None or not self.trusts(peer):
+            return peer, None
+        values: list[str] = []
+        protos: list[str] = []
+        for name, value in headers:
+            if name == self.header:
+                values.append(value.decode("latin-1"))
+            elif name == b"x-forwarded-proto":
+                protos.append(value.decode("latin-1"))
+        # commas never occur in an address (or a proto), so a plain split keeps the right end,
+        # the proxies' part, intact whatever a client put on the left
+        hops: list[tuple[str, str | None]] = []
+        if self.header == b"forwarded":
+            for element in ",".join(values).split(","):
+                pairs = dict(_pair(p) for p in element.split(";") if "=" in p)
+                if pairs:
+                    hops.append((pairs.get("for", "unknown"), pairs.get("proto")))
+        else:
+            hops = [(hop, None) for hop in ",".join(values).split(",") if hop.strip()]
+        client, index = peer, None
+        for index in range(len(hops) - 1, -1, -1):
+            client = _canonical(hops[index][0])
+            if not self.trusts(client):
+                break
+        return client, self._scheme(hops, index, ",".join(protos).split(",") if protos else [])
+
+    def _scheme(
+        self, hops: list[tuple[str, str | None]], index: int | None, protos: list[str]
+    ) -> str | None:
+        """The scheme the client used: the ``proto`` of its hop in ``Forwarded``; in
+        ``X-Forwarded-Proto`` the value beside its address when every proxy appended one,
+        else the last (what the trusted peer itself says)."""
+        if self.header == b"forwarded":
+            proto = hops[index][1] if index is not None else None
+        elif index is not None and len(protos) == len(hops):
+            proto = protos[index]
+        else:
+            proto = protos[-1] if protos else None
+        proto = (proto or "").strip().strip('"').lower()
+        return proto if proto in ("http", "https") else None
+
+
+class ClientAddressMiddleware:
+    """Rewrites the scope's ``client`` (and ``scheme``) to the client's, as ``TrustedProxies``
+    decides, ahead of every other layer, whatever server runs the app.
+
+    Servers have rules of their own (uvicorn believes ``X-Forwarded-For`` from any loopback
+    peer by default); ``drip api`` and ``drip dev`` switch them off, so this is the only one.
+    The app adds it only when proxies are trusted: otherwise the peer is the client as the
+    server reports it, and the pixel path has one layer less.
+    """
+
+    def __init__(self, app: ASGIApp, *, proxies: TrustedProxies) -> None:
+        self.app = app
+        self.proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            peer = scope.get("client")
+            client, scheme = self.proxies.resolve(peer[0] if peer else None, scope["headers"])
+            if client is not None and (peer is None or client != peer[0]):
+                scope["client"] = (client, 0)
+            if scheme is not None:
+                scope["scheme"] = scheme
+        await self.app(scope, receive, send)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name.strip().lower(), value.strip()
+
+
+def _canonical(hop: str) -> str:
+    """An address in one spelling (``[v6]:port`` and ``v4:port`` lose the port, IPv4-mapped
+    IPv6 becomes IPv4); a token that is no address (``unknown``, an obfuscated ``_id``) as is,
+    so it counts as an untrusted client of its own."""
+    token = hop.strip().strip('"')
+    if token.startswith("["):
+        token = token[1:].partition("]")[0]
+    elif token.count(":") == 1:
+        token = token.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(token)
+    except ValueError:
+        return token[:64]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)

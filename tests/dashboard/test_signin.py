@@ -110,6 +110,15 @@ async def test_sign_in_attempts_are_rate_limited_per_email(http: httpx.AsyncClie
     assert (await sign_in(http, "sam@example.com")).status_code == 303
 
 
+async def test_signing_in_again_and_again_never_locks_anyone_out(http: httpx.AsyncClient) -> None:
+    # more successes than either limit allows failures (5 per email, 20 per address)
+    codes = [(await sign_in(http, "mia@example.com")).status_code for _ in range(21)]
+    assert codes == [303] * 21
+    # failed attempts still count, and lock
+    codes = [(await sign_in(http, "mia@example.com", "guess-guess")).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
+
+
 async def test_not_signed_in_goes_to_the_sign_in_page_and_back(http: httpx.AsyncClient) -> None:
     r = await http.get("/dashboard/campaigns")
     assert r.status_code == 303

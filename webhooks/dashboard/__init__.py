@@ -40,7 +40,7 @@ for _pages in (signin, campaigns, campaign, contacts, leads, team, admin, analyt
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages and static files on ``app``."""
-    app.state.dashboard_login_limits = LoginLimits()
+    app.state.dashboard_login_limits = LoginLimits(app.state.rate_limiter)
     install_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

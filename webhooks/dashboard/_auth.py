@@ -27,7 +27,7 @@ from contacts import users
 from contacts.db import session_scope
 from contacts.models import Role
 from contacts.users import SignedIn
-from webhooks._ratelimit import SlidingWindowLimiter
+from webhooks._ratelimit import Limit, RateLimiter, Verdict
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep
 
@@ -67,16 +67,30 @@ class Refused(Exception):
 
 
 class LoginLimits:
-    """Sign-in attempts per client address and per typed address: slows password guessing
-    against one account from many addresses, and against many accounts from one address."""
+    """Failed sign-in attempts per client address and per typed address: slows password
+    guessing against one account from many addresses, and against many accounts from one.
 
-    def __init__(self, per_ip: int = 20, per_email: int = 5, window: float = 300.0) -> None:
-        self.ip = SlidingWindowLimiter(per_ip, window)
-        self.email = SlidingWindowLimiter(per_email, window)
+    Only failures count. An attempt is counted before its password is checked (parallel
+    guesses cannot all slip in under the limit) and taken back when it succeeds, so a user who
+    signs in often is never locked out, and nobody can lock a user out by signing in as them.
+    The counts are in the database (``webhooks._ratelimit``), shared by every API process.
+    """
 
-    def hit(self, ip: str, email: str) -> float:
-        """0 when this attempt may go ahead, else the seconds to wait."""
-        return max(self.ip.hit(ip), self.email.hit(email.strip().lower()))
+    def __init__(
+        self, limiter: RateLimiter, per_ip: int = 20, per_email: int = 5, window: float = 300.0
+    ) -> None:
+        self.limiter = limiter
+        self.ip = Limit("sign-in address", per_ip, window)
+        self.email = Limit("sign-in email", per_email, window)
+
+    def attempt(self, ip: str, email: str) -> Verdict:
+        """Count an attempt; refused (``wait`` > 0) when either limit is reached. Database I/O:
+        call it from a thread."""
+        return self.limiter.hit((self.ip, ip), (self.email, email.strip().lower()))
+
+    def succeeded(self, attempt: Verdict) -> None:
+        """The attempt was right: it does not count."""
+        self.limiter.refund(attempt)
 
 
 def login_limits(request: Request) -> LoginLimits:

@@ -24,10 +24,11 @@ from contacts import users
 from contacts.db import session_scope
 from contacts.models import User
 from contacts.users import SignedIn
-from webhooks._ratelimit import SlidingWindowLimiter
+from webhooks._ratelimit import retry_after
 from webhooks.dashboard._auth import COOKIE, CsrfChecked, Viewer, login_limits
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep
+from webhooks.middleware import client_address
 
 __all__ = ["router"]
 
@@ -96,15 +97,16 @@ async def change_password(
     if errors:
         return _page(viewer, errors=errors, status=422)
 
-    ip = request.client.host if request.client else "unknown"
-    wait = login_limits(request).hit(ip, viewer.email)
-    if wait:
+    limits = login_limits(request)
+    ip = client_address(request) or "unknown"
+    attempt = await run_in_threadpool(limits.attempt, ip, viewer.email)
+    if not attempt.allowed:
         response = _page(
             viewer,
             error="Too many password attempts. Please wait a few minutes and try again.",
             status=429,
         )
-        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+        response.headers["Retry-After"] = retry_after(attempt.wait)
         return response
 
     this_session = users.session_id(request.cookies.get(COOKIE, ""))
@@ -115,7 +117,8 @@ async def change_password(
             if user is None or not users.password_matches(user, current_password):
                 return False
             users.set_password(session, user, new_password, keep_session_id=this_session)
-            return True
+        limits.succeeded(attempt)  # only wrong guesses count
+        return True
 
     if not await run_in_threadpool(change):
         return _page(viewer, errors={CURRENT: WRONG_CURRENT}, status=422)

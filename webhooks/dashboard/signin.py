@@ -2,9 +2,9 @@
 
 A failed sign-in says the same thing whether the address is unknown, the password wrong or the
 user disabled, and takes as long (``contacts.users.authenticate``), so the form cannot be used
-to find out who has an account. Attempts are rate-limited per client address and per typed
-address (429 with ``Retry-After``). ``next`` only ever sends back to a dashboard path, so the
-sign-in page cannot be made into an open redirect.
+to find out who has an account. Failed attempts are rate-limited per client address and per
+typed address (429 with ``Retry-After``; ``LoginLimits``). ``next`` only ever sends back to a
+dashboard path, so the sign-in page cannot be made into an open redirect.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from contacts import users
 from contacts.db import session_scope
 from contacts.models import Role
-from webhooks._ratelimit import SlidingWindowLimiter
+from webhooks._ratelimit import retry_after
 from webhooks.dashboard._auth import (
     COOKIE,
     LOGIN_CSRF_COOKIE,
@@ -31,6 +31,7 @@ from webhooks.dashboard._auth import (
 )
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep
+from webhooks.middleware import client_address
 
 __all__ = ["router"]
 
@@ -95,22 +96,25 @@ async def login(
             status=403,
             error="The sign-in form expired. Please try again.",
         )
-    ip = request.client.host if request.client else "unknown"
-    wait = login_limits(request).hit(ip, email)
-    if wait:
+    limits = login_limits(request)
+    attempt = await run_in_threadpool(limits.attempt, client_address(request) or "unknown", email)
+    if not attempt.allowed:
         response = _login_page(
             request,
             next_=next,
             status=429,
             error="Too many sign-in attempts. Please wait a few minutes and try again.",
         )
-        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+        response.headers["Retry-After"] = retry_after(attempt.wait)
         return response
 
     def check() -> str | None:
         with session_scope(engine) as session:
             user = users.authenticate(session, email, password)
-            return users.start_session(session, user) if user is not None else None
+            token = users.start_session(session, user) if user is not None else None
+        if token is not None:
+            limits.succeeded(attempt)
+        return token
 
     token = await run_in_threadpool(check)
     if token is None:

@@ -21,6 +21,7 @@ from contacts.models import utcnow
 from webhooks import _optin
 from webhooks._templating import message_page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
+from webhooks.middleware import client_address
 
 __all__ = ["router"]
 
@@ -94,7 +95,7 @@ async def confirm(
     if isinstance(checked, HTMLResponse):
         return checked
     form, found = checked
-    ip = request.client.host if request.client else None
+    ip = client_address(request)
 
     def record() -> int | None:
         with session_scope(engine) as session:
