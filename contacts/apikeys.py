@@ -48,6 +48,8 @@ SCOPES: dict[str, str] = {
     "campaigns:read": "list deployed campaigns and their figures",
     "journeys:read": "list journeys (enrolments)",
     "journeys:write": "cancel a running journey",
+    "messages:read": "list emails interrupted mid-send",
+    "messages:resend": "resend an interrupted email (its recipient may get it twice)",
     "sales:read": "list sales teams and reps",
     "sales:write": "manage sales teams and reps; set a contact's owner and stage",
 }

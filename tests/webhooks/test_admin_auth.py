@@ -144,6 +144,8 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("GET", "/api/campaigns/{campaign_id}/stats"),
         ("GET", "/api/journeys"),
         ("POST", "/api/journeys/{journey_id}/cancel"),
+        ("GET", "/api/messages/interrupted"),
+        ("POST", "/api/messages/{message_id}/resend"),
     }
     for key, op in operations.items():
         assert op["security"] == [{"ApiKey": []}], key

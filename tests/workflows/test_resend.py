@@ -27,6 +27,8 @@ from contacts.db import session_scope
 from contacts.models import ContactStatus, Message, MessageState
 from drip.settings import Settings
 from tests.engine_support import Journeys, journeys, workspace_with
+from tests.support import api_client
+from tests.webhooks._admin import make_key
 from tests.workflows.test_smtp_faults import FaultySmtp
 from workflows.activities import INTERRUPTED
 from workflows.resend_activity import ResendOutcome, request_resends
@@ -166,3 +168,43 @@ async def test_a_contact_who_unsubscribed_meanwhile_gets_nothing(
     row = d.message(message.contact_id, "hello")
     assert (row.state, row.error) == (MessageState.suppressed, "contact is unsubscribed")
     assert len(smtp.mailbox.messages) == 1
+
+
+async def test_the_admin_api_lists_and_resends_once_with_the_risk_accepted(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: FaultySmtp,
+    tmp_path: Path,
+) -> None:
+    workspace = workspace_with(tmp_path, ONE)
+    async with journeys(time_env, settings, engine, workspace, smtp.mailbox) as d:
+        message = await _interrupted(d)
+        reader = make_key(engine, "messages:read")
+        resender = make_key(engine, "messages:resend", name="ops-bot")
+        async with api_client(settings, workspace, engine, time_env.client) as http:
+            listed = await http.get("/api/messages/interrupted", headers=reader)
+            assert listed.status_code == 200
+            body = listed.json()
+            assert body["count"] == 1
+            [item] = body["items"]
+            assert (item["id"], item["email"], item["step_id"]) == (message.id, ANN, "hello")
+            url = f"/api/messages/{message.id}/resend"
+            assert (await http.post(url, headers=reader, json={})).status_code == 403
+            unaccepted = await http.post(url, headers=resender, json={})
+            assert unaccepted.status_code == 422
+            assert "may receive this email twice" in unaccepted.json()["detail"]
+            assert len(smtp.mailbox.messages) == 1
+            done = await http.post(url, headers=resender, json={"accept_duplicate_risk": True})
+            assert done.status_code == 200
+            assert done.json()["state"] == "sent"
+            again = await http.post(url, headers=resender, json={"accept_duplicate_risk": True})
+            assert again.status_code == 409
+            assert again.json()["detail"].startswith("already resent by api:")
+            missing = await http.post(
+                "/api/messages/nope/resend", headers=resender, json={"accept_duplicate_risk": True}
+            )
+            assert missing.status_code == 404
+            after = await http.get("/api/messages/interrupted", headers=reader)
+            assert after.json() == {"count": 0, "items": []}
+    assert len(smtp.mailbox.messages) == 2

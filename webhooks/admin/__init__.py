@@ -19,6 +19,7 @@ from webhooks.admin import (
     journeys,
     lead,
     merge,
+    messages,
     sales,
 )
 from webhooks.admin._common import AdminProblem, Problem
@@ -36,3 +37,4 @@ router.include_router(campaigns.router)
 router.include_router(journeys.router)
 router.include_router(sales.router)
 router.include_router(alerts.router)
+router.include_router(messages.router)

@@ -29,6 +29,8 @@ __all__ = [
     "EventsRead",
     "JourneysRead",
     "JourneysWrite",
+    "MessagesRead",
+    "MessagesResend",
     "RequireScope",
     "bearer",
 ]
@@ -126,3 +128,5 @@ EventsRead = Annotated[Caller, _scope("events:read")]
 CampaignsRead = Annotated[Caller, _scope("campaigns:read")]
 JourneysRead = Annotated[Caller, _scope("journeys:read")]
 JourneysWrite = Annotated[Caller, _scope("journeys:write")]
+MessagesRead = Annotated[Caller, _scope("messages:read")]
+MessagesResend = Annotated[Caller, _scope("messages:resend")]
