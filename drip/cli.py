@@ -365,6 +365,39 @@ def upgrade(
     console.print(f"[green]database at {escape(revision)}[/green]: {escape(url)}", highlight=False)
 
 
+@db_app.command("check")
+def check_values(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="fix what is found (see above), then report it")
+    ] = False,
+) -> None:
+    """Find stored values that break queries or disguise text (written by older versions):
+    non-finite numbers, control characters, lone surrogates, bidirectional controls, Unicode
+    domains. With --repair: numbers -> null, characters removed, surrogates -> U+FFFD, domains
+    -> punycode. Exit 1 when problems remain. It does not migrate first (``drip db upgrade``
+    repairs as it migrates): it reads the database as it is."""
+    from contacts import integrity
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        with engine.begin() as connection:
+            findings = integrity.check(connection, repair=repair)
+    finally:
+        engine.dispose()
+    for finding in findings:
+        console.print(escape(str(finding)), highlight=False, soft_wrap=True)
+    left = [f for f in findings if not f.repaired]
+    fixed = len(findings) - len(left)
+    if fixed:
+        console.print(f"[green]{fixed} problem(s) repaired[/green]", highlight=False)
+    if left:
+        hint = "" if repair else ": run drip db check --repair"
+        _fail(f"{len(left)} problem(s) in stored values{hint}")
+    if not findings:
+        console.print("[green]no problems in stored values[/green]", highlight=False)
+
+
 @db_app.command()
 def rollups(
     check: Annotated[

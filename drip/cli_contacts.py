@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contacts import repository
+from contacts import cleaning, repository
 from contacts.db import create_db_engine, migrate, session_scope
 from drip._runtime import run_with_temporal
 from drip.cli_dedupe import dedupe
@@ -40,6 +40,10 @@ def _field(text: str) -> tuple[str, object]:
         value: object = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    # the rules every door applies (contacts.cleaning): 1e999 is not a number drip stores
+    found = cleaning.json_problems({name: value})
+    if found:
+        raise typer.BadParameter(f"{text!r}: {found[0][0]} {found[0][1]}")
     return name, value
 
 
@@ -57,6 +61,9 @@ def update(
     engine = create_db_engine(settings.database_url)
     migrate(engine)
     fields = dict(_field(f) for f in set_field or [])
+    for tag in add_tag or []:
+        if reason := cleaning.text_problem(tag):
+            raise typer.BadParameter(f"{tag!r} {reason}", param_hint="--add-tag")
     recorded: list[int] = []
     with session_scope(engine) as session:
         found = find_contact(session, contact)

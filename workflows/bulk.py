@@ -34,7 +34,7 @@ from sqlmodel import SQLModel
 from campaigns.conditions import BUILTIN_FIELDS, ConditionError, parse_condition, to_sql
 from campaigns.errors import hint
 from campaigns.plan import Plan
-from contacts import deploys, repository
+from contacts import cleaning, deploys, repository
 from contacts.db import session_scope
 from contacts.errors import ContactError
 from contacts.models import ContactStatus, EnrolmentState, utcnow
@@ -200,6 +200,9 @@ def _row(header: list[str], email_at: int, row: list[str], line: int) -> Target 
     except ContactError as exc:
         return Problem(address, str(exc), line)
     fields = {h: v for i, (h, v) in enumerate(zip(header, values, strict=True)) if i != email_at}
+    for name, value in fields.items():
+        if reason := cleaning.text_problem(value, multiline=True):
+            return Problem(email, f"{name} {reason}", line)
     return Target(email=email, fields={k: v for k, v in fields.items() if v}, line=line)
 
 

@@ -27,15 +27,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from campaigns.schema import FormDefinition
 from campaigns.workspace import Workspace
-from contacts import consent, repository
+from contacts import cleaning, consent, repository
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail
 from emails import SendError
 from webhooks import _optin
-from webhooks._ratelimit import Limit, retry_after
+from webhooks._ratelimit import SlidingWindowLimiter
 from webhooks._templating import message_page, page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
-from webhooks.middleware import client_address
 from webhooks.problems import problem
 from webhooks.routes.confirm import router as confirm_router
 
@@ -49,6 +48,10 @@ router.include_router(confirm_router)
 MAX_BODY_BYTES = 64 * 1024
 TRUTHY = {"yes", "on", "true", "1", True}
 HONEYPOT = "website"
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _error(
@@ -91,6 +94,14 @@ def _origin_allowed(request: Request, workspace: Workspace, base_url: str) -> bo
     ours = urlsplit(base_url)
     permitted = {o.rstrip("/").lower() for o in allowed} | {f"{ours.scheme}://{ours.netloc}"}
     return origin.rstrip("/").lower() in permitted
+
+
+def _limiter(request: Request, per_minute: int) -> SlidingWindowLimiter:
+    state = request.app.state
+    if getattr(state, "form_limiter", None) is None:
+        state.form_limiter = SlidingWindowLimiter(per_minute, 60.0)
+    limiter: SlidingWindowLimiter = state.form_limiter
+    return limiter
 
 
 def _not_found(workspace: Workspace) -> HTMLResponse:
@@ -198,12 +209,9 @@ async def submit_form(
     form = workspace.forms.get(form_id)
     if form is None:
         return _error(wants_json, 404, "Not Found", f"form '{form_id}' does not exist", workspace)
-    ip = client_address(request)
-    limit = Limit("form", settings.form_rate_per_minute, 60.0)
-    verdict = await run_in_threadpool(
-        request.app.state.rate_limiter.hit, (limit, f"{ip}\x00{form.id}")
-    )
-    if not verdict.allowed:
+    ip = _client_ip(request)
+    wait = _limiter(request, settings.form_rate_per_minute).hit(f"{ip}\x00{form.id}")
+    if wait:
         response = _error(
             wants_json,
             429,
@@ -211,7 +219,7 @@ async def submit_form(
             "too many submissions from your address; please try again in a minute",
             workspace,
         )
-        response.headers["Retry-After"] = retry_after(verdict.wait)
+        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
         return response
     if not _origin_allowed(request, workspace, settings.public_base_url):
         return _error(
@@ -383,11 +391,22 @@ def _validate(
             continue
         if field.type == "email":
             try:
-                text = repository.normalise_email(text)
-            except InvalidEmail:
-                errors[field.name] = f"{field.label} is not a valid email address"
+                text = cleaning.normalise_email(text)
+            except InvalidEmail as exc:
+                errors[field.name] = f"{field.label} is not a valid email address ({exc})"
                 continue
+        elif reason := cleaning.text_problem(text):
+            errors[field.name] = f"{field.label} {reason}"
+            continue
         clean[field.name] = text
+    for name in form.hidden:
+        raw = values.get(name)
+        if not isinstance(raw, str):
+            continue
+        if len(raw.strip()) > 200:
+            errors[name] = f"{name} is longer than 200 characters"
+        elif reason := cleaning.text_problem(raw.strip()):
+            errors[name] = f"{name} {reason}"
     consent_given = values.get("consent")
     if isinstance(consent_given, str):
         consent_given = consent_given.strip().lower()

@@ -62,7 +62,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.types import Message, Receive, Scope, Send
 
-from contacts import repository
+from contacts import cleaning, repository
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail
 from contacts.identities import ANONYMOUS_ID_FIELD, USER_ID_FIELD, find_by_identity
@@ -364,6 +364,15 @@ class _Outcome:
 async def _ingest(
     messages: Sequence[AnyMessage], batch: Batch | None, engine: Engine, gateway: GatewayDep
 ) -> Response:
+    unclean = _unclean(messages, batch)
+    if unclean:
+        return problem(
+            422,
+            "Invalid request",
+            "the request has values drip does not store",
+            errors=[{"field": f, "message": m} for f, m in unclean],
+        )
+
     def store() -> _Outcome:
         outcome = _Outcome()
         with session_scope(engine) as session:
@@ -383,6 +392,32 @@ async def _ingest(
     for event_id in outcome.route:
         await gateway.route(event_id)
     return _success()
+
+
+def _unclean(messages: Sequence[AnyMessage], batch: Batch | None) -> list[tuple[str, str]]:
+    """(field, reason) for each value that ``contacts.cleaning`` refuses: non-finite numbers
+    and control, bidirectional or surrogate characters in traits and properties; control
+    characters in ids and names, which are one line."""
+    found = cleaning.json_problems(batch.context.traits, "context.traits") if batch else []
+    for n, message in enumerate(messages):
+        if isinstance(message, Ignored):
+            continue  # not stored
+        at = f"batch.{n}." if batch else ""
+        lines: dict[str, object] = {"userId": message.userId, "anonymousId": message.anonymousId}
+        lines["messageId"] = message.messageId
+        found += cleaning.json_problems(message.context.traits, f"{at}context.traits")
+        if isinstance(message, Identify):
+            found += cleaning.json_problems(message.traits, f"{at}traits")
+        if isinstance(message, Track | Page):
+            found += cleaning.json_problems(message.properties, f"{at}properties")
+        if isinstance(message, Track):
+            lines["event"] = message.event
+        if isinstance(message, Page):
+            lines |= {"name": message.name, "category": message.category}
+        for name, text in lines.items():
+            if isinstance(text, str) and (reason := cleaning.text_problem(text)):
+                found.append((f"{at}{name}", reason))
+    return found
 
 
 def _success() -> Response:
