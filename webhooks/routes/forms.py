@@ -32,9 +32,10 @@ from contacts.db import session_scope
 from contacts.errors import InvalidEmail
 from emails import SendError
 from webhooks import _optin
-from webhooks._ratelimit import SlidingWindowLimiter
+from webhooks._ratelimit import Limit, retry_after
 from webhooks._templating import message_page, page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
+from webhooks.middleware import client_address
 from webhooks.problems import problem
 from webhooks.routes.confirm import router as confirm_router
 
@@ -48,10 +49,6 @@ router.include_router(confirm_router)
 MAX_BODY_BYTES = 64 * 1024
 TRUTHY = {"yes", "on", "true", "1", True}
 HONEYPOT = "website"
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _error(
@@ -94,14 +91,6 @@ def _origin_allowed(request: Request, workspace: Workspace, base_url: str) -> bo
     ours = urlsplit(base_url)
     permitted = {o.rstrip("/").lower() for o in allowed} | {f"{ours.scheme}://{ours.netloc}"}
     return origin.rstrip("/").lower() in permitted
-
-
-def _limiter(request: Request, per_minute: int) -> SlidingWindowLimiter:
-    state = request.app.state
-    if getattr(state, "form_limiter", None) is None:
-        state.form_limiter = SlidingWindowLimiter(per_minute, 60.0)
-    limiter: SlidingWindowLimiter = state.form_limiter
-    return limiter
 
 
 def _not_found(workspace: Workspace) -> HTMLResponse:
@@ -209,9 +198,12 @@ async def submit_form(
     form = workspace.forms.get(form_id)
     if form is None:
         return _error(wants_json, 404, "Not Found", f"form '{form_id}' does not exist", workspace)
-    ip = _client_ip(request)
-    wait = _limiter(request, settings.form_rate_per_minute).hit(f"{ip}\x00{form.id}")
-    if wait:
+    ip = client_address(request)
+    limit = Limit("form", settings.form_rate_per_minute, 60.0)
+    verdict = await run_in_threadpool(
+        request.app.state.rate_limiter.hit, (limit, f"{ip}\x00{form.id}")
+    )
+    if not verdict.allowed:
         response = _error(
             wants_json,
             429,
@@ -219,7 +211,7 @@ async def submit_form(
             "too many submissions from your address; please try again in a minute",
             workspace,
         )
-        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+        response.headers["Retry-After"] = retry_after(verdict.wait)
         return response
     if not _origin_allowed(request, workspace, settings.public_base_url):
         return _error(
