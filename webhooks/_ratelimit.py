@@ -17,13 +17,14 @@ Calls do database I/O: call them from a thread (``run_in_threadpool``), not the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Transaction
 
 from contacts import ratelimits
 
@@ -78,9 +79,7 @@ class RateLimiter:
         keyed = sorted((_key(limit, value), limit) for limit, value in checks)
         counted: list[tuple[str, int]] = []
         wait = 0.0
-        with self.engine.connect() as connection, connection.begin() as transaction:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        with self._transaction() as (connection, transaction):
             for key, limit in keyed:
                 slot = int(now // limit.window)
                 row = ratelimits.count_hit(connection, key, slot, limit.window)
@@ -90,7 +89,7 @@ class RateLimiter:
                 transaction.rollback()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_SECONDS
-            with self.engine.begin() as connection:
+            with self._transaction() as (connection, _):
                 ratelimits.prune(connection, now)
         return Verdict(wait) if wait else Verdict(0.0, tuple(counted))
 
@@ -98,9 +97,18 @@ class RateLimiter:
         """Take back the counts of a hit that was let through."""
         if not verdict.counted:
             return
-        with self.engine.begin() as connection:
+        with self._transaction() as (connection, _):
             for key, slot in verdict.counted:
                 ratelimits.uncount_hit(connection, key, slot)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[tuple[Connection, Transaction]]:
+        """A transaction that, on PostgreSQL, commits without waiting for the WAL flush (a
+        crash may forget its last counts: it only forgives a few hits)."""
+        with self.engine.connect() as connection, connection.begin() as transaction:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            yield connection, transaction
 
 
 def _key(limit: Limit, value: str) -> str:
