@@ -11,8 +11,9 @@ For every other request:
   ``drip.logs.request_id_var`` so every log line the request causes carries it.
 - **Body cap**: a ``Content-Length`` over ``DRIP_MAX_BODY_BYTES`` is refused at once; a body
   without one (chunked) is counted as it streams, and reading past the cap raises
-  ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON. Routes
-  may enforce lower limits themselves.
+  ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON (a
+  page for a browser's form post, as ``problems.negotiated_problem`` decides). Routes may
+  enforce lower limits themselves.
 - **Metrics** by route template and status, and one ``drip.access`` log line (INFO) with
   method, path, route, status and duration.
 
@@ -38,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip.logs import request_id_var
 from webhooks.metrics import ApiMetrics
-from webhooks.problems import problem
+from webhooks.problems import negotiated_problem
 
 __all__ = [
     "BodyTooLarge",
@@ -117,8 +118,8 @@ class OperationsMiddleware:
 
         try:
             if declared_length is not None and _over(declared_length, limit):
-                await problem(
-                    413, "Content Too Large", f"request bodies are limited to {limit} bytes"
+                await negotiated_problem(
+                    Request(scope), 413, f"request bodies are limited to {limit} bytes"
                 )(scope, receive, send_with_id)
             else:
                 try:
@@ -126,7 +127,7 @@ class OperationsMiddleware:
                 except BodyTooLarge as exc:  # raised where no handler caught it
                     if response_started:
                         raise
-                    await problem(413, "Content Too Large", str(exc.detail))(
+                    await negotiated_problem(Request(scope), 413, str(exc.detail))(
                         scope, receive, send_with_id
                     )
         finally:

@@ -7,6 +7,10 @@ misled; so the generated document is rewritten once: each 422's JSON content bec
 ``Problem`` schema under the problem media type (other media types a route declares, such as
 the HTML page of a browser form post, are kept), and every operation taking a body documents
 the 400 and 413 problems any body can get (unless the route documents its own).
+
+The admin API's ``cursor`` parameters get the pattern of the cursors it makes (``id:<digits>``
+in unpadded URL-safe base64, up to 18 digits), so a client, or schemathesis, knows which strings
+are cursors: anything else is a 422, and the pattern says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from fastapi import FastAPI
 
 from webhooks.problems import PROBLEM_JSON
 
-__all__ = ["PROBLEM_SCHEMA", "document_problems"]
+__all__ = ["CURSOR_PATTERN", "PROBLEM_SCHEMA", "document_problems"]
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -40,6 +44,20 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "additionalProperties": True,
 }
 _REF = {"$ref": "#/components/schemas/Problem"}
+# base64 of "id:" is "aWQ6"; each 3 ASCII digits then make 4 characters from these sets (the
+# first two depend on each other: a digit is 0x30-0x39), 2 or 1 trailing digits 3 or 2.
+_TWO_DIGITS = r"(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]"
+_THREE_DIGITS = _TWO_DIGITS + "[w-z0-5]"
+#: what ``webhooks.admin._common.encode_cursor`` makes of ids of 1 to 18 digits, and only that
+CURSOR_PATTERN = (
+    rf"^aWQ6(?:{_THREE_DIGITS}){{0,5}}(?:{_THREE_DIGITS}|{_TWO_DIGITS}|[MN][AQgw]|O[AQ])$"
+)
+_CURSOR_SCHEMA = {
+    "type": "string",
+    "pattern": CURSOR_PATTERN,
+    "maxLength": 28,
+    "description": "the next_cursor of the previous page, as the API returned it",
+}
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 #: What any operation with a body may answer, whatever its route says: FastAPI's parser refuses
 #: a body that is not JSON (400) and the operations middleware caps every body (413).
@@ -65,6 +83,9 @@ def _rewrite(schema: dict[str, Any]) -> None:
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter.get("name") == "cursor":
+                    parameter["schema"] = dict(_CURSOR_SCHEMA)
             if "requestBody" in operation:
                 responses = operation.setdefault("responses", {})
                 for status, text in _BODY_ERRORS.items():

@@ -37,7 +37,9 @@ ContactId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the contact kep
 class MergeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    merge_id: Annotated[int, Field(ge=1, le=2**63 - 1, description="the duplicate, merged away")]
+    #: at most 2**53 - 1, JSON's exact integers: a larger number read through a double (as
+    #: JavaScript and many generators do) is another number than the one meant
+    merge_id: Annotated[int, Field(ge=1, le=2**53 - 1, description="the duplicate, merged away")]
 
 
 class MergeReport(BaseModel):

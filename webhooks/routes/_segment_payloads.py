@@ -14,7 +14,16 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.config import JsonDict
 
 __all__ = [
     "AnyMessage",
@@ -31,8 +40,27 @@ __all__ = [
 ]
 
 _Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-#: Segment names a user by a string; some libraries send numbers, which we read as text.
-_UserId = _Id | int
+#: Segment names a user by a string; some libraries send numbers, which we read as text. The
+#: number is strict: a string too long for ``_Id`` must not pass as the number it spells.
+_UserId = _Id | Annotated[int, Strict()]
+
+
+def _date_time_text(value: object) -> object:
+    """Segment's times are ISO 8601 strings; pydantic would read a number (``sentAt: 0``) as
+    seconds since 1970, which no library sends and the OpenAPI document does not allow."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date-time string")
+
+
+_DateTime = Annotated[datetime, BeforeValidator(_date_time_text)]
+#: the rule ``_Message._someone`` enforces, in the OpenAPI document too
+_SOMEONE: JsonDict = {
+    "anyOf": [
+        {"required": ["userId"], "properties": {"userId": {"not": {"type": "null"}}}},
+        {"required": ["anonymousId"], "properties": {"anonymousId": {"not": {"type": "null"}}}},
+    ]
+}
 
 
 class Context(BaseModel):
@@ -43,13 +71,13 @@ class Context(BaseModel):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, json_schema_extra=_SOMEONE)
 
     userId: _UserId | None = None
     anonymousId: _UserId | None = None
     messageId: _Id | None = None
-    timestamp: datetime | None = None
-    sentAt: datetime | None = None
+    timestamp: _DateTime | None = None
+    sentAt: _DateTime | None = None
     context: Context = Context()
     writeKey: str | None = None
 
@@ -115,7 +143,7 @@ class Batch(BaseModel):
     model_config = ConfigDict(extra="allow")
     batch: list[AnyMessage]
     writeKey: str | None = None
-    sentAt: datetime | None = None
+    sentAt: _DateTime | None = None
     context: Context = Context()
 
 

@@ -36,7 +36,7 @@ from webhooks._ratelimit import Limit, retry_after
 from webhooks._templating import message_page, page
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
 from webhooks.middleware import client_address
-from webhooks.problems import problem
+from webhooks.problems import FORM_TYPES, negotiated_problem, problem
 from webhooks.routes.confirm import router as confirm_router
 
 __all__ = ["router"]
@@ -49,6 +49,8 @@ router.include_router(confirm_router)
 MAX_BODY_BYTES = 64 * 1024
 TRUTHY = {"yes", "on", "true", "1", True}
 HONEYPOT = "website"
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number"}
+_JSON_TYPES |= {bool: "a boolean", type(None): "null"}
 
 
 def _error(
@@ -181,6 +183,8 @@ async def embed_form(form_id: str, workspace: WorkspaceDep, settings: SettingsDe
         400: {"description": "unreadable body, or a redirect outside form_redirect_hosts"},
         403: {"description": "posted from a site not in form_origins"},
         404: {"description": "unknown form"},
+        413: {"description": "a body over 64 KB (problem JSON, or a page for browsers)"},
+        415: {"description": "a body that is neither JSON nor form data (problem JSON)"},
         422: {"description": "invalid fields (problem JSON, or the page re-rendered)"},
         429: {"description": "too many posts from this IP address (Retry-After)"},
         503: {"description": "the confirmation email could not be sent; try again later"},
@@ -198,6 +202,11 @@ async def submit_form(
     form = workspace.forms.get(form_id)
     if form is None:
         return _error(wants_json, 404, "Not Found", f"form '{form_id}' does not exist", workspace)
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not wants_json and media_type not in FORM_TYPES:  # XML, or no body at all: not a form
+        return negotiated_problem(
+            request, 415, "send the form as JSON, application/x-www-form-urlencoded or multipart"
+        )
     ip = client_address(request)
     limit = Limit("form", settings.form_rate_per_minute, 60.0)
     verdict = await run_in_threadpool(
@@ -230,6 +239,10 @@ async def submit_form(
     if values is None:
         return _error(
             wants_json, 400, "Bad Request", "the body is not valid JSON or form data", workspace
+        )
+    if not isinstance(values, dict):  # JSON, but a list or a string: not named fields
+        return problem(
+            422, "Invalid form submission", f"the body must be a JSON object, not {values}"
         )
 
     redirect = form.redirect
@@ -351,11 +364,12 @@ async def _request_confirmation(
     return _accepted(form, wants_json, workspace, redirect, status="confirmation_sent")
 
 
-async def _read_values(request: Request, wants_json: bool) -> dict[str, Any] | None:
+async def _read_values(request: Request, wants_json: bool) -> dict[str, Any] | str | None:
+    """The posted fields; None if the body cannot be read, or the JSON type it has instead."""
     try:
         if wants_json:
             data = await request.json()
-            return data if isinstance(data, dict) else None
+            return data if isinstance(data, dict) else _JSON_TYPES.get(type(data), "a value")
         form = await request.form()
         return {k: v for k, v in form.items() if isinstance(v, str)}
     except (ValueError, UnicodeDecodeError):

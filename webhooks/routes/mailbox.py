@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from drip.mailbox import MailboxError, list_messages, read_message, read_raw
 from webhooks.deps import SettingsDep
-from webhooks.problems import problem
+from webhooks.problems import PROBLEM_JSON, problem
 
 __all__ = ["router"]
 
@@ -49,6 +49,13 @@ _EMAIL_HEADERS = {
     "frame-ancestors 'self'",
 }
 _TEXT = "text/plain; charset=utf-8"
+#: what a message's pages answer for a name the mailbox has not (or a part it lacks)
+_MISSING: dict[int | str, dict[str, object]] = {
+    404: {
+        "description": "no such message, or no such part (problem JSON)",
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+}
 _SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Date", "Message-ID")
 
 _STYLE = """
@@ -142,7 +149,12 @@ def list_page(settings: SettingsDep) -> Response:
     return _page("Inbox", f"<h1>Dev mailbox</h1>{intro}{table}")
 
 
-@router.get("/{name}", response_class=HTMLResponse, summary="One email: headers and HTML part")
+@router.get(
+    "/{name}",
+    response_class=HTMLResponse,
+    summary="One email: headers and HTML part",
+    responses=_MISSING,
+)
 def message_page(name: str, settings: SettingsDep) -> Response:
     try:
         msg = read_message(_mailbox_dir(settings), name)
@@ -184,6 +196,7 @@ def message_page(name: str, settings: SettingsDep) -> Response:
     "/{name}/html",
     response_class=HTMLResponse,
     summary="The HTML part as sent (sandboxed: no scripts, images load)",
+    responses=_MISSING,
 )
 def html_part(name: str, settings: SettingsDep) -> Response:
     try:
@@ -195,7 +208,9 @@ def html_part(name: str, settings: SettingsDep) -> Response:
     return HTMLResponse(str(part.get_content()), headers=_EMAIL_HEADERS)
 
 
-@router.get("/{name}/text", response_class=Response, summary="The plain-text part")
+@router.get(
+    "/{name}/text", response_class=Response, summary="The plain-text part", responses=_MISSING
+)
 def text_part(name: str, settings: SettingsDep) -> Response:
     try:
         part = read_message(_mailbox_dir(settings), name).get_body(("plain",))
@@ -206,7 +221,12 @@ def text_part(name: str, settings: SettingsDep) -> Response:
     return Response(str(part.get_content()), media_type=_TEXT, headers=_PAGE_HEADERS)
 
 
-@router.get("/{name}/raw", response_class=Response, summary="The message source (RFC 5322)")
+@router.get(
+    "/{name}/raw",
+    response_class=Response,
+    summary="The message source (RFC 5322)",
+    responses=_MISSING,
+)
 def raw_message(name: str, settings: SettingsDep) -> Response:
     try:
         raw = read_raw(_mailbox_dir(settings), name)

@@ -95,6 +95,16 @@ async def confirm_page(
     return _preferences(token, contact, workspace)
 
 
+@router.head("/{token}", include_in_schema=False)
+async def confirm_page_head(
+    token: str, settings: SettingsDep, workspace: WorkspaceDep, engine: EngineDep
+) -> Response:
+    """Mail clients and link checkers ask with HEAD before they show or follow the link: the
+    GET's status and headers, without its body (and, like the GET, changing nothing)."""
+    answer = await confirm_page(token, settings, workspace, engine)
+    return Response(status_code=answer.status_code, headers=dict(answer.headers))
+
+
 @router.post(
     "/{token}",
     summary="One-click unsubscribe (RFC 8058); answers 200, no redirect",
