@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,6 +34,8 @@ __all__ = ["DeployedTemplate", "DeployedTemplates"]
 #: Template texts kept per worker; a text is a few KB, and every campaign version shares its
 #: layout and partials.
 _TEXTS_MAX = 2_000
+#: Templates of campaign versions kept with their compiled forms (the oldest go first).
+_TEMPLATES_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,21 @@ class DeployedTemplate:
 
     name: str
     files: Mapping[str, str | None]
+    #: compiled once per UTM setting: the files never change, so no hashing on each send
+    _compiled: dict[Utm | None, CompiledEmail] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def compile(self, utm: Utm | None = None) -> CompiledEmail:
         """Compiled exactly as the workspace folder would have compiled these files."""
+        known = self._compiled.get(utm)
+        if known is not None:
+            return known
+        compiled = self._compile(utm)
+        self._compiled[utm] = compiled
+        return compiled
+
+    def _compile(self, utm: Utm | None) -> CompiledEmail:
         source = self.files.get(f"{self.name}.mjml")
         if source is None:
             raise TemplateError("not in the deployed version", template=self.name)
@@ -85,10 +99,15 @@ class DeployedTemplates:
         #: (campaign, version) -> its plan's ``templates`` (None: recorded before templates were)
         self._plans: dict[tuple[str, str], dict[str, dict[str, str]] | None] = {}
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self._found: OrderedDict[tuple[str, str, str], DeployedTemplate] = OrderedDict()
 
     def get(self, campaign_id: str, version: str, template: str) -> DeployedTemplate | None:
         """The deployed files of ``template`` in that version, or None to use the workspace's
         (a version deployed before templates were recorded, or never deployed)."""
+        with self._lock:
+            found = self._found.get((campaign_id, version, template))
+        if found is not None:
+            return found
         with self._lock:
             known = (campaign_id, version) in self._plans
             files = self._plans.get((campaign_id, version))
@@ -105,9 +124,14 @@ class DeployedTemplates:
             raise TemplateError(
                 f"deployed file(s) {', '.join(missing)} not in the database", template=template
             )
-        return DeployedTemplate(
+        found = DeployedTemplate(
             name=template, files={path: texts[h] if h else None for path, h in wanted.items()}
         )
+        with self._lock:
+            self._found[(campaign_id, version, template)] = found
+            while len(self._found) > _TEMPLATES_MAX:
+                self._found.popitem(last=False)
+        return found
 
     def _load_plan(
         self, campaign_id: str, version: str
