@@ -22,6 +22,7 @@ from contacts.db import create_db_engine, migrate, session_scope
 from drip._runtime import run_with_temporal
 from drip.cli_journeys import plural
 from drip.settings import get_settings
+from emails.lint import send_errors
 from workflows.bulk import BulkError
 from workflows.capabilities import unsupported
 from workflows.client import TemporalUnavailable, connect
@@ -81,6 +82,11 @@ def validate(
                     highlight=False,
                     soft_wrap=True,
                 )
+        # Templates the campaigns send, rendered for a sample contact: one that fails every
+        # send (a syntax error, a render over its budget) is a problem of the campaign too.
+        for finding in send_errors(ws, get_settings()):
+            failed = True
+            err.print(f"[red]{escape(str(finding))}[/red]", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     #: bounces and spam complaints suppress at the first one
     soft_bounce_limit: int = Field(default=3, ge=1)
 
+    #: Budget of one template render (subject, preheader, HTML or text part), so one careless
+    #: template cannot wedge a worker: a render running longer is stopped, and one producing
+    #: more characters (or building a string, number or list that large on the way) is refused;
+    #: the send fails with the reason and the author fixes the template.
+    template_render_seconds: float = Field(default=2.0, gt=0)
+    template_output_chars: int = Field(default=2_000_000, ge=10_000)
+
     #: ESP webhooks (``/esp/<provider>``): each answers 404 until its credentials are set.
     #: Postmark: the HTTP basic auth user and password put in the webhook URL.
     esp_postmark_user: str = ""

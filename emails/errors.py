@@ -4,9 +4,11 @@
 
     EmailError
     ├── TemplateError         the email cannot be produced: unknown template, MJML or Jinja
-    │                         syntax error, sandbox violation, undefined variable. Retrying
-    │                         will not help; the outbox row is marked failed and the author fixes
-    │                         the template.
+    │   │                     syntax error, sandbox violation, undefined variable. Retrying
+    │   │                     will not help; the outbox row is marked failed and the author fixes
+    │   │                     the template.
+    │   └── TemplateBudgetError  the render went over its budget (time, output, or an operation
+    │                            that would build something too large); the render was stopped.
     └── SendError             the SMTP exchange failed
         ├── TransientSendError   SMTP 4xx, connection refused or dropped, timeout, TLS or
         │                        authentication trouble: retry later with backoff, because a relay
@@ -33,6 +35,7 @@ __all__ = [
     "EmailError",
     "PermanentSendError",
     "SendError",
+    "TemplateBudgetError",
     "TemplateError",
     "TransientSendError",
 ]
@@ -54,6 +57,12 @@ class TemplateError(EmailError):
         self.template = template
         self.lineno = lineno
         self.reason = message
+
+
+class TemplateBudgetError(TemplateError):
+    """A render over its budget (``DRIP_TEMPLATE_RENDER_SECONDS``, ``DRIP_TEMPLATE_OUTPUT_CHARS``)
+    was stopped, so one careless template cannot wedge a worker; ``lineno`` is the template's
+    line when Jinja knows it (subjects, preheaders, text parts; an MJML body's lines change)."""
 
 
 class SendError(EmailError):

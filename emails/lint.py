@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 from pydantic import SecretStr
 
 from campaigns.errors import CampaignError
@@ -30,10 +31,21 @@ from campaigns.workspace import Workspace
 from contacts.models import Contact
 from drip.settings import Settings
 from emails._lint_jinja import Refs, check_jinja
-from emails.errors import TemplateError
+from emails.errors import TemplateBudgetError, TemplateError
 from emails.render import RenderedEmail, Renderer
+from emails.templates import _HTML as SANDBOX  # the emails' own sandbox, not a copy
+from emails.templates import Record, RenderBudget, render_bounded
 
-__all__ = ["CLIP_BYTES", "WARN_BYTES", "Finding", "Severity", "lint_rendered", "lint_workspace"]
+__all__ = [
+    "CLIP_BYTES",
+    "SEND_BLOCKERS",
+    "WARN_BYTES",
+    "Finding",
+    "Severity",
+    "lint_rendered",
+    "lint_workspace",
+    "send_errors",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -141,6 +153,22 @@ def lint_workspace(
     return found + sorted(set(per_template))
 
 
+#: The findings that mean every send of a template fails: ``drip campaigns validate`` reports
+#: these too, so a deploy does not wait for the worker to find them.
+SEND_BLOCKERS = frozenset({"unreadable", "syntax", "render-error", "over-budget"})
+
+
+def send_errors(workspace: Workspace, settings: Settings) -> list[Finding]:
+    """The findings that fail every send, for the templates the campaigns send."""
+    used = sorted(_uses(workspace))
+    names = [name for name in used if name in workspace.templates]
+    return [
+        f
+        for f in lint_workspace(workspace, settings, names)
+        if f.severity == "error" and f.rule in SEND_BLOCKERS
+    ]
+
+
 def _lint_template(
     workspace: Workspace,
     renderer: Renderer,
@@ -190,6 +218,11 @@ def _lint_template(
                 track=True,
                 utm=_utm(workspace, use.campaign.id, name) if use else None,
             )
+        except TemplateBudgetError as exc:
+            found.append(
+                _over_budget(exc, workspace, renderer, where, use, contact, (subject, preheader))
+            )
+            continue
         except TemplateError as exc:
             found += _render_error(exc, workspace.root / "emails", where, use, found, files)
             continue
@@ -197,6 +230,63 @@ def _lint_template(
             found += lint_rendered(rendered, where, workspace.config.postal_address)
             checked = True
     return found
+
+
+def _over_budget(
+    exc: TemplateBudgetError,
+    workspace: Workspace,
+    renderer: Renderer,
+    where: str,
+    use: _Use | None,
+    contact: Contact,
+    lines: tuple[str, str],
+) -> Finding:
+    """A template over its render budget, at the file and line that went over: a subject's
+    line in its campaign file, else the line Jinja gives in the file rendered on its own (the
+    whole email's lines are MJML's output, not the author's)."""
+    path, line = where, exc.lineno or 0
+    for key in ("subject", "preheader"):
+        if use is not None and exc.template.endswith(f": {key}"):
+            path, line = str(use.file), use.line(key)
+    if path == where and not line:
+        budget = renderer.budget
+        path, line = _budget_line(workspace, Path(where), contact, lines, budget) or (path, 0)
+    return Finding(path, line, "error", "over-budget", exc.reason.removeprefix("over budget: "))
+
+
+def _budget_line(
+    workspace: Workspace,
+    path: Path,
+    contact: Contact,
+    lines: tuple[str, str],
+    budget: RenderBudget,
+) -> tuple[str, int] | None:
+    """Render each file the email is built from on its own (its includes left out), in the same
+    sandbox and budget, to find the file and line that goes over it."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    context = {
+        "contact": Record({**contact.fields, "email": contact.email}),
+        "workspace": Record(
+            {"name": workspace.config.name, "postal_address": workspace.config.postal_address}
+        ),
+        "subject": lines[0],
+        "preheader": lines[1],
+        **dict.fromkeys(("unsubscribe_url", "preferences_url", "view_in_browser_url"), ""),
+        **dict.fromkeys(("campaign_id", "step_id"), "lint"),
+    }
+    for file, text, _ in _sources(workspace, path, source):
+        try:
+            template = SANDBOX.from_string(_INCLUDE.sub("", text))
+            render_bounded(template, context, file, budget)
+        except TemplateBudgetError as found:
+            if found.lineno:
+                return file, found.lineno
+        except (TemplateError, jinja2.TemplateError):
+            continue
+    return None
 
 
 def _render_error(

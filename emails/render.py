@@ -23,7 +23,7 @@ from emails.links import (
     unsubscribe_token,
     view_token,
 )
-from emails.templates import Record, TemplateEngine, render_bounded
+from emails.templates import Record, RenderBudget, TemplateEngine, render_bounded
 
 if TYPE_CHECKING:
     from campaigns.workspace import Workspace
@@ -64,8 +64,13 @@ class Renderer:
         self.base_url = settings.public_base_url.rstrip("/")
         # Read once: in dev ``secret()`` reads a file, which has no place on the per-contact path.
         self._secret = settings.secret()
+        #: what one render may take (DRIP_TEMPLATE_RENDER_SECONDS, DRIP_TEMPLATE_OUTPUT_CHARS)
+        self.budget = RenderBudget.from_settings(settings)
         self._templates = TemplateEngine(
-            workspace.templates, folder=workspace.root / "emails", layout=workspace.config.layout
+            workspace.templates,
+            folder=workspace.root / "emails",
+            layout=workspace.config.layout,
+            budget=self.budget,
         )
         self._workspace = Record(
             {"name": workspace.config.name, "postal_address": workspace.config.postal_address}
@@ -151,7 +156,7 @@ class Renderer:
         )
         context["subject"] = rendered_subject
         context["preheader"] = rendered_preheader
-        html = render_bounded(compiled.html, context, template)
+        html = render_bounded(compiled.html, context, template, self.budget, lines=False)
         links: list[tuple[str, int, str]] = []
         token = ""
         if track:
@@ -163,7 +168,10 @@ class Renderer:
             tracked: dict[str, str] = {}
             for link_token, _, url in links:
                 tracked.setdefault(url, f"{self.base_url}/t/c/{link_token}")
-            text = finish_text(render_bounded(compiled.text, context, f"{template}.txt"), tracked)
+            text = finish_text(
+                render_bounded(compiled.text, context, f"{template}.txt", self.budget, lines=False),
+                tracked,
+            )
         else:
             text = html_to_text(html)
         if track:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,10 +41,10 @@ import jinja2
 import mjml
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from emails._deadline import RenderOvertime, watch
 from emails._html import (
     Utm,
     append_utm,
@@ -54,8 +53,9 @@ from emails._html import (
     take_inline_styles,
     utm_query,
 )
+from emails._sandbox import OverBudget, RenderBudget, Sandbox, printable, using_budget
 from emails._text import LINK_END, LINK_START, html_to_text_template, text_to_template
-from emails.errors import TemplateError
+from emails.errors import TemplateBudgetError, TemplateError
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -63,6 +63,7 @@ __all__ = [
     "MAX_TEMPLATE_BYTES",
     "CompiledEmail",
     "Record",
+    "RenderBudget",
     "TemplateEngine",
     "compile_email",
     "compile_fragment",
@@ -70,16 +71,12 @@ __all__ = [
 
 #: Largest template source accepted; real emails are a few KB, and MJML's cost grows with size.
 MAX_TEMPLATE_BYTES = 200_000
-#: Largest rendered output; Gmail clips messages over ~100 KB anyway.
-MAX_OUTPUT_CHARS = 2_000_000
-#: Wall-clock budget of one render, checked between output chunks.
-MAX_RENDER_SECONDS = 2.0
-#: Largest string or list a template may build with ``*``.
-_MAX_REPEAT = 100_000
-#: Loops inside loops multiply: two levels over contact data are plenty for an email, and a
-#: loop that prints nothing would never reach the render-time check between output chunks.
+#: Default budgets of one render (settings ``DRIP_TEMPLATE_OUTPUT_CHARS`` and
+#: ``DRIP_TEMPLATE_RENDER_SECONDS``); Gmail clips messages over ~100 KB anyway.
+MAX_OUTPUT_CHARS = RenderBudget().output_chars
+MAX_RENDER_SECONDS = RenderBudget().seconds
+#: Loops inside loops multiply: two levels over contact data are plenty for an email.
 _MAX_LOOP_DEPTH = 2
-_CLOCK_EVERY = 16
 
 #: Where a layout puts the template's content.
 PLACEHOLDER = "<!-- drip:content -->"
@@ -133,44 +130,8 @@ class _Undefined(jinja2.StrictUndefined):
         return False
 
 
-class _Sandbox(SandboxedEnvironment):
-    """The sandbox, without globals and with bounded ``*`` and ``**``."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, *, autoescape: bool) -> None:
-        super().__init__(
-            autoescape=autoescape,
-            undefined=_Undefined,
-            loader=None,
-            auto_reload=False,
-            keep_trailing_newline=False,
-        )
-        # range, lipsum, cycler, joiner, namespace, dict: none is needed for personalisation,
-        # and cycler/joiner are classic SSTI footholds.
-        self.globals.clear()
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > _MAX_REPEAT
-                ):
-                    raise SecurityError("repetition too large")
-        if (
-            operator == "**"
-            and isinstance(left, int | float)
-            and isinstance(right, int | float)
-            and abs(right) > 100
-        ):
-            raise SecurityError("exponent too large")
-        return super().call_binop(context, operator, left, right)
-
-
-_HTML = _Sandbox(autoescape=True)
-_TEXT = _Sandbox(autoescape=False)
+_HTML = Sandbox(autoescape=True, undefined=_Undefined)
+_TEXT = Sandbox(autoescape=False, undefined=_Undefined)
 # In the text part, LINK_START/LINK_END mark where a link's URL stands so the renderer can put
 # the tracked URL there; a contact's own data must not be able to forge such a mark.
 
@@ -178,6 +139,8 @@ _TEXT = _Sandbox(autoescape=False)
 def _unmarked(value: Any) -> Any:
     if isinstance(value, str) and (LINK_START in value or LINK_END in value):
         return value.replace(LINK_START, "").replace(LINK_END, "")
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        printable(value)
     return value
 
 
@@ -192,6 +155,8 @@ def _ascii_html(value: Any) -> Any:
         # escaped first, so the Markup wraps only escaped text and character references
         refs = escape(value).encode("ascii", "xmlcharrefreplace").decode("ascii")
         return Markup(refs)  # noqa: S704
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        printable(value)
     return value
 
 
@@ -439,8 +404,10 @@ class TemplateEngine:
         *,
         folder: Path | None = None,
         layout: str | None = None,
+        budget: RenderBudget | None = None,
     ) -> None:
         self._paths = dict(templates)
+        self.budget = budget or RenderBudget()
         first = next(iter(self._paths.values()), None)
         self._folder = folder if folder is not None else (first.parent if first else None)
         self._layout = layout
@@ -515,14 +482,14 @@ class TemplateEngine:
         return deps, compiled
 
     def render_body(self, name: str, context: Mapping[str, Any]) -> str:
-        return render_bounded(self.body(name), context, name)
+        return render_bounded(self.body(name), context, name, self.budget, lines=False)
 
     def render_text(self, source: str, context: Mapping[str, Any], *, what: str) -> str:
         """Render a one-line text template (subject, preheader): Jinja without autoescape,
         because the MIME layer encodes it and HTML entities would show up literally."""
         if "{" not in source:  # nothing to personalise: no Jinja needed
             return source
-        return render_bounded(_text_template(source, what), context, what)
+        return render_bounded(_text_template(source, what), context, what, self.budget)
 
 
 def _text_template(source: str, what: str) -> jinja2.Template:
@@ -539,35 +506,68 @@ def _text_template(source: str, what: str) -> jinja2.Template:
     return template
 
 
-def render_bounded(template: jinja2.Template, context: Mapping[str, Any], name: str) -> str:
+def render_bounded(
+    template: jinja2.Template,
+    context: Mapping[str, Any],
+    name: str,
+    budget: RenderBudget | None = None,
+    *,
+    lines: bool = True,
+) -> str:
     """Render, turning every failure into TemplateError and stopping runaway output or time.
 
-    The limits are checked between output chunks (a few dozen per email); the clock is read
-    every ``_CLOCK_EVERY`` chunks, because reading it per chunk was a measurable share of a
-    render.
+    Output is counted between chunks; time is kept by the watchdog (``emails._deadline``), which
+    interrupts the render where it is; operations that would build something over the budget
+    are refused by the sandbox before they run (``emails._sandbox``). ``lines``: whether the
+    template's lines are the author's (False for HTML that came out of MJML), so an error can
+    name one.
     """
-    deadline = time.monotonic() + MAX_RENDER_SECONDS
+    budget = budget or RenderBudget()
+    limit = budget.output_chars
     chunks: list[str] = []
     size = 0
     try:
-        stream: Iterator[str] = template.root_render_func(template.new_context(dict(context)))
-        for count, chunk in enumerate(stream, 1):
-            size += len(chunk)
-            chunks.append(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise TemplateError(
-                    f"output larger than {MAX_OUTPUT_CHARS} characters", template=name
-                )
-            if not count % _CLOCK_EVERY and time.monotonic() > deadline:
-                raise TemplateError(f"render took over {MAX_RENDER_SECONDS}s", template=name)
-        if time.monotonic() > deadline:
-            raise TemplateError(f"render took over {MAX_RENDER_SECONDS}s", template=name)
+        with using_budget(budget), watch(budget.seconds) as clock:
+            stream: Iterator[str] = template.root_render_func(template.new_context(dict(context)))
+            for chunk in stream:
+                size += len(chunk)
+                chunks.append(chunk)
+                if size > limit:
+                    raise TemplateBudgetError(
+                        f"output larger than {limit} characters (DRIP_TEMPLATE_OUTPUT_CHARS)",
+                        template=name,
+                    )
+        if clock.overtime:
+            raise RenderOvertime
     except TemplateError:
         raise
+    except RenderOvertime as exc:
+        raise TemplateBudgetError(
+            f"render took over {budget.seconds:g}s and was stopped (DRIP_TEMPLATE_RENDER_SECONDS)",
+            template=name,
+            lineno=_line(template, exc) if lines else None,
+        ) from None
+    except OverBudget as exc:
+        raise TemplateBudgetError(
+            f"over budget: {exc}", template=name, lineno=_line(template, exc) if lines else None
+        ) from None
     except SecurityError as exc:
         raise TemplateError(f"not allowed: {exc}", template=name) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"undefined: {exc}", template=name) from None
+    except MemoryError:
+        raise TemplateBudgetError("ran out of memory", template=name) from None
     except Exception as exc:  # a template's own runtime error (1/0, bad filter arg) is its bug
         raise TemplateError(f"{type(exc).__name__}: {exc}", template=name) from None
     return "".join(chunks)
+
+
+def _line(template: jinja2.Template, exc: BaseException) -> int | None:
+    """The template line an exception came from (the innermost frame of this template)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__jinja_template__") is template:
+            found = template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    return found
