@@ -9,6 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
@@ -18,7 +19,9 @@ from contacts import deploys, outbox, repository
 from contacts.db import session_scope
 from contacts.models import Enrolment, Message, MessageState, TemplateSource
 from drip.settings import Settings
-from emails.deployed import DeployedTemplates
+from emails.deployed import DeployedTemplate, DeployedTemplates
+from emails.errors import TemplateError
+from emails.templates import Record, render_bounded
 from tests.dashboard.support import make_user, sign_in
 from tests.support import SmtpServer, copy_workspace, running_stack, venv_binary
 from workflows.deploy import deploy_workspace
@@ -221,3 +224,25 @@ def test_the_outbox_keeps_the_rendered_subject(any_engine: Engine) -> None:
     with session_scope(any_engine) as s:
         message = outbox.get_message(s, "m1")
     assert message is not None and message.subject == ("Hello Ann " + "x" * 2000)[:1000]
+
+
+def test_deployed_files_compile_as_the_folder_would() -> None:
+    body = (
+        "<mj-section><mj-column><mj-text>Body</mj-text></mj-column></mj-section>"
+        '{% include "note" %}'
+    )
+    note = "<mj-section><mj-column><mj-text>From the partial</mj-text></mj-column></mj-section>"
+    compiled = DeployedTemplate(name="x", files={"x.mjml": body, "partials/note.mjml": note})
+    context = {
+        "workspace": Record({"name": "Acme", "postal_address": "1 Road"}),
+        "contact": Record({"email": "ann@example.com"}),
+        **dict.fromkeys(
+            ("unsubscribe_url", "preferences_url", "view_in_browser_url", "subject", "preheader"),
+            "x",
+        ),
+    }
+    assert "From the partial" in render_bounded(compiled.compile().html, context, "x")
+    # a layout the workspace named but lacked when deployed: the folder's own error
+    missing = DeployedTemplate(name="x", files={"x.mjml": body, "layouts/plain.mjml": None})
+    with pytest.raises(TemplateError, match="unknown layout 'plain'"):
+        missing.compile()
