@@ -42,6 +42,7 @@ def _message(
     state: MessageState = MessageState.sent,
     template: str = "welcome",
     subject: str = WELCOME_SUBJECT,
+    version: str = "",
 ) -> str:
     """An outbox row as the send activity leaves it: the subject as rendered for the contact,
     and the state the send reached."""
@@ -54,6 +55,7 @@ def _message(
                 key=f"journey/welcome/{contact_id}/1/welcome/{message_id}",
                 contact_id=contact_id,
                 campaign_id="welcome",
+                campaign_version=version,
                 step_id="welcome",
                 workflow_id=f"journey/welcome/{contact_id}/1",
                 template=template,
@@ -210,6 +212,16 @@ async def test_the_stored_subject_is_shown_as_sent_never_evaluated_again(
     )
     assert r.status_code == 200
     assert "<title>Hello {{ 7 * 7 }} {% if true %}x{% endif %}</title>" in r.text
+
+
+async def test_a_row_sent_before_subjects_were_stored_rendered_renders_its_template(
+    http: httpx.AsyncClient, settings: Settings, engine: Engine, workspace: Workspace
+) -> None:
+    plan = workspace.plans["welcome"]  # deployed by the fixture
+    template = plan.steps["welcome"].subject
+    old = _message(engine, settings, _contact(engine), subject=template, version=plan.version)
+    r = await http.get(_url(settings, old))
+    assert "<title>Welcome to Acme Outdoor, Ann</title>" in r.text
 
 
 async def test_a_template_that_no_longer_renders_is_a_410_page_and_a_log_line(

@@ -26,8 +26,9 @@ import logging
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
+from sqlmodel import Session
 
-from contacts import outbox, repository
+from contacts import deploys, outbox, repository
 from contacts.db import session_scope
 from contacts.errors import NotFound
 from contacts.models import Contact, Message, MessageState
@@ -95,7 +96,7 @@ async def view_in_browser(
             404,
             workspace,
         )
-    message, contact = found
+    message, contact, legacy_subject = found
     # the campaign's UTM parameters, so the page's links are credited like the email's
     plan = workspace.plans.get(message.campaign_id)
     try:
@@ -107,7 +108,7 @@ async def view_in_browser(
             template=message.template,
             # the outbox keeps the subject as sent, never evaluated again as a template
             subject=message.subject,
-            literal_subject=True,
+            literal_subject=not legacy_subject,
             deployed=files,
             preheader="",
             contact=contact,
@@ -129,8 +130,9 @@ async def view_in_browser(
     return HTMLResponse(rendered.html, headers=PAGE_HEADERS)
 
 
-def _load(engine: EngineDep, message_id: str) -> tuple[Message, Contact] | None:
-    """The message and its contact, or None unless the message was sent and the contact exists."""
+def _load(engine: EngineDep, message_id: str) -> tuple[Message, Contact, bool] | None:
+    """The message, its contact and whether its subject is still the step's template; None
+    unless the message was sent and the contact exists."""
     with session_scope(engine) as session:
         message = outbox.get_message(session, message_id)
         if message is None or message.state != MessageState.sent:
@@ -139,7 +141,18 @@ def _load(engine: EngineDep, message_id: str) -> tuple[Message, Contact] | None:
             contact = repository.get_contact(session, message.contact_id)
         except NotFound:
             return None
-        return message, contact
+        return message, contact, _subject_is_template(session, message)
+
+
+def _subject_is_template(session: Session, message: Message) -> bool:
+    """True for a row sent before the outbox kept rendered subjects: it holds its step's
+    subject template, which then renders as it did at send. A rendered subject equals its
+    template only when nothing was put in it, so contact data is never evaluated."""
+    if "{" not in message.subject:
+        return False
+    row = deploys.find_version(session, message.campaign_id, message.campaign_version)
+    step = row.plan.get("steps", {}).get(message.step_id) if row is not None else None
+    return isinstance(step, dict) and step.get("subject") == message.subject
 
 
 def _page(title: str, text: str, status_code: int, workspace: WorkspaceDep) -> Response:
