@@ -64,9 +64,13 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _table(rows: list[InterruptedMessage]) -> Table:
-    # fold, not truncate: ids and addresses are what people copy from this table
-    headers = ("id", "contact", "campaign / step", "subject", "when (UTC)")
-    table = Table(*(Column(h, overflow="fold") for h in headers))
+    # ids whole, on one line (people copy them into `resend`); the rest folds, never truncates
+    headers = ("contact", "campaign / step", "subject")
+    table = Table(
+        Column("id", no_wrap=True),
+        *(Column(h, overflow="fold") for h in headers),
+        Column("when (UTC)", no_wrap=True),
+    )
     for r in rows:
         table.add_row(
             r.id,
