@@ -3,8 +3,9 @@ resends (``request_resends``).
 
 The email is rebuilt, not replayed from stored bytes (the outbox keeps none): the same outbox
 row, so the same ``Message-ID`` (it derives from the row's id), the same open and click tokens
-and the same campaign version's step (template, subject, sender, UTM), rendered for the
-contact as they are now; only the ``Date`` header is new. It then goes through the journeys'
+and the same campaign version's step (its deployed template files, subject, sender, UTM),
+rendered for the contact as they are now; only the ``Date`` header (and a DKIM signature's
+time) is new. It then goes through the journeys'
 own ``send_email`` path, so suppression, the SMTP pool, pacing, DKIM and bounce handling are
 the same as for any email.
 """
