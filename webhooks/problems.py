@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
+from starlette.staticfiles import StaticFiles
 
 __all__ = [
     "FORM_TYPES",
@@ -79,14 +80,24 @@ def negotiated_problem(
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path, asked of the routes themselves. Starlette's
-    405 names only the methods of the first route that matched the path, but ``GET`` and
-    ``POST`` on one path are two routes."""
-    allowed = []
+    405 names only the methods of the first route that matched the path (``GET`` and ``POST``
+    on one path are two routes), and the static files' 405 names none."""
+    # the app's own view of the path, also when a mount (``/static``) raised the 405
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    allowed: set[str] = set()
+    routes = request.app.router.routes
+    for route in routes:
+        static = isinstance(route, Mount) and isinstance(route.app, StaticFiles)
+        if static and route.matches(scope)[0] is not Match.NONE:
+            allowed |= {"GET", "HEAD"}
     for method in _METHODS:
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
-            allowed.append(method)
-    return allowed
+        asked = {**scope, "method": method}
+        if any(
+            not isinstance(route, Mount) and route.matches(asked)[0] is Match.FULL
+            for route in routes
+        ):
+            allowed.add(method)
+    return [method for method in _METHODS if method in allowed]
 
 
 def install_problem_handlers(app: FastAPI) -> None:
