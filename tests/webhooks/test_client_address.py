@@ -184,10 +184,10 @@ async def test_the_scheme_comes_from_trusted_proxies_only() -> None:
 def test_trusted_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIP_TRUSTED_PROXIES", '["10.0.0.0/8", "::1", "192.0.2.7"]')
     monkeypatch.setenv("DRIP_PROXY_HEADER", "forwarded")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]
     assert settings.proxy_header == "forwarded"
-    assert Settings(_env_file=None, trusted_proxies=[]).trusted_proxies == []  # type: ignore[call-arg]
+    assert Settings(_env_file=None, trusted_proxies=[]).trusted_proxies == []
     monkeypatch.setenv("DRIP_TRUSTED_PROXIES", '["nginx"]')
     with pytest.raises(ValidationError, match="trusted_proxies"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
