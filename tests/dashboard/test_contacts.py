@@ -199,7 +199,7 @@ async def test_timeline_shows_what_the_database_holds(
     await sign_in(http, "mia@example.com")
     page = await http.get(f"/dashboard/contacts/{seeded.ada}")
     assert page.status_code == 200
-    html = page.text
+    html = page.text.replace("<wbr>", "")  # addresses carry break points after "@" and dots
     with session_scope(engine) as s:
         ada = s.get(Contact, seeded.ada)
         assert ada is not None

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from contacts.models import Role
 from contacts.users import SignedIn
@@ -30,6 +31,25 @@ _env = Environment(
     autoescape=select_autoescape(default=True),
     auto_reload=False,
 )
+
+
+def address(text: object) -> Markup:
+    """An email address that may wrap after its "@" and dots: ``<wbr>`` there, so a long one
+    wraps at those points and never squeezes the rest of its table (the stylesheet breaks
+    other words only when a line cannot hold them)."""
+    escaped = str(escape(text))  # "&amp;" and the like hold no "@" or "."
+    return Markup(escaped.replace("@", "@<wbr>").replace(".", ".<wbr>"))  # noqa: S704
+
+
+def short_version(version: str) -> str:
+    """A campaign version as people quote it: one "v" (versions are "v" + hash already, some
+    older rows not) and the hash cut to 7 characters, like a short git commit."""
+    shown = "v" + version.removeprefix("v")
+    return shown if len(shown) <= 9 else shown[:8] + "…"
+
+
+_env.filters["address"] = address
+_env.filters["short_version"] = short_version
 
 #: (path, label, roles that see it); admin sees every entry
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (

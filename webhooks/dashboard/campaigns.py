@@ -41,6 +41,8 @@ Marketer = Annotated[SignedIn, Depends(require(Role.marketer))]
 @dataclass(frozen=True)
 class CampaignRow:
     id: str
+    #: the campaign's ``name`` from its live plan, or its id when it has none
+    name: str
     status: str
     version: str
     stats: CampaignStats
@@ -82,6 +84,7 @@ def campaign_rows(session: Session) -> list[CampaignRow]:
     return [
         CampaignRow(
             id=campaign_id,
+            name=str(row.plan.get("name") or campaign_id),
             status=row.status,
             version=row.version,
             stats=campaign_stats(session, campaign_id),
