@@ -63,6 +63,20 @@ def test_diff_then_deploy_then_nothing_to_do(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "differs" not in listed.stdout
 
 
+def test_diff_shows_an_edited_template_and_deploy_records_it(tmp_path: Path) -> None:
+    root = copy_workspace(tmp_path)
+    assert _drip(tmp_path, "deploy", workspace=root).returncode == 0
+    partial = root / "emails" / "partials" / "shop-note.mjml"
+    partial.write_text(partial.read_text().replace("Bristol", "Bath"))
+    diff = _drip(tmp_path, "diff", workspace=root)
+    assert diff.returncode == 1
+    assert "~ template welcome-hiking: partials/shop-note.mjml" in diff.stdout
+    assert "= welcome: " in diff.stdout  # its emails do not include the partial
+    deployed = _drip(tmp_path, "deploy", workspace=root)
+    assert "newsletter-onboarding: v" in deployed.stdout and "deployed" in deployed.stdout
+    assert _drip(tmp_path, "diff", workspace=root).returncode == 0
+
+
 def test_graph_prints_mermaid_and_writes_svg(tmp_path: Path) -> None:
     out = _drip(tmp_path, "graph", "welcome", "--svg", str(tmp_path / "w.svg"))
     assert out.returncode == 0, out.stderr
