@@ -109,3 +109,15 @@ def test_two_api_processes_share_one_limit(
     first, second = start_api(**env), start_api("--server", "uvicorn", **env)
     assert [_post((first, second)[n % 2]) for n in range(10)] == [202] * 10
     assert _post(first) == 429 and _post(second) == 429
+
+
+def test_granian_worker_processes_share_one_limit(start_api: Start, tmp_path: Path) -> None:
+    url = start_api("--workers", "2")
+    log = tmp_path / f"api-{url.rsplit(':', 1)[1]}.log"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while "Started worker-2" not in log.read_text():
+        assert time.monotonic() < deadline, "the second worker did not start"
+        time.sleep(0.05)
+    # a new connection a post: the kernel hands them to either worker
+    codes = [_post(url) for _ in range(20)]
+    assert codes == [202] * 10 + [429] * 10
