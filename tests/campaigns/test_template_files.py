@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from campaigns import load_workspace
+import pytest
+
+from campaigns import CampaignError, load_workspace
 from campaigns.diff import diff_plans
 from campaigns.templates import MISSING, content_hash
 from tests.support import copy_workspace
@@ -71,3 +73,10 @@ def test_a_campaign_without_email_keeps_its_version_without_templates(tmp_path: 
     plan = load_workspace(root).plans["tagger"]
     assert plan.templates == {}
     assert plan.version == load_workspace(root).plans["tagger"].version
+
+
+def test_a_template_that_cannot_be_read_is_a_problem_of_the_workspace(tmp_path: Path) -> None:
+    root = copy_workspace(tmp_path)
+    (root / "emails" / "tips.mjml").write_bytes(b"<mj-section>\xff\xfe</mj-section>")
+    with pytest.raises(CampaignError, match="cannot read template tips"):
+        load_workspace(root)
