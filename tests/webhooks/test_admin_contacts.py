@@ -63,6 +63,9 @@ async def test_create_records_consent_and_change_events(
         {"email": "a@example.com", "tags": [""]},
         {"email": "a@example.com", "consent_ip": "nope"},
         {"email": "a@example.com", "unknown": 1},
+        # too long as text must not be read as a number or a flag: never a silent change
+        {"email": "a@example.com", "fields": {"code": "0" * 2001}},
+        {"email": "a@example.com", "fields": {"code": "1" * 2001}},
     ],
 )
 async def test_bad_bodies_are_422_problem(

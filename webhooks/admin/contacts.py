@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyAddress,
+    Strict,
     StringConstraints,
     WithJsonSchema,
 )
@@ -80,11 +81,13 @@ Tag = Annotated[
     StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$"),
     AfterValidator(_one_line),
 ]
+# Each member strict: in lax mode a string too long for the first would be read as a number
+# ("000…" became 0) or a flag ("true"), a silent change of what the caller sent.
 FieldValue = Annotated[
-    Annotated[str, StringConstraints(max_length=2000)]
-    | Annotated[int, Field(ge=-(2**53), le=2**53)]
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool,
+    Annotated[str, Strict(), StringConstraints(max_length=2000)]
+    | Annotated[int, Strict(), Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | Annotated[bool, Strict()],
     BeforeValidator(_storable),
 ]
 Fields = Annotated[dict[FieldName, FieldValue], Field(max_length=100)]
