@@ -141,7 +141,7 @@ def show(contact: Annotated[str, typer.Argument(help="email address or contact i
                     f"  email {m.step_id}: {m.state}"
                     + (f" ({', '.join(marks)})" if marks else "")
                     + (f' "{escape(m.subject)}"' if m.subject else "")
-                    + (f" [red]{m.error}[/red]" if m.error else ""),
+                    + (f" [red]{escape(m.error)}[/red]" if m.error else ""),
                     highlight=False,
                 )
 

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from campaigns.workspace import Workspace, load_workspace
 from contacts import deploys, repository
 from contacts.db import session_scope
-from contacts.models import Enrolment
+from contacts.models import Enrolment, EnrolmentState, Message, MessageState
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace, venv_binary
 from workflows.client import journey_state
@@ -378,3 +378,49 @@ async def test_contacts_update_records_the_change_and_starts_its_campaigns(
         ann = repository.get_contact_by_email(s, "ann@example.com")
     assert ann is not None and ann.tags == ["lead"]
     assert ann.fields == {"plan": "pro", "seats": 12}
+
+
+def test_show_prints_a_relay_error_as_text_not_markup(
+    tmp_path: Path, settings: Settings, engine: Engine
+) -> None:
+    """A relay's words are data: brackets in them are printed, never read as rich markup (which
+    raised on a stray closing tag and hid the rest of the contact)."""
+    ws = _workspace(tmp_path)
+    error = "550 [/red] mailbox [bold]unavailable[/bold]"
+    with session_scope(engine) as s:
+        contact, _ = repository.upsert_contact(s, "dee@example.com")
+        assert contact.id is not None
+        s.add(
+            Enrolment(
+                campaign_id="bulk-hello",
+                campaign_version="v1",
+                contact_id=contact.id,
+                workflow_id="journey/bulk-hello/x/1",
+                state=EnrolmentState.completed,
+            )
+        )
+        s.add(
+            Message(
+                id="m1",
+                key="journey/bulk-hello/x/1:hello",
+                contact_id=contact.id,
+                campaign_id="bulk-hello",
+                step_id="hello",
+                workflow_id="journey/bulk-hello/x/1",
+                template="welcome",
+                subject="Hello",
+                state=MessageState.failed,
+                open_token="t1",
+                error=error,
+            )
+        )
+    run = subprocess.run(
+        [venv_binary("drip"), "journeys", "show", "dee@example.com"],
+        env=_env(settings, ws),
+        cwd=settings.home.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert error in run.stdout, run.stdout
