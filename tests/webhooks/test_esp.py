@@ -603,3 +603,24 @@ async def test_a_long_provider_event_id_is_still_one_row(
     [complaint] = _events(engine, "complaint")
     assert len(complaint.dedupe_key) <= 200
     assert _status(engine, contact_id) == ContactStatus.complained
+
+
+@pytest.mark.parametrize("details", ["smtp;550 bad\u0000byte", "smtp;550 \ud800", "a\u202eb"])
+async def test_postmark_bounce_with_unstorable_text_is_recorded_not_500(
+    esp: httpx.AsyncClient, engine: Engine, details: str
+) -> None:
+    """A provider's report is not ours to refuse: text the database cannot hold is made
+    storable (and said so) rather than a 500 that the ESP would retry for days."""
+    contact_id = _contact(engine)
+    record = _postmark_bounce(77)
+    record["Details"] = details
+    r = await esp.post(
+        "/esp/postmark",
+        content=json.dumps(record).encode(),
+        headers={"content-type": "application/json"},
+        auth=POSTMARK_AUTH,
+    )
+    assert r.status_code == 200, r.text
+    assert _status(engine, contact_id) == ContactStatus.bounced
+    [event] = _events(engine, "bounce")
+    assert "\x00" not in json.dumps(event.properties)

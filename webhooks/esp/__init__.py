@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from contacts import outbox, repository, webhook_tokens
+from contacts import cleaning, outbox, repository, webhook_tokens
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail
 from contacts.models import Message, MessageState, utcnow
@@ -305,16 +305,28 @@ def _record(session: Session, settings: Settings, event: EspEvent, outcome: _Out
         log.info("%s %s for an unknown recipient ignored", event.provider, event.kind)
         outcome.ignored += 1
         return
-    key_id = event.event_id
+    # A provider's report is not ours to refuse (it would retry it for days): what the database
+    # cannot hold or the dashboard must not show (NUL, lone surrogates, bidi overrides) is
+    # repaired, the way ``drip db check --repair`` would, and logged.
+    key_id, _ = cleaning.repair_text(event.event_id, multiline=False)
     if len(key_id) > _MAX_EVENT_ID:  # still one key per id, within the column
         key_id = "sha256:" + hashlib.sha256(key_id.encode()).hexdigest()
     dedupe_key = f"esp:{event.provider}:{key_id}"
-    properties = {
-        **event.details,
-        "provider": event.provider,
-        "provider_event_id": event.event_id[:500],
-        "recipient": event.recipient[:320],
-    }
+    properties, repaired = cleaning.repair_json(
+        {
+            **event.details,
+            "provider": event.provider,
+            "provider_event_id": event.event_id[:500],
+            "recipient": event.recipient[:320],
+        }
+    )
+    if repaired:
+        log.warning(
+            "%s event %r: stored with %s",
+            event.provider,
+            key_id,
+            "; ".join(f"{path}: {problem}" for path, problem in repaired),
+        )
     source = f"esp:{event.provider}"
     before = len(outcome.to_route)
     if event.kind == "delivered":
@@ -351,7 +363,7 @@ def _record(session: Session, settings: Settings, event: EspEvent, outcome: _Out
     bounced = event.kind in ("hard_bounce", "soft_bounce")
     if message is not None and bounced and message.state == MessageState.sent:
         # the relay took it, the recipient's server did not: the message failed after all
-        reason = str(event.details.get("reason", ""))[:1500]
+        reason = str(properties.get("reason", ""))[:1500]
         error = f"{event.provider} reported a {event.kind.replace('_', ' ')}: {reason}"
         outbox.finish_send(session, message.id, MessageState.failed, error.rstrip(": "))
 
