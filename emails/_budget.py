@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from drip.settings import Settings
 
 __all__ = [
+    "BUDGET",
     "GUARDED_FILTERS",
     "MAX_INT_BITS",
     "MAX_REPEAT",
@@ -39,7 +40,6 @@ __all__ = [
     "output_limit",
     "printable",
     "size_of",
-    "using_budget",
 ]
 
 #: Largest string or list a template may build with ``*``: repetition is for a divider, not data.
@@ -65,32 +65,17 @@ class RenderBudget:
 
 
 _DEFAULT = RenderBudget()
-_BUDGET: ContextVar[RenderBudget | None] = ContextVar("drip_render_budget", default=None)
+#: The budget of the render under way in this thread (set and reset by ``render_bounded``).
+BUDGET: ContextVar[RenderBudget | None] = ContextVar("drip_render_budget", default=None)
 
 
 def current_budget() -> RenderBudget:
     """The budget of the render under way (the defaults outside one: compiling)."""
-    return _BUDGET.get() or _DEFAULT
+    return BUDGET.get() or _DEFAULT
 
 
 def output_limit() -> int:
-    return (_BUDGET.get() or _DEFAULT).output_chars
-
-
-class using_budget:  # a context manager, named as one reads in a with statement
-    """Make ``budget`` the one the sandbox's checks apply, for the block's duration."""
-
-    __slots__ = ("_budget", "_token")
-
-    def __init__(self, budget: RenderBudget) -> None:
-        self._budget = budget
-
-    def __enter__(self) -> RenderBudget:
-        self._token = _BUDGET.set(self._budget)
-        return self._budget
-
-    def __exit__(self, *exc: object) -> None:
-        _BUDGET.reset(self._token)
+    return (BUDGET.get() or _DEFAULT).output_chars
 
 
 class OverBudget(SecurityError):

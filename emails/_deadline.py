@@ -13,7 +13,8 @@ C-level operations cannot be interrupted this way (the exception waits for the o
 end), which is why the sandbox (``emails._sandbox``) refuses large ones before they run.
 
 Starting and ending a watch is a dict write and a lock, so the per-render cost is about a
-microsecond; the watchdog sleeps while no render is under way.
+microsecond; the watchdog polls every 50 ms while renders come, and sleeps after two quiet
+seconds until the next one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import threading
 import time
 
-__all__ = ["RenderOvertime", "Watch", "watch"]
+__all__ = ["RenderOvertime", "start", "stop"]
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = [ctypes.c_ulong, ctypes.py_object]
@@ -35,6 +36,8 @@ _clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void
 )
 #: Longest sleep between scans while renders are under way; a deadline is met this late at most.
 _POLL = 0.05
+#: Seconds without a render after which the watchdog sleeps until the next one.
+_IDLE_AFTER = 2.0
 
 
 class RenderOvertime(BaseException):
@@ -45,11 +48,17 @@ class RenderOvertime(BaseException):
 
 
 class _Watchdog:
+    """The deadlines of the renders under way, and the thread that enforces them.
+
+    The per-render path takes no lock: adding and popping a dict entry are atomic in CPython,
+    and whoever pops a watch's entry first owns it. If ``stop`` pops it, the render finished in
+    time; if the watchdog pops it, the deadline passed and the interruption is (being) sent,
+    which ``stop`` then waits out under the lock and clears if it was not delivered yet."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: token -> (thread id, deadline) of the renders under way
         self._active: dict[int, tuple[int, float]] = {}
-        self._fired: set[int] = set()
         self._tokens = itertools.count()
         self._wake = threading.Event()
         self._idle = True
@@ -57,10 +66,9 @@ class _Watchdog:
 
     def start(self, seconds: float) -> int:
         token = next(self._tokens)
-        with self._lock:
-            self._active[token] = (threading.get_ident(), time.monotonic() + seconds)
-            wake, self._idle = self._idle, False
-        if wake:
+        self._active[token] = (threading.get_ident(), time.monotonic() + seconds)
+        if self._idle:  # read after the write above; _run writes _idle before reading _active
+            self._idle = False
             if self._thread is None or not self._thread.is_alive():
                 self._spawn()
             self._wake.set()
@@ -69,13 +77,11 @@ class _Watchdog:
     def stop(self, token: int) -> bool:
         """End the watch; True if the deadline had passed (the render must fail then, even if
         the interruption was not delivered yet: it is cleared here)."""
-        with self._lock:
-            self._active.pop(token, None)
-            if token not in self._fired:
-                return False
-            self._fired.discard(token)
+        if self._active.pop(token, None) is not None:
+            return False
+        with self._lock:  # the watchdog fires under the lock: once we have it, it is sent
             _clear_async_exc(threading.get_ident(), None)
-            return True
+        return True
 
     def _spawn(self) -> None:
         with self._lock:
@@ -86,22 +92,31 @@ class _Watchdog:
                 self._thread.start()
 
     def _run(self) -> None:
+        busy_at = time.monotonic()
         while True:
             with self._lock:
                 now = time.monotonic()
+                nearest: float | None = None
                 for token, (thread_id, deadline) in self._active.copy().items():
-                    if deadline <= now:
-                        del self._active[token]
-                        self._fired.add(token)
+                    if deadline > now:
+                        nearest = deadline if nearest is None else min(nearest, deadline)
+                    elif self._active.pop(token, None) is not None:
                         _set_async_exc(thread_id, RenderOvertime)
-                nearest = min((d for _, d in self._active.values()), default=None)
-                if nearest is None:
-                    self._idle = True
+                if nearest is not None:
+                    busy_at = now
+                # Sleep only after a quiet spell: waking this thread for every render would
+                # hand the GIL back and forth thousands of times a second during a bulk send.
+                idle = nearest is None and now - busy_at > _IDLE_AFTER
+                if idle:
                     self._wake.clear()
-            if nearest is None:
+                    self._idle = True
+                    idle = not self._active  # a render that started meanwhile saw _idle False
+                    self._idle = idle
+            if idle:
                 self._wake.wait()
+                busy_at = time.monotonic()
             else:
-                time.sleep(min(_POLL, max(0.0, nearest - now)))
+                time.sleep(_POLL if nearest is None else min(_POLL, max(0.0, nearest - now)))
 
 
 _WATCHDOG = _Watchdog()
@@ -116,23 +131,12 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class Watch:
-    """``with Watch(seconds) as w:`` interrupts the block with RenderOvertime after ``seconds``;
-    ``w.overtime`` says afterwards whether it ran out of time."""
-
-    __slots__ = ("_seconds", "_token", "overtime")
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self.overtime = False
-
-    def __enter__(self) -> Watch:
-        self._token = _WATCHDOG.start(self._seconds)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.overtime = _WATCHDOG.stop(self._token)
+def start(seconds: float) -> int:
+    """Watch the calling thread for ``seconds``: past them it gets RenderOvertime. Returns the
+    ticket to pass to :func:`stop`, in a ``finally``."""
+    return _WATCHDOG.start(seconds)
 
 
-def watch(seconds: float) -> Watch:
-    return Watch(seconds)
+def stop(ticket: int) -> bool:
+    """End a watch; True if its time ran out (no interruption is pending after this)."""
+    return _WATCHDOG.stop(ticket)

@@ -44,7 +44,6 @@ from emails._budget import (
     output_limit,
     printable,
     size_of,
-    using_budget,
 )
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "RenderBudget",
     "Sandbox",
     "printable",
-    "using_budget",
 ]
 
 # --- the environment --------------------------------------------------------------------------

@@ -44,7 +44,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
-from emails._deadline import RenderOvertime, watch
+from emails import _deadline as deadline
+from emails._budget import BUDGET
+from emails._deadline import RenderOvertime
 from emails._html import (
     Utm,
     append_utm,
@@ -53,7 +55,7 @@ from emails._html import (
     take_inline_styles,
     utm_query,
 )
-from emails._sandbox import OverBudget, RenderBudget, Sandbox, printable, using_budget
+from emails._sandbox import OverBudget, RenderBudget, Sandbox, printable
 from emails._text import LINK_END, LINK_START, html_to_text_template, text_to_template
 from emails.errors import TemplateBudgetError, TemplateError
 
@@ -136,10 +138,15 @@ _TEXT = Sandbox(autoescape=False, undefined=_Undefined)
 # the tracked URL there; a contact's own data must not be able to forge such a mark.
 
 
+#: Printed values that are sized first (a list of one long string many times over).
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
 def _unmarked(value: Any) -> Any:
-    if isinstance(value, str) and (LINK_START in value or LINK_END in value):
-        return value.replace(LINK_START, "").replace(LINK_END, "")
-    if isinstance(value, list | tuple | dict | set | frozenset):
+    if isinstance(value, str):
+        if LINK_START in value or LINK_END in value:
+            return value.replace(LINK_START, "").replace(LINK_END, "")
+    elif isinstance(value, _CONTAINERS):
         printable(value)
     return value
 
@@ -151,11 +158,12 @@ def _ascii_html(value: Any) -> Any:
     """A non-ASCII value (a contact's name) as escaped HTML with character references: the
     same text on screen, and an email whose HTML stays 7-bit ASCII needs no transfer encoding
     (see ``emails.message``)."""
-    if isinstance(value, str) and not value.isascii():
-        # escaped first, so the Markup wraps only escaped text and character references
-        refs = escape(value).encode("ascii", "xmlcharrefreplace").decode("ascii")
-        return Markup(refs)  # noqa: S704
-    if isinstance(value, list | tuple | dict | set | frozenset):
+    if isinstance(value, str):
+        if not value.isascii():
+            # escaped first, so the Markup wraps only escaped text and character references
+            refs = escape(value).encode("ascii", "xmlcharrefreplace").decode("ascii")
+            return Markup(refs)  # noqa: S704
+    elif isinstance(value, _CONTAINERS):
         printable(value)
     return value
 
@@ -527,17 +535,26 @@ def render_bounded(
     chunks: list[str] = []
     size = 0
     try:
-        with using_budget(budget), watch(budget.seconds) as clock:
-            stream: Iterator[str] = template.root_render_func(template.new_context(dict(context)))
-            for chunk in stream:
-                size += len(chunk)
-                chunks.append(chunk)
-                if size > limit:
-                    raise TemplateBudgetError(
-                        f"output larger than {limit} characters (DRIP_TEMPLATE_OUTPUT_CHARS)",
-                        template=name,
-                    )
-        if clock.overtime:
+        budget_set = BUDGET.set(budget)
+        try:
+            ticket = deadline.start(budget.seconds)
+            try:
+                stream: Iterator[str] = template.root_render_func(
+                    template.new_context(dict(context))
+                )
+                for chunk in stream:
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if size > limit:
+                        raise TemplateBudgetError(
+                            f"output larger than {limit} characters (DRIP_TEMPLATE_OUTPUT_CHARS)",
+                            template=name,
+                        )
+            finally:
+                overtime = deadline.stop(ticket)
+        finally:
+            BUDGET.reset(budget_set)
+        if overtime:
             raise RenderOvertime
     except TemplateError:
         raise
