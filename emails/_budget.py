@@ -245,6 +245,12 @@ def _filter_checks() -> dict[str, _Check]:
         else:
             check_size("join", _joined(items, a.arguments["d"]))
 
+    def printed(name: str) -> _Check:
+        def check(a: inspect.BoundArguments) -> None:
+            check_value(name, next(iter(a.arguments.values())))
+
+        return check
+
     def batch(a: inspect.BoundArguments) -> None:
         if a.arguments["fill_with"] is not None:
             width("batch", "linecount")(a)
@@ -264,6 +270,8 @@ def _filter_checks() -> dict[str, _Check]:
         "join": join,
         "batch": batch,
         "tojson": tojson,
+        "string": printed("string"),
+        "pprint": printed("pprint"),
     }
 
 
@@ -289,7 +297,11 @@ GUARDED_FILTERS = {
 _STR_WIDTH = frozenset({"center", "ljust", "rjust", "zfill"})
 
 
-def check_str_method(method: types.BuiltinMethodType, args: tuple[Any, ...], kwargs: Any) -> None:
+def check_str_method(
+    method: types.BuiltinMethodType, args: tuple[Any, ...], kwargs: Any
+) -> tuple[Any, ...]:
+    """Refuse a sized ``str`` method call over the budget; returns the arguments to call it
+    with (a generator given to ``join`` is listed first, to be measured)."""
     owner: Any = method.__self__
     name = method.__name__
     if name in _STR_WIDTH and args and isinstance(args[0], int):
@@ -304,6 +316,7 @@ def check_str_method(method: types.BuiltinMethodType, args: tuple[Any, ...], kwa
     elif name == "replace" and len(args) >= 2:
         check_size("replace", _replaced(owner, args[0], args[1], args[2] if len(args) > 2 else -1))
     elif name == "join" and args:
-        items = args[0]
-        if isinstance(items, list | tuple):
-            check_size("join", _joined(items, owner))
+        items = args[0] if isinstance(args[0], list | tuple) else list(args[0])
+        check_size("join", _joined(items, owner))
+        return (items, *args[1:])
+    return args

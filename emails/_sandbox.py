@@ -148,7 +148,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(
             getattr(__obj, "__self__", None), str | bytes
         ):
-            check_str_method(__obj, args, kwargs)
+            args = check_str_method(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
 

@@ -59,6 +59,10 @@ HOSTILE = {
     "{% set b = [a, a, a, a] %}{{ [b, b, b, b]|join }}",
     "print a list of one long string many times": "{% set s = 'x'|center(1000000) %}"
     "{% set a = [s, s] %}{% set b = [a, a, a, a] %}{{ [b, b, b, b] }}",
+    "string of a list of one long string many times": "{% set s = 'x'|center(1000000) %}"
+    "{% set a = [s, s] %}{{ [a, a, a, a]|string|length }}",
+    "str.join of a generator": "{% set s = 'x'|center(1000000) %}"
+    "{{ ''.join([s, s, s]|map('upper')) }}",
     "format a list of one long string": "{% set s = 'x'|center(1000000) %}"
     "{% set a = [s, s] %}{{ '{}'.format([a, a, a, a]) }}",
     "doubling with ~": "{% set s = 'x'|center(1000000) %}{% set s = s ~ s %}{% set s = s ~ s %}"
