@@ -14,6 +14,7 @@ For every other request:
   ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON (a
   page for a browser's form post, as ``problems.negotiated_problem`` decides). Routes may
   enforce lower limits themselves.
+- **NUL**: a path or query string carrying a NUL is a 400 problem before any route runs.
 - **Metrics** by route template and status, and one ``drip.access`` log line (INFO) with
   method, path, route, status and duration.
 
@@ -59,6 +60,13 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request bodies are limited to {limit} bytes")
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in the path or a query parameter is never meaningful to drip, and PostgreSQL cannot
+    compare text with one (a 500 from every route that filters by it): refused for all routes
+    here, once, rather than in each parameter's type."""
+    return "\x00" in scope["path"] or any(nul in scope["query_string"] for nul in (b"%00", b"\x00"))
 
 
 class OperationsMiddleware:
@@ -120,6 +128,10 @@ class OperationsMiddleware:
             if declared_length is not None and _over(declared_length, limit):
                 await negotiated_problem(
                     Request(scope), 413, f"request bodies are limited to {limit} bytes"
+                )(scope, receive, send_with_id)
+            elif _has_nul(scope):
+                await negotiated_problem(
+                    Request(scope), 400, "the request's path or query contains a NUL character"
                 )(scope, receive, send_with_id)
             else:
                 try:

@@ -6,7 +6,8 @@ client generated from the schema, or schemathesis checking responses against it,
 misled; so the generated document is rewritten once: each 422's JSON content becomes the
 ``Problem`` schema under the problem media type (other media types a route declares, such as
 the HTML page of a browser form post, are kept), and every operation taking a body documents
-the 400 and 413 problems any body can get (unless the route documents its own).
+the 400 and 413 problems any body can get (unless the route documents its own); every operation
+with a path or query parameter documents the 400 a NUL in one of them gets.
 
 The admin API's ``cursor`` parameters get the pattern of the cursors it makes (``id:<digits>``
 in unpadded URL-safe base64, up to 18 digits), so a client, or schemathesis, knows which strings
@@ -67,6 +68,22 @@ _BODY_ERRORS = {
 }
 
 
+_NUL_ERROR = "a path or query parameter carries a NUL character"
+
+
+#: a string parameter's pattern where the route gives none: anything but NUL
+_NO_NUL = "^[^\\u0000]*$"
+
+
+def _refuse_nul(schema: dict[str, Any]) -> None:
+    """Say in a string parameter's schema that it cannot hold NUL (the 400 above)."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "array":
+            _refuse_nul(option.get("items", {}))
+        elif option.get("type") == "string" and not {"pattern", "format"} & option.keys():
+            option["pattern"] = _NO_NUL
+
+
 def document_problems(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -86,6 +103,15 @@ def _rewrite(schema: dict[str, Any]) -> None:
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "query" and parameter.get("name") == "cursor":
                     parameter["schema"] = dict(_CURSOR_SCHEMA)
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") in ("query", "path"):
+                    _refuse_nul(parameter.get("schema", {}))
+            if any(p.get("in") in ("query", "path") for p in operation.get("parameters", [])):
+                # the operations middleware refuses a NUL in the path or query for every route
+                operation.setdefault("responses", {}).setdefault(
+                    "400",
+                    {"description": _NUL_ERROR, "content": {PROBLEM_JSON: {"schema": _REF}}},
+                )
             if "requestBody" in operation:
                 responses = operation.setdefault("responses", {})
                 for status, text in _BODY_ERRORS.items():

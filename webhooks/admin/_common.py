@@ -15,9 +15,10 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from starlette.types import Message
 
+from contacts import cleaning
 from webhooks.problems import PROBLEM_JSON, problem
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "MAX_JSON_BYTES",
     "AdminProblem",
     "CappedRoute",
+    "FreeText",
+    "OneLine",
     "Problem",
     "ProblemField",
     "decode_cursor",
@@ -36,6 +39,26 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_CSV_BYTES = 20 * 1024 * 1024
 #: the OpenAPI extension a route sets to raise its own cap (documented in the schema too)
 MAX_BODY_EXTENSION = "x-max-body-bytes"
+
+
+def _one_line(text: str) -> str:
+    """``contacts.cleaning``'s single-line text rule, as a pydantic check (422 naming it)."""
+    if reason := cleaning.text_problem(text):
+        raise ValueError(reason)
+    return text
+
+
+def _free_text(text: str) -> str:
+    """The multi-line rule: line breaks and tabs allowed, other control characters not."""
+    if reason := cleaning.text_problem(text, multiline=True):
+        raise ValueError(reason)
+    return text
+
+
+#: ``Annotated[str, ..., OneLine]``: a name, a tag, a source (no line break, no control,
+#: bidi override or lone surrogate); ``FreeText``: a reason or a note (line breaks allowed)
+OneLine = AfterValidator(_one_line)
+FreeText = AfterValidator(_free_text)
 
 
 class ProblemField(BaseModel):

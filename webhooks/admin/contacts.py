@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +35,7 @@ from contacts.models import Contact, ContactStatus
 from webhooks.admin._common import (
     AdminProblem,
     CappedRoute,
+    OneLine,
     decode_cursor,
     encode_cursor,
     problems,
@@ -47,13 +47,6 @@ from webhooks.journeys import JourneyGateway
 __all__ = ["ContactPublic", "contact_or_404", "route_events", "router"]
 
 router = APIRouter(prefix="/contacts", tags=["admin: contacts"], route_class=CappedRoute)
-
-
-def _one_line(text: str) -> str:
-    """``contacts.cleaning``'s single-line text rule, as a pydantic check (422 naming it)."""
-    if reason := cleaning.text_problem(text):
-        raise ValueError(reason)
-    return text
 
 
 def _storable(value: object) -> object:
@@ -79,7 +72,7 @@ def _address_text(value: object) -> object:
 Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$"),
-    AfterValidator(_one_line),
+    OneLine,
 ]
 # Each member strict: in lax mode a string too long for the first would be read as a number
 # ("000…" became 0) or a flag ("true"), a silent change of what the caller sent.
@@ -151,8 +144,7 @@ class ContactCreate(BaseModel):
     #: the person agreed to receive email; recorded with time, source and IP
     consent: bool = False
     consent_source: (
-        Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_one_line)]
-        | None
+        Annotated[str, StringConstraints(min_length=1, max_length=200), OneLine] | None
     ) = None
     #: documented as IPv4 or IPv6 (pydantic's own "ipvanyaddress" is no format a client knows)
     consent_ip: (

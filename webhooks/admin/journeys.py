@@ -23,6 +23,7 @@ from contacts.models import Enrolment, EnrolmentState
 from webhooks.admin._common import (
     AdminProblem,
     CappedRoute,
+    FreeText,
     decode_cursor,
     encode_cursor,
     problems,
@@ -60,7 +61,7 @@ class JourneyPage(BaseModel):
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, StringConstraints(max_length=500)] = ""
+    reason: Annotated[str, StringConstraints(max_length=500), FreeText] = ""
 
 
 class CancelAccepted(BaseModel):

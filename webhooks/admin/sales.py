@@ -27,7 +27,7 @@ from campaigns.sales import Stage
 from contacts import erasure, repository
 from contacts.db import session_scope
 from contacts.models import Contact, SalesRep, SalesTeam, StageChange, utcnow
-from webhooks.admin._common import AdminProblem, CappedRoute, problems
+from webhooks.admin._common import AdminProblem, CappedRoute, FreeText, OneLine, problems
 from webhooks.admin.auth import Caller, RequireScope
 from webhooks.admin.contacts import ContactId, contact_or_404
 from webhooks.deps import EngineDep
@@ -49,7 +49,7 @@ TeamId = Annotated[
 ]
 #: at most 200 characters: contacts.owner holds it
 Email = Annotated[EmailStr, Field(max_length=200)]
-Name = Annotated[str, Field(max_length=200)]
+Name = Annotated[str, Field(max_length=200), OneLine]
 Weight = Annotated[int, Field(ge=1, le=100, description="share of round-robin leads")]
 Capacity = Annotated[
     int | None, Field(ge=0, le=100_000, description="most open leads (mql, sql); null: no limit")
@@ -157,7 +157,7 @@ class StageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: Stage
-    reason: Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")] = Field(
+    reason: Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S"), FreeText] = Field(
         description="why: recorded with the change, shown in the contact's sales timeline"
     )
 
