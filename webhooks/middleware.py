@@ -14,7 +14,8 @@ For every other request:
   ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON (a
   page for a browser's form post, as ``problems.negotiated_problem`` decides). Routes may
   enforce lower limits themselves.
-- **NUL**: a path or query string carrying a NUL is a 400 problem before any route runs.
+- **NUL**: a query string, or an ``/api/`` or ``/dashboard/`` path, carrying a NUL is a 400
+  problem before any route runs.
 - **Metrics** by route template and status, and one ``drip.access`` log line (INFO) with
   method, path, route, status and duration.
 
@@ -62,11 +63,19 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request bodies are limited to {limit} bytes")
 
 
+#: where a path segment is a value looked up in the database; a public page's path carries a
+#: signed token, and a bad one (NUL included) gets that page's own "not valid" answer
+_PATHS_WITH_VALUES = ("/api/", "/dashboard/")
+
+
 def _has_nul(scope: Scope) -> bool:
-    """A NUL in the path or a query parameter is never meaningful to drip, and PostgreSQL cannot
-    compare text with one (a 500 from every route that filters by it): refused for all routes
-    here, once, rather than in each parameter's type."""
-    return "\x00" in scope["path"] or any(nul in scope["query_string"] for nul in (b"%00", b"\x00"))
+    """A NUL in a query parameter or an API path is never meaningful to drip, and PostgreSQL
+    cannot compare text with one (a 500 from every route that filters by it): refused here,
+    once, rather than in each parameter's type."""
+    path: str = scope["path"]
+    return any(nul in scope["query_string"] for nul in (b"%00", b"\x00")) or (
+        "\x00" in path and path.startswith(_PATHS_WITH_VALUES)
+    )
 
 
 class OperationsMiddleware:

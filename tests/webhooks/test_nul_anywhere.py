@@ -58,6 +58,11 @@ async def test_the_pixel_still_answers_its_image(http: httpx.AsyncClient) -> Non
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif"
 
 
+async def test_a_public_link_with_nul_gets_its_own_not_valid_page(http: httpx.AsyncClient) -> None:
+    r = await http.get("/m/%00")
+    assert r.status_code == 404 and "This link is not valid" in r.text
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
