@@ -99,9 +99,12 @@ def login_limits(request: Request) -> LoginLimits:
 
 
 def cookie_secure(request: Request) -> bool:
-    """Secure cookies when drip's public address is https (behind a TLS-terminating proxy the
-    request itself is plain http, so the request's scheme cannot tell)."""
-    return bool(request.app.state.settings.public_base_url.startswith("https://"))
+    """Secure cookies when the visitor is on https: the request's scheme, which behind a
+    TLS-terminating proxy is https only when a trusted proxy says so (``ClientAddressMiddleware``),
+    or drip's public address, for when no proxy is trusted and the request looks like plain http."""
+    return request.url.scheme == "https" or bool(
+        request.app.state.settings.public_base_url.startswith("https://")
+    )
 
 
 async def _viewer(request: Request, engine: EngineDep) -> SignedIn:
