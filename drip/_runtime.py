@@ -1,5 +1,6 @@
-"""Process plumbing shared by the commands: stop signals, and running async work that talks to
-Temporal without crashing at exit.
+"""Process plumbing shared by the commands: stop signals, running async work that talks to
+Temporal without crashing at exit, and the directory where API worker processes add up their
+metrics.
 
 One policy everywhere: the first SIGINT/SIGTERM asks for a clean stop and the command exits 0;
 a second one forces it. uvicorn's own handling is switched off because it re-raises the signal
@@ -12,15 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Coroutine, Generator, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
 
-__all__ = ["ApiServer", "run_with_temporal", "stop_on_signals"]
+__all__ = ["ApiServer", "run_with_temporal", "shared_metrics", "stop_on_signals"]
 
 T = TypeVar("T")
+
+#: prometheus_client's multiprocess switch (``webhooks.metrics.MULTIPROCESS_DIR_ENV``; not
+#: imported from there, which would import prometheus_client here, before it is set)
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ApiServer(uvicorn.Server):
@@ -83,3 +92,25 @@ def run_with_temporal(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     finally:
         gc.collect()
+
+
+@contextlib.contextmanager
+def shared_metrics(processes: int) -> Iterator[Path | None]:
+    """Let ``processes`` API worker processes add up their metrics, for the ``with`` block.
+
+    With more than one, ``PROMETHEUS_MULTIPROC_DIR`` names a new empty directory (a fresh one
+    every run: files left by an earlier run would be summed in) that the workers inherit; it is
+    removed when the server has stopped (each worker switches prometheus_client to it when it
+    builds its app: ``webhooks.metrics``). With one process the variable is removed, so one
+    inherited from the shell cannot point a single process at a stale directory."""
+    if processes <= 1:
+        os.environ.pop(_MULTIPROC_ENV, None)
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="drip-api-metrics-"))
+    os.environ[_MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(_MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

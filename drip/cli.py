@@ -38,7 +38,7 @@ from drip import (
     cli_scores,
     cli_users,
 )
-from drip._runtime import ApiServer, run_with_temporal, stop_on_signals
+from drip._runtime import ApiServer, run_with_temporal, shared_metrics, stop_on_signals
 from drip.settings import Settings, SettingsError
 
 __all__ = ["app"]
@@ -276,10 +276,12 @@ def api(
         _fail("--workers needs --server granian (uvicorn serves the API in one process here)")
     _migrate(settings)
     _warn_if_undeployed(settings, ws)
-    if server is HttpServer.granian:
-        _serve_granian(settings, workers=workers, json_logs=json_logs)
-    else:
-        _serve_uvicorn(settings, ws, json_logs=json_logs)
+    # several workers add up their /metrics counts in a shared directory
+    with shared_metrics(workers if server is HttpServer.granian else 1):
+        if server is HttpServer.granian:
+            _serve_granian(settings, workers=workers, json_logs=json_logs)
+        else:
+            _serve_uvicorn(settings, ws, json_logs=json_logs)
 
 
 def _serve_granian(settings: Settings, *, workers: int, json_logs: bool) -> None:

@@ -5,6 +5,10 @@ the same target works by hand::
 
     granian --interface asgi --factory webhooks.asgi:create_app
 
+With ``--workers N`` by hand, export ``PROMETHEUS_MULTIPROC_DIR`` as an empty directory (emptied
+before every start) so that ``/metrics`` adds up the workers' counts (``webhooks.metrics``);
+``drip api --workers N`` makes one itself.
+
 Everything comes from the ``DRIP_*`` environment (``drip api`` writes its command-line overrides
 there before the workers start). Each process gets its own app, and so its own database pool
 and tracking hit writer, which the ASGI lifespan flushes when that process stops.

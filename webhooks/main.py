@@ -44,6 +44,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await tracking.shutdown(app)  # store and consume the buffered tracking hits first
+        app.state.metrics.close()  # a stopped worker leaves drip_api_processes
         if owns_engine:
             db.dispose()
 

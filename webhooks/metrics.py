@@ -19,15 +19,29 @@ refuse the second). Series:
   may not have them), not resent by themselves, awaiting an operator's decision
   (``drip messages interrupted``, ``drip messages resend``); alert when it is above 0.
 - ``drip_info{version}``: always 1, to join dashboards on the running version.
+- ``drip_api_processes``: the API processes whose counts this scrape adds up (1, or the
+  ``--workers`` still running).
+
+Several worker processes (``drip api --workers N``) share their counts through prometheus_client's
+multiprocess mode: ``drip api`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before
+the workers start, each process writes its counters and histograms to its own memory-mapped file
+there, and whichever worker answers ``/metrics`` sums all the files, so every scrape shows the
+totals of the whole server (a worker that was replaced keeps its counts in the sum; counters
+never go down while the server runs). The gauges read from the database are computed by the
+answering process alone, once a scrape, never summed. The variable is prometheus_client's own
+(its files are found there), which is why it is an environment variable and not a drip setting;
+without it (one process, ``drip dev``, the tests' apps) each app keeps its counts in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -36,10 +50,13 @@ from contacts.interrupted import count_statement as interrupted_count
 from contacts.models import Event
 from drip import __version__
 
-__all__ = ["CONTENT_TYPE", "ApiMetrics"]
+__all__ = ["CONTENT_TYPE", "MULTIPROCESS_DIR_ENV", "ApiMetrics"]
 
 #: The Prometheus text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: prometheus_client's switch to its multiprocess mode: a directory for the processes' files.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +101,28 @@ class _StateCollector(Collector):
         )
 
 
+def _multiprocess_dir() -> str | None:
+    """The shared directory when this process adds up its counts with others', else None.
+
+    prometheus_client picks in-memory or file-backed values once, from the variable as it is
+    when the library is first imported, and whatever imports it first (the worker's metrics
+    come in through ``drip.cli``) may do so before ``drip api`` sets or clears the variable.
+    So the API process makes the choice match the variable when it builds its app: every
+    value it creates from then on (children are made on first use) follows."""
+    path = os.environ.get(MULTIPROCESS_DIR_ENV) or None
+    file_backed = getattr(values.ValueClass, "_multiprocess", False)
+    if path is not None and not file_backed:
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    elif path is None and file_backed:
+        values.ValueClass = values.MutexValue
+    return path
+
+
 class ApiMetrics:
     """The registry and the series the middleware updates."""
 
     def __init__(self, engine: Engine) -> None:
+        self.multiprocess_dir = _multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "drip_http_requests",
@@ -119,7 +154,21 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._unknown = {kind: unknown.labels(kind) for kind in ("open", "click")}
-        self.registry.register(_StateCollector(engine))
+        Gauge(
+            "drip_api_processes",
+            "API processes whose counts this scrape adds up (drip api --workers)",
+            multiprocess_mode="livesum",  # this process's 1 leaves the sum when it stops
+            registry=self.registry,
+        ).set(1)
+        state = _StateCollector(engine)
+        if self.multiprocess_dir is None:
+            self.registry.register(state)
+            self._scraped = self.registry
+        else:
+            # the files of every process, then the database gauges once (not once a process)
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            self._scraped.register(state)
 
     def unknown_tokens(self, kind: str, n: int = 1) -> None:
         """Count ``n`` hits with an unknown token (any thread: the hit writer calls it too)."""
@@ -134,4 +183,10 @@ class ApiMetrics:
 
     def exposition(self) -> bytes:
         """The text format; blocking (it queries the database): call it in a thread."""
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped)
+
+    def close(self) -> None:
+        """Leave the multiprocess sums: a stopped process no longer counts as serving (its
+        counters stay in the totals)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
