@@ -31,13 +31,34 @@ class PortUse:
 
 
 def dev_ports(settings: Settings) -> list[PortUse]:
-    """Every port the embedded stack listens on (Temporal's HTTP and metrics ports are random)."""
-    return [
+    """Every port the embedded stack listens on (Temporal's HTTP and metrics ports are random;
+    the worker's metrics ports only when set)."""
+    uses = [
         PortUse("the API", settings.api_host, settings.api_port, "DRIP_API_PORT"),
         PortUse("Temporal", _LOCAL, settings.temporal_port, "DRIP_TEMPORAL_ADDRESS"),
         PortUse("the Temporal UI", _LOCAL, settings.temporal_ui_port, "DRIP_TEMPORAL_UI_PORT"),
         PortUse("the SMTP mailbox", _LOCAL, settings.smtp_port, "DRIP_SMTP_PORT"),
     ]
+    host = settings.worker_metrics_host
+    if settings.worker_metrics_port:
+        uses.append(
+            PortUse(
+                "the worker's metrics",
+                host,
+                settings.worker_metrics_port,
+                "DRIP_WORKER_METRICS_PORT",
+            )
+        )
+    if settings.worker_temporal_metrics_port:
+        uses.append(
+            PortUse(
+                "the Temporal SDK's metrics",
+                host,
+                settings.worker_temporal_metrics_port,
+                "DRIP_WORKER_TEMPORAL_METRICS_PORT",
+            )
+        )
+    return uses
 
 
 def port_is_free(host: str, port: int) -> bool:

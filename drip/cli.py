@@ -215,13 +215,17 @@ def _warn_if_undeployed(settings: Settings, ws: Workspace) -> None:
 def worker(workspace: WorkspaceOption = None) -> None:
     """Run the journey worker against the configured Temporal (the production shape).
 
-    Migrates the database first, so a fresh deployment needs no separate step.
+    Migrates the database first, so a fresh deployment needs no separate step. Metrics:
+    DRIP_WORKER_METRICS_PORT and DRIP_WORKER_TEMPORAL_METRICS_PORT (off by default).
     """
     from workflows.client import TemporalUnavailable
+    from workflows.metrics import MetricsUnavailable
     from workflows.worker import run_worker
 
     settings = _settings(workspace=workspace)
     _structured_logs(settings)
+    # its start and stop lines, whatever the level: a worker that says nothing looks dead
+    logging.getLogger("workflows.worker").setLevel(logging.INFO)
     _check_dkim(settings)
     ws = _workspace(settings)
     _migrate(settings)
@@ -230,7 +234,7 @@ def worker(workspace: WorkspaceOption = None) -> None:
         run_with_temporal(_until_stopped(run_worker(settings, ws)))
     except KeyboardInterrupt:
         pass
-    except TemporalUnavailable as exc:  # a setting or an outage, not a bug: no traceback
+    except (TemporalUnavailable, MetricsUnavailable) as exc:  # a setting or an outage
         _fail(str(exc))
     except Exception as exc:
         log.exception("the worker stopped")

@@ -157,6 +157,9 @@ def _urls_panel(settings: Settings, workspace: Workspace) -> Panel:
     grid.add_row("Mailbox", f"{base}/dev/mailbox")
     grid.add_row("Temporal UI", f"http://localhost:{settings.temporal_ui_port}")
     grid.add_row("API docs", f"{base}/docs")
+    if settings.worker_metrics_port:
+        host = settings.worker_metrics_host
+        grid.add_row("Worker metrics", f"http://{host}:{settings.worker_metrics_port}/metrics")
     grid.add_row("Workspace", str(settings.workspace))
     grid.add_row("State", f"{settings.home.resolve()} (kept across restarts)")
     grid.add_row("Database", make_url(settings.database_url).render_as_string())

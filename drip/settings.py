@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1)
     #: When set, ``GET /metrics`` requires ``Authorization: Bearer <token>``.
     metrics_token: SecretStr | None = None
+    #: The worker's metrics (``workflows/metrics.py``), each port off at 0. drip's own series
+    #: (sends by outcome, send time, retries, sweeps) at ``/metrics`` and a liveness answer at
+    #: ``/healthz`` on ``DRIP_WORKER_METRICS_PORT``; the Temporal SDK's ``temporal_*`` series
+    #: from its own exporter on ``DRIP_WORKER_TEMPORAL_METRICS_PORT``. Off by default: two
+    #: workers on one host would fight over a default port and the second would not start.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_temporal_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     secret_key: SecretStr | None = None
 

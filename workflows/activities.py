@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
@@ -38,6 +40,7 @@ from emails.errors import PermanentSendError, TransientSendError
 from emails.sender import Transport
 from workflows.facts import contact_facts
 from workflows.heartbeat import heartbeating
+from workflows.metrics import WorkerMetrics
 from workflows.router import EventRouter
 from workflows.types import (
     BranchInput,
@@ -64,6 +67,11 @@ INTERRUPTED = (
 )
 
 
+class _AlreadyDone(SendEmailResult):
+    """What an earlier attempt of the same send did, reported again: the same payload, but
+    not counted again in ``drip_worker_sends_total``."""
+
+
 @dataclass(frozen=True)
 class _Composed:
     """A rendered email, ready for SMTP: its bytes, envelope sender, tracked links and the
@@ -86,6 +94,7 @@ class JourneyActivities:
         workspace: Workspace,
         transport: Transport,
         router: EventRouter | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -98,6 +107,8 @@ class JourneyActivities:
         #: routes the events a contact update records (a tag added starts its campaigns) at
         #: once; without it the worker's sweep routes them within seconds
         self.router = router
+        #: sends by outcome and their timing, served on the worker's metrics port
+        self.metrics = metrics or WorkerMetrics()
         #: activities defined in sibling modules (sales alerts, webhooks, splits), registered
         #: with the worker together with these
         self.extra: list[Callable[..., object]] = []
@@ -120,7 +131,41 @@ class JourneyActivities:
     async def send_email(self, inp: SendEmailInput) -> SendEmailResult:
         """Send one journey email at most once: the outbox row is claimed before SMTP."""
         async with heartbeating(every=2.0):
-            return await self._send_email(inp)
+            return await self._observed(inp)
+
+    async def _observed(self, inp: SendEmailInput) -> SendEmailResult:
+        """``_send_email``, counted and timed by outcome (``workflows.metrics``); a failed or
+        deferred send is logged with its reason."""
+        info = activity.info() if activity.in_activity() else None
+        attempt = info.attempt if info is not None and info.activity_type == "send_email" else 1
+        started = time.monotonic()
+        try:
+            result = await self._send_email(inp)
+        except TransientSendError as exc:
+            self.metrics.send_ended(
+                inp, "deferred", time.monotonic() - started, attempt=attempt, reason=str(exc)
+            )
+            # That WARNING line is the log of a deferral. Benign keeps the SDK from adding a
+            # traceback of its own (with the relay's words, addresses and all) to every one;
+            # Temporal retries it all the same.
+            raise ApplicationError(
+                str(exc), type="TransientSendError", category=ApplicationErrorCategory.BENIGN
+            ) from exc
+        except asyncio.CancelledError:  # a stop or a lost heartbeat: the next attempt counts
+            raise
+        except Exception:
+            self.metrics.send_ended(inp, "error", time.monotonic() - started, attempt=attempt)
+            raise
+        if isinstance(result, _AlreadyDone) or result.message_id != inp.message_id:
+            outcome = "already_done"
+        elif result.state == "deferred":  # paused contact or full cap: not a relay's deferral
+            outcome = "postponed"
+        else:
+            outcome = result.state
+        self.metrics.send_ended(
+            inp, outcome, time.monotonic() - started, attempt=attempt, reason=result.error or ""
+        )
+        return result
 
     async def _send_email(self, inp: SendEmailInput) -> SendEmailResult:
         reserved = await self._db(lambda: self._reserve(inp))
@@ -202,7 +247,7 @@ class JourneyActivities:
                 log.warning("message %s: %s", row.id, INTERRUPTED)
                 return SendEmailResult(message_id=row.id, state="interrupted", error=INTERRUPTED)
             if row.state != MessageState.pending:
-                return SendEmailResult(message_id=row.id, state=str(row.state), error=row.error)
+                return _AlreadyDone(message_id=row.id, state=str(row.state), error=row.error)
             if contact.status != ContactStatus.subscribed:
                 outbox.finish_send(
                     session, row.id, MessageState.suppressed, f"contact is {contact.status}"
@@ -262,7 +307,7 @@ class JourneyActivities:
             outbox.record_subject(session, inp.message_id, composed.subject)
             if not outbox.begin_send(session, inp.message_id):
                 current = outbox.get_message(session, inp.message_id)
-                return SendEmailResult(
+                return _AlreadyDone(
                     message_id=inp.message_id, state=str(current.state) if current else "failed"
                 )
             return None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -370,10 +371,16 @@ class EventRouter:
             await start_alerts(self.client, self.settings, self.engine, alerts)
         return routed
 
-    async def sweep_forever(self, interval: float = 5.0) -> None:
+    async def sweep_forever(
+        self, interval: float = 5.0, *, on_routed: Callable[[int], object] | None = None
+    ) -> None:
+        """Sweep every ``interval`` seconds; ``on_routed`` hears how many each round routed
+        (the worker's metrics)."""
         while True:
             try:
-                await self.sweep_once()
+                routed = await self.sweep_once()
+                if on_routed is not None and routed:
+                    on_routed(routed)
             except Exception:  # keep sweeping: the next round retries what failed
                 log.exception("event sweep failed; retrying in %ss", interval)
             await asyncio.sleep(interval)

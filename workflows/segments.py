@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from drip.settings import Settings
     from workflows.deploy import plan_of
     from workflows.heartbeat import heartbeating
+    from workflows.metrics import WorkerMetrics
     from workflows.router import EventRouter
     from workflows.schedules import upsert_schedule
 
@@ -134,9 +135,13 @@ class SegmentSweep:
 class SegmentActivities:
     """The sweep's activity, with the database and the router it needs."""
 
-    def __init__(self, *, engine: Engine, router: EventRouter) -> None:
+    def __init__(
+        self, *, engine: Engine, router: EventRouter, metrics: WorkerMetrics | None = None
+    ) -> None:
         self.engine = engine
         self.router = router
+        #: each campaign's batch (entered, left, more to come), on the worker's metrics port
+        self.metrics = metrics
 
     def all(self) -> list[Callable[..., object]]:
         return [self.evaluate_segments]
@@ -152,6 +157,10 @@ class SegmentActivities:
             for plan in await asyncio.to_thread(self._live_segment_plans):
                 count, entered = await asyncio.to_thread(self._sweep, plan, inp.batch)
                 result.campaigns.append(count)
+                if self.metrics is not None:
+                    self.metrics.sweep_counted(
+                        plan.campaign_id, entered=count.entered, left=count.left, more=count.more
+                    )
                 pending += entered
             failed = await self._route(pending)
             result.routed = len(pending) - len(failed)

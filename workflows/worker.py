@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -27,6 +28,7 @@ from workflows.assignment import sync_sales_directory
 from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.metrics import MetricsServer, WorkerMetrics, sdk_metrics_url, temporal_runtime
 from workflows.notify import NotifyActivities
 from workflows.positions import ensure_search_attributes
 from workflows.resend import ResendWorkflow
@@ -77,6 +79,7 @@ def build_worker(
     workspace: Workspace,
     transport: Transport | None = None,
     task_queue: str | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> JourneyWorker:
     """A worker for the journey task queue; tests pass their own task queue and transport."""
     with session_scope(engine) as session:  # sales.yaml's teams and reps, before any alert
@@ -91,8 +94,14 @@ def build_worker(
         default_timezone=workspace.config.timezone,
         sales=workspace.sales,
     )
+    metrics = metrics or WorkerMetrics()
     activities = JourneyActivities(
-        settings=settings, engine=engine, workspace=workspace, transport=transport, router=router
+        settings=settings,
+        engine=engine,
+        workspace=workspace,
+        transport=transport,
+        router=router,
+        metrics=metrics,
     )
     activities.extra += NotifyActivities(
         settings=settings,
@@ -101,7 +110,7 @@ def build_worker(
         transport=transport,
         renderer=activities.renderer,
     ).all()
-    activities.extra += SegmentActivities(engine=engine, router=router).all()
+    activities.extra += SegmentActivities(engine=engine, router=router, metrics=metrics).all()
     activities.extra += ResendActivities(activities).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
@@ -124,13 +133,34 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
     """Run until cancelled: the worker, the sweep that routes events the API could not, and
     the segment sweep's schedule (created or updated here, run by any worker). First it makes
     sure the namespace has the search attributes journeys record their step in
-    (``workflows.positions``)."""
+    (``workflows.positions``). With ``DRIP_WORKER_METRICS_PORT`` and
+    ``DRIP_WORKER_TEMPORAL_METRICS_PORT`` set it serves metrics (``workflows.metrics``)."""
+    runtime = temporal_runtime(settings)  # a taken port stops us here, before connecting
+    if runtime is not None:  # the client made next, and so the worker, export through it
+        Runtime.set_default(runtime, error_if_already_set=False)
+    metrics = WorkerMetrics()
+    metrics.describe(settings, settings.temporal_task_queue)
+    server = MetricsServer(metrics)
+    if settings.worker_metrics_port:
+        await server.start(settings.worker_metrics_host, settings.worker_metrics_port)
+    try:
+        await _run(settings, workspace, metrics, server)
+    finally:
+        await server.stop()
+
+
+async def _run(
+    settings: Settings, workspace: Workspace, metrics: WorkerMetrics, server: MetricsServer
+) -> None:
     client = await connect(settings)
     # before anything polls: a journey upserting an attribute the namespace lacks would fail
     # its workflow task over and over; here the worker stops with the command to fix it
     await ensure_search_attributes(client)
     engine = create_db_engine(settings.database_url)
-    worker = build_worker(client, settings=settings, engine=engine, workspace=workspace)
+    worker = build_worker(
+        client, settings=settings, engine=engine, workspace=workspace, metrics=metrics
+    )
+    server.alive = lambda: worker.is_running
     router = EventRouter(
         client=client,
         engine=engine,
@@ -141,13 +171,36 @@ async def run_worker(settings: Settings, workspace: Workspace) -> None:
     try:
         await _start_segment_schedule(client, settings)
         await start_score_decay_schedule(client, settings, workspace.sales)
-        sweep = asyncio.create_task(router.sweep_forever(), name="event-sweep")
+        sweep = asyncio.create_task(
+            router.sweep_forever(on_routed=metrics.events_swept.inc), name="event-sweep"
+        )
+        _log_start(settings, server.url)
         try:
             await worker.run()
         finally:
             sweep.cancel()
+            log.info("worker stopped (task queue %s)", settings.temporal_task_queue)
     finally:
         engine.dispose()
+
+
+def _log_start(settings: Settings, metrics_url: str) -> None:
+    """One line saying where this worker polls and where to watch it."""
+    log.info(
+        "worker started: task queue %s, namespace %s, Temporal at %s; metrics %s; "
+        "Temporal SDK metrics %s",
+        settings.temporal_task_queue,
+        settings.temporal_namespace,
+        settings.temporal_address,
+        metrics_url or "off (DRIP_WORKER_METRICS_PORT)",
+        sdk_metrics_url(settings) or "off (DRIP_WORKER_TEMPORAL_METRICS_PORT)",
+        extra={
+            "task_queue": settings.temporal_task_queue,
+            "namespace": settings.temporal_namespace,
+            "temporal_address": settings.temporal_address,
+            "metrics_url": metrics_url or None,
+        },
+    )
 
 
 async def _start_segment_schedule(client: Client, settings: Settings) -> None:
