@@ -6,6 +6,10 @@ posted twice signals the running journey instead of starting a second one.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -25,6 +29,9 @@ from workflows.types import (
 )
 
 __all__ = [
+    "NamespaceNotFound",
+    "TemporalUnavailable",
+    "check_namespace",
     "connect",
     "control_journey",
     "enrol",
@@ -34,13 +41,27 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+#: how long connecting waits for Temporal to describe the namespace
+NAMESPACE_RPC_TIMEOUT = timedelta(seconds=10)
+
+
 class TemporalUnavailable(ConnectionError):
     """Temporal cannot be reached; the message names the setting to check."""
 
 
+class NamespaceNotFound(TemporalUnavailable):
+    """The server answers, but not for ``DRIP_TEMPORAL_NAMESPACE``; the message says how to
+    create it. A worker would otherwise die on its first call and the API would record events
+    that nothing routes."""
+
+
 async def connect(settings: Settings) -> Client:
+    """A client for the configured server and namespace, checked to exist (``check_namespace``):
+    the SDK connects to a namespace that does not exist without a word."""
     try:
-        return await Client.connect(
+        client = await Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace
         )
     except RuntimeError as exc:  # the SDK's core raises RuntimeError("Failed client connect ...")
@@ -49,6 +70,34 @@ async def connect(settings: Settings) -> Client:
             f"{settings.temporal_namespace}); check DRIP_TEMPORAL_ADDRESS and that the server "
             f"is up ({str(exc).splitlines()[0][:200]})"
         ) from exc
+    await check_namespace(client)
+    return client
+
+
+async def check_namespace(client: Client, rpc_timeout: timedelta = NAMESPACE_RPC_TIMEOUT) -> None:
+    """Raise ``NamespaceNotFound`` if the server says the client's namespace does not exist.
+
+    Only that answer counts: credentials that may not describe namespaces, or a server that does
+    not implement the call, are no proof it is missing, and the first real call will tell."""
+    namespace = client.namespace
+    address = client.service_client.config.target_host
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=rpc_timeout
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NamespaceNotFound(
+                f"the Temporal namespace {namespace!r} does not exist on {address}; create it "
+                f"once with `temporal operator namespace create --namespace {namespace} "
+                f"--address {address}`, or set DRIP_TEMPORAL_NAMESPACE to one that exists"
+            ) from exc
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            raise TemporalUnavailable(
+                f"Temporal at {address} did not describe the namespace {namespace!r} "
+                f"({exc.message[:200]}); check that the server is up"
+            ) from exc
+        log.debug("cannot describe the Temporal namespace %r: %s", namespace, exc)
 
 
 def journey_workflow_id(campaign_id: str, contact_id: int, number: int = 1) -> str:

@@ -2,8 +2,10 @@
 
 - ``GET /healthz``: the process answers (liveness). Touches nothing else, so a database or
   Temporal outage never gets healthy API processes restarted by an orchestrator.
-- ``GET /readyz``: the database answers ``SELECT 1`` and Temporal answers a health check, each
-  within ``READY_TIMEOUT_SECONDS``; else 503 problem JSON naming what failed. Use it to take an
+- ``GET /readyz``: the database answers ``SELECT 1`` and Temporal answers a health check and
+  describes ``DRIP_TEMPORAL_NAMESPACE``, each within ``READY_TIMEOUT_SECONDS``; else 503 problem
+  JSON naming what failed (a missing namespace with the command that creates it: the server is
+  healthy then, but every event would wait unrouted). Use it to take an
   instance out of a load balancer, not to restart it: the API still records form posts and
   tracking hits while Temporal is away (the worker's sweep routes them later).
 - ``GET /metrics``: Prometheus text format (see ``webhooks.metrics``). Meant for the internal
@@ -31,6 +33,7 @@ from webhooks.deps import EngineDep, GatewayDep, SettingsDep
 from webhooks.journeys import JourneyGateway
 from webhooks.metrics import CONTENT_TYPE, ApiMetrics
 from webhooks.problems import PROBLEM_JSON, problem
+from workflows.client import NamespaceNotFound, check_namespace
 
 __all__ = ["READY_TIMEOUT_SECONDS", "router"]
 
@@ -109,8 +112,12 @@ async def _temporal(gateway: JourneyGateway) -> str | None:
             healthy = await client.service_client.check_health(
                 timeout=timedelta(seconds=READY_TIMEOUT_SECONDS)
             )
+            if healthy:  # the client may predate the namespace's deletion: asked every time
+                await check_namespace(client, timedelta(seconds=READY_TIMEOUT_SECONDS))
     except TimeoutError:
         return f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+    except NamespaceNotFound as exc:  # the message is the operator's instruction
+        return str(exc)
     except Exception as exc:
         return _short(exc)
     return None if healthy else "the health check reports not serving"
