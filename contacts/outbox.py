@@ -3,7 +3,9 @@
 pending -> sending -> sent | failed | suppressed, and sending -> pending after a transient SMTP
 error. The row exists before SMTP is touched; only the caller that moves it from ``pending`` to
 ``sending`` (an atomic conditional UPDATE) may talk to SMTP, so two concurrent attempts of the same
-activity cannot both send.
+activity cannot both send. The journeys' sender moves it when a connection is ready for the
+message, just before MAIL FROM, and counts the attempt (``count_attempt``) when it starts to
+ask for one.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from contacts.models import Link, Message, MessageState, utcnow
 __all__ = [
     "begin_send",
     "cap_full_until",
+    "count_attempt",
     "find_link",
     "find_message_by_open_token",
     "finish_send",
     "get_message",
     "links_of",
+    "note_failure",
     "record_subject",
     "release_send",
     "reserve_message",
@@ -75,14 +79,28 @@ def get_message(session: Session, message_id: str) -> Message | None:
     return session.get(Message, message_id)
 
 
-def begin_send(session: Session, message_id: str) -> bool:
-    """Claim the right to talk to SMTP for this message; False if another has it, or it is done."""
+def begin_send(session: Session, message_id: str, *, counted: bool = False) -> bool:
+    """Claim the right to talk to SMTP for this message; False if another has it, or it is done.
+    The claim counts as an attempt unless ``counted`` says ``count_attempt`` did already."""
+    values: dict[str, object] = {"state": MessageState.sending.value}
+    if not counted:
+        values["attempts"] = col(Message.attempts) + 1
     result = session.execute(
         sa.update(Message)
         .where(col(Message.id) == message_id, col(Message.state) == MessageState.pending.value)
-        .values(state=MessageState.sending.value, attempts=col(Message.attempts) + 1)
+        .values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def count_attempt(session: Session, message_id: str) -> None:
+    """One more attempt at SMTP for a pending message, counted when it starts (a relay that
+    cannot be reached is an attempt too), before the claim that comes with a connection."""
+    session.execute(
+        sa.update(Message)
+        .where(col(Message.id) == message_id, col(Message.state) == MessageState.pending.value)
+        .values(attempts=col(Message.attempts) + 1)
+    )
 
 
 def release_send(session: Session, message_id: str, error: str) -> None:
@@ -91,6 +109,16 @@ def release_send(session: Session, message_id: str, error: str) -> None:
         sa.update(Message)
         .where(col(Message.id) == message_id, col(Message.state) == MessageState.sending.value)
         .values(state=MessageState.pending.value, error=error[:2000])
+    )
+
+
+def note_failure(session: Session, message_id: str, error: str) -> None:
+    """Keep the reason a ``pending`` message's attempt failed before it was claimed (the relay
+    could not be reached): nothing was sent, and another attempt's claim is left alone."""
+    session.execute(
+        sa.update(Message)
+        .where(col(Message.id) == message_id, col(Message.state) == MessageState.pending.value)
+        .values(error=error[:2000])
     )
 
 

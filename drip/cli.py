@@ -131,9 +131,10 @@ def _migrate(settings: Settings, revision: str = "head") -> None:
 
 
 async def _until_stopped(work: Coroutine[Any, Any, object]) -> None:
-    """Run ``work`` until it ends or SIGINT/SIGTERM cancels it (a clean stop, exit 0)."""
+    """Run ``work`` until it ends or SIGINT/SIGTERM cancels it (a clean stop, exit 0). A second
+    signal cancels it again: the worker then stops waiting for the sends it holds."""
     task: asyncio.Task[object] = asyncio.create_task(work)
-    with stop_on_signals(task.cancel) as received:
+    with stop_on_signals(task.cancel, task.cancel) as received:
         try:
             await task
         except asyncio.CancelledError:

@@ -38,7 +38,7 @@ __all__ = ["DevError", "check_dev_settings", "run_dev"]
 #: How long each part gets to stop on its own before it is cancelled or killed.
 STOP_TIMEOUT = 10.0
 API_START_TIMEOUT = 30.0
-API, TEMPORAL = "the API", "the Temporal dev server"
+API, WORKER, TEMPORAL = "the API", "the worker", "the Temporal dev server"
 
 
 class DevError(RuntimeError):
@@ -109,35 +109,47 @@ class _Stack:
     mailbox: asyncio.Server | None = None
     api: uvicorn.Server | None = None
     parts: dict[asyncio.Task[object], str] = field(default_factory=dict)
+    #: how long the worker may take to finish the sends it holds (DRIP_WORKER_SHUTDOWN_SECONDS)
+    worker_stop_seconds: float = 0.0
 
     def force(self) -> None:
-        """A second Ctrl-C: stop waiting for anyone."""
+        """A second Ctrl-C: stop waiting for anyone (a second cancel makes the worker stop
+        waiting for its sends)."""
         if self.api is not None:
             self.api.force_exit = True
+        for task, name in self.parts.items():
+            if name == WORKER:
+                task.cancel()
         if self.temporal is not None:
             self.temporal.kill()
 
     async def close(self) -> None:
-        """The API first (no new form posts), then the worker, the mailbox, Temporal last."""
+        """The API first (no new form posts), then the worker, the mailbox, Temporal last.
+        The worker gets its own shutdown bound on top of the usual wait, with the mailbox and
+        Temporal still up, so the emails it is sending reach the mailbox and are recorded."""
         api_tasks = [t for t, name in self.parts.items() if name == API]
+        worker_tasks = [t for t, name in self.parts.items() if name == WORKER]
         if self.api is not None:
             self.api.should_exit = True  # uvicorn finishes the requests in flight
             await _finish(api_tasks, cancel=False)
-        await _finish([t for t in self.parts if t not in api_tasks], cancel=True)
+        await _finish(worker_tasks, cancel=True, within=self.worker_stop_seconds + STOP_TIMEOUT)
+        await _finish([t for t in self.parts if t not in api_tasks + worker_tasks], cancel=True)
         if self.mailbox is not None:
             await stop_mailbox(self.mailbox)
         if self.temporal is not None:
             await self.temporal.stop(STOP_TIMEOUT)
 
 
-async def _finish(tasks: list[asyncio.Task[object]], *, cancel: bool) -> None:
-    """Wait for tasks to end (cancelling them first if asked, or after the timeout)."""
+async def _finish(
+    tasks: list[asyncio.Task[object]], *, cancel: bool, within: float = STOP_TIMEOUT
+) -> None:
+    """Wait for tasks to end (cancelling them first if asked, or after ``within`` seconds)."""
     if cancel:
         for task in tasks:
             task.cancel()
     if not tasks:
         return
-    _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+    _, pending = await asyncio.wait(tasks, timeout=within)
     for task in pending:
         task.cancel()
     if pending:
@@ -216,7 +228,7 @@ async def _start_and_supervise(
     )
     starts: list[tuple[str, Coroutine[Any, Any, object]]] = [
         (TEMPORAL, temporal.wait()),
-        ("the worker", run_worker(settings, workspace)),
+        (WORKER, run_worker(settings, workspace)),
         (API, _serve_api(api)),
     ]
     for name, coro in starts:
@@ -263,7 +275,7 @@ async def run_dev(settings: Settings, *, console: Console | None = None) -> None
                 f"cannot run {escape(', '.join(missing))} yet[/yellow]"
             )
 
-    stack = _Stack()
+    stack = _Stack(worker_stop_seconds=settings.worker_shutdown_seconds)
     main = asyncio.create_task(_start_and_supervise(settings, workspace, stack, console))
     with stop_on_signals(main.cancel, stack.force) as received:
         try:

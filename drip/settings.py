@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     smtp_rate_per_second: float = Field(default=0.0, ge=0.0)
     #: SMTP transactions in flight at once from one worker process (relays cap connections)
     smtp_max_connections: int = Field(default=10, ge=1)
+    #: How long a stopping worker (SIGTERM, SIGINT) lets the activities it runs finish: sends
+    #: already talking to the relay complete, sends still waiting for a connection are handed
+    #: back unsent at once. A transaction still running after this is cut off (its email is
+    #: marked interrupted, never resent). The process exits a few seconds after it at most, so
+    #: the orchestrator's kill timeout (Kubernetes ``terminationGracePeriodSeconds``, systemd
+    #: ``TimeoutStopSec``, ``docker stop --time``) must be longer: this plus 15 s or more.
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0.0)
 
     #: DKIM signing (RFC 6376) of every email, on when a domain, selector and key are set; the
     #: public key goes in DNS at ``{selector}._domainkey.{domain}``. Most relays sign for you.

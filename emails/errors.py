@@ -11,8 +11,11 @@
     │                            that would build something too large); the render was stopped.
     └── SendError             the SMTP exchange failed
         ├── TransientSendError   SMTP 4xx, connection refused or dropped, timeout, TLS or
-        │                        authentication trouble: retry later with backoff, because a relay
-        │                        outage or a misconfiguration should delay mail, never drop it.
+        │   │                    authentication trouble: retry later with backoff, because a relay
+        │   │                    outage or a misconfiguration should delay mail, never drop it.
+        │   └── SendWithdrawn    given up before any of it went on a connection: the worker is
+        │                        stopping (another worker sends it), or the caller's last check
+        │                        just before MAIL FROM said no. Nothing reached the relay.
         └── PermanentSendError   SMTP 5xx for this message or recipient: do not retry; count it
                                  as a hard or soft bounce (``bounce``), see below.
 
@@ -35,6 +38,7 @@ __all__ = [
     "EmailError",
     "PermanentSendError",
     "SendError",
+    "SendWithdrawn",
     "TemplateBudgetError",
     "TemplateError",
     "TransientSendError",
@@ -79,6 +83,12 @@ class SendError(EmailError):
 
 class TransientSendError(SendError):
     """Worth retrying later: the same message may well be accepted then."""
+
+
+class SendWithdrawn(TransientSendError):
+    """Not sent, and nothing of the message reached the relay, so sending it again later (here
+    or on another worker) cannot make a duplicate. A caller unaware of it sees a transient
+    error and retries, which is right."""
 
 
 class PermanentSendError(SendError):

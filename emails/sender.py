@@ -17,6 +17,14 @@ Relays limit senders (connections at once, messages per second) and answer an ex
 451, which would only turn into retries: ``smtp_max_connections`` caps transactions in flight and
 ``smtp_rate_per_second`` spaces them out, per worker process (with several workers, divide the
 relay's limit between them).
+
+Stopping. A caller that keeps a record of what it sends (the journeys' outbox) passes
+``on_connection``: it is awaited once a connection is ready and just before MAIL FROM, so the
+record says "sending" only from the moment the message's bytes are about to go out, never while
+the send merely waits for a connection (``smtp_max_connections``, ``smtp_rate_per_second``).
+``stop_sending`` (a worker that is stopping) makes every send without a connection yet give up
+at once with ``SendWithdrawn`` while the transactions already under way finish; its
+``StopTally`` says how many did which.
 """
 
 from __future__ import annotations
@@ -25,24 +33,56 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiosmtplib
 
 from emails.dkim import DkimSigner
-from emails.errors import Bounce, PermanentSendError, SendError, TransientSendError
+from emails.errors import (
+    Bounce,
+    PermanentSendError,
+    SendError,
+    SendWithdrawn,
+    TransientSendError,
+)
 
 if TYPE_CHECKING:
     from drip.settings import Settings
 
-__all__ = ["SmtpTransport", "Transport", "bounce_kind", "classify_smtp_error", "enhanced_status"]
+__all__ = [
+    "OnConnection",
+    "SmtpTransport",
+    "StopTally",
+    "Transport",
+    "bounce_kind",
+    "classify_smtp_error",
+    "enhanced_status",
+]
+
+#: The caller's last word before MAIL FROM: True sends, False gives up (``SendWithdrawn``).
+OnConnection = Callable[[], Awaitable[bool]]
 
 
 class Transport(Protocol):
-    """Delivers one prepared message; raises TransientSendError or PermanentSendError."""
+    """Delivers one prepared message; raises TransientSendError or PermanentSendError.
 
-    async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None: ...
+    ``on_connection``, when given, is awaited exactly once, when the message is about to go out
+    and none of it has: a transport with connections calls it once one is ready for this
+    message, just before MAIL FROM; one without calls it just before handing the message
+    over. If it returns False, nothing is sent and ``SendWithdrawn`` is raised; whatever it
+    raises propagates unchanged.
+    """
+
+    async def send(
+        self,
+        *,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        on_connection: OnConnection | None = None,
+    ) -> None: ...
 
 
 #: Where in the transaction the server refused: the sender, the recipient or the message.
@@ -181,20 +221,67 @@ def _message(exc: BaseException) -> str:
 
 class _Pace:
     """Hands out send times at most ``per_second`` apart: each caller books the next free slot
-    and sleeps until it, so bursts queue up instead of hitting the relay at once."""
+    and sleeps until it (or until ``stop`` is set), so bursts queue up instead of hitting the
+    relay at once."""
 
     def __init__(self, per_second: float) -> None:
         self.interval = 1.0 / per_second if per_second > 0 else 0.0
         self._next = 0.0
 
-    async def wait(self) -> None:
+    async def wait(self, stop: asyncio.Event) -> None:
         if not self.interval:
             return
         now = time.monotonic()
         at = max(now, self._next)
         self._next = at + self.interval
         if at > now:
-            await asyncio.sleep(at - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), at - now)
+
+
+async def _take_slot(slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Take one of ``slots``; False, holding none, if ``stop`` is set first (also while
+    waiting: a stopping worker hands its queued sends back at once, not one by one as the
+    transactions ahead of them end)."""
+    if stop.is_set():
+        return False
+    if not slots.locked():
+        await slots.acquire()  # free: taken without yielding
+        return True
+    taking = asyncio.ensure_future(slots.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((taking, stopping), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while waiting: hold nothing
+        stopping.cancel()
+        taking.cancel()  # a pending acquire that was just granted gives its slot back itself
+        if taking.done() and not taking.cancelled():
+            slots.release()
+        raise
+    stopping.cancel()
+    if not taking.done():
+        taking.cancel()
+        return False
+    if stop.is_set():
+        slots.release()
+        return False
+    return True
+
+
+@dataclass
+class StopTally:
+    """What a stopping transport did with the sends it held (``SmtpTransport.stop_sending``)."""
+
+    #: transactions under way when the stop began (they are left to finish)
+    in_flight: int = 0
+    #: sends that were waiting for a connection then (they give up unsent)
+    waiting: int = 0
+    #: transactions that ended after the stop began: accepted, or refused by the relay
+    finished: int = 0
+    #: sends given up unsent since the stop began: nothing of them reached the relay
+    withdrawn: int = 0
+    #: transactions cancelled midway (a stop that ran out of time): the relay may have them
+    cut_off: int = 0
 
 
 @dataclass
@@ -269,28 +356,115 @@ class SmtpTransport:
         self.dkim = DkimSigner.from_settings(settings)
         #: connections opened, for tests and operators (how well the pool is reused)
         self.connections_opened = 0
+        self._stop = asyncio.Event()
+        #: set by ``stop_sending``, and counted from then on
+        self.stop_tally: StopTally | None = None
+        self._waiting = 0  # sends not yet handed a connection
+        self._in_flight = 0  # transactions under way
 
-    async def send(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+    def stop_sending(self) -> StopTally:
+        """Stop starting transactions: every send still waiting for a slot, its pace or a
+        connection (now or later) gives up with ``SendWithdrawn``, before ``on_connection``;
+        transactions under way finish. There is no way back: a stopping worker calls this
+        once. Returns the tally, which keeps counting until the last transaction ends."""
+        if self.stop_tally is None:
+            self.stop_tally = StopTally(in_flight=self._in_flight, waiting=self._waiting)
+            self._stop.set()
+        return self.stop_tally
+
+    @property
+    def in_flight(self) -> int:
+        """Transactions under way now (a forced stop cuts them off)."""
+        return self._in_flight
+
+    def _withdrawn(self) -> SendWithdrawn:
+        assert self.stop_tally is not None
+        self.stop_tally.withdrawn += 1
+        return SendWithdrawn("not sent: the worker is stopping; another worker sends it")
+
+    async def send(
+        self,
+        *,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        on_connection: OnConnection | None = None,
+    ) -> None:
         if not recipients:
             raise PermanentSendError("no recipients")
-        if self.dkim is not None:
-            # Signed here, last, so nothing changes the message after the signature; in a
-            # thread, because an RSA signature is most of a millisecond of CPU.
+        self._waiting += 1
+        waiting = True
+        try:
+            if self.dkim is not None:
+                # Signed here, last, so nothing changes the message after the signature; in a
+                # thread, because an RSA signature is most of a millisecond of CPU.
+                try:
+                    data = await asyncio.to_thread(self.dkim.sign, data)
+                except ValueError as exc:
+                    raise PermanentSendError(str(exc)) from exc
+            if not await _take_slot(self._slots, self._stop):
+                raise self._withdrawn()
             try:
-                data = await asyncio.to_thread(self.dkim.sign, data)
-            except ValueError as exc:
-                raise PermanentSendError(str(exc)) from exc
-        async with self._slots:
-            await self._pace.wait()
-            await self._send(sender, recipients, data)
+                await self._pace.wait(self._stop)
+                if self._stop.is_set():
+                    raise self._withdrawn()
+                conn = await self._connection()
+                await self._hand_over(conn, on_connection)
+                self._waiting -= 1
+                waiting = False
+                await self._send(conn, sender, recipients, data)
+            finally:
+                self._slots.release()
+        finally:
+            if waiting:
+                self._waiting -= 1
 
-    async def _send(self, sender: str, recipients: list[str], data: bytes) -> None:
-        fresh = False
+    async def _connection(self, *, fresh: bool = False) -> _Pooled:
+        try:
+            return await self._acquire(fresh=fresh)
+        except Exception as exc:
+            raise classify_smtp_error(exc) from exc
+
+    async def _hand_over(self, conn: _Pooled, on_connection: OnConnection | None) -> None:
+        """The point of no return: after this, the message goes on ``conn``. Nothing of it
+        has been sent yet, so a stop (or the caller's no) puts the connection back unused."""
+        try:
+            go = not self._stop.is_set() and (on_connection is None or await on_connection())
+        except BaseException:
+            _close(conn.client)  # cancelled or failed mid-check: not worth a QUIT
+            raise
+        if not go:
+            await self._release(conn, healthy=True)
+            if self._stop.is_set():
+                raise self._withdrawn()
+            raise SendWithdrawn("not sent: the sender gave it up just before MAIL FROM")
+
+    async def _send(self, conn: _Pooled, sender: str, recipients: list[str], data: bytes) -> None:
+        self._in_flight += 1
+        cut_off = True
+        try:
+            refused = await self._transact(conn, sender, recipients, data)
+            cut_off = False
+        except Exception:
+            cut_off = False
+            raise
+        finally:
+            self._in_flight -= 1
+            if self.stop_tally is not None:
+                if cut_off:
+                    self.stop_tally.cut_off += 1
+                else:
+                    self.stop_tally.finished += 1
+        if refused:
+            # Some recipients were accepted, so a retry would send them a duplicate: give up on
+            # the refused ones instead. Journeys send to one recipient, so this is rare.
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
+            raise PermanentSendError(f"some recipients refused: {detail}")
+
+    async def _transact(
+        self, conn: _Pooled, sender: str, recipients: list[str], data: bytes
+    ) -> list[aiosmtplib.SMTPRecipientRefused]:
         while True:
-            try:
-                conn = await self._acquire(fresh=fresh)
-            except Exception as exc:
-                raise classify_smtp_error(exc) from exc
             healthy = stale = False
             try:
                 refused = await _transaction(conn, sender, recipients, data)
@@ -298,7 +472,7 @@ class SmtpTransport:
             except _Stale:
                 # A connection reused without a NOOP had been dropped; nothing of the message
                 # was sent on it, so the send moves to a new connection (once).
-                stale = fresh = True
+                stale = True
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 # the relay answered (a refusal): the session itself is still usable after RSET
                 healthy = await _reset(conn.client)
@@ -309,12 +483,9 @@ class SmtpTransport:
                 conn.sent += 1
                 await self._release(conn, healthy=healthy)
             if not stale:
-                break
-        if refused:
-            # Some recipients were accepted, so a retry would send them a duplicate: give up on
-            # the refused ones instead. Journeys send to one recipient, so this is rare.
-            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
-            raise PermanentSendError(f"some recipients refused: {detail}")
+                return refused
+            # committed to this message already: a new connection even if stopping
+            conn = await self._connection(fresh=True)
 
     async def close(self) -> None:
         """Say goodbye on every idle connection (the worker calls this when it stops)."""

@@ -36,7 +36,7 @@ from contacts.models import (
 from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.deployed import DeployedTemplates
-from emails.errors import PermanentSendError, TransientSendError
+from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
 from emails.sender import Transport
 from workflows.facts import contact_facts
 from workflows.heartbeat import heartbeating
@@ -65,11 +65,22 @@ INTERRUPTED = (
     "interrupted during the SMTP transaction; not resent, to avoid a duplicate "
     "(the relay may or may not have accepted it)"
 )
+#: on an outbox row handed back unsent because its send was cancelled before MAIL FROM
+NOT_STARTED = "not sent: cancelled before the message went on a connection"
 
 
 class _AlreadyDone(SendEmailResult):
     """What an earlier attempt of the same send did, reported again: the same payload, but
     not counted again in ``drip_worker_sends_total``."""
+
+
+@dataclass
+class _Claim:
+    """What this attempt found when its connection was ready: the row claimed (it sends), or
+    the answer of the attempt that has it (``taken``)."""
+
+    claimed: bool = False
+    taken: SendEmailResult | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +142,15 @@ class JourneyActivities:
     async def send_email(self, inp: SendEmailInput) -> SendEmailResult:
         """Send one journey email at most once: the outbox row is claimed before SMTP."""
         async with heartbeating(every=2.0):
-            return await self._observed(inp)
+            try:
+                return await self._observed(inp)
+            except SendWithdrawn as exc:
+                # A stopping worker handed the send back before MAIL FROM, the row still
+                # ``pending``: the retry (any worker) sends it. Benign, so a stop with many
+                # queued sends is one summary line (``workflows.worker``), not a traceback each.
+                raise ApplicationError(
+                    str(exc), type="SendWithdrawn", category=ApplicationErrorCategory.BENIGN
+                ) from exc
 
     async def _observed(self, inp: SendEmailInput) -> SendEmailResult:
         """``_send_email``, counted and timed by outcome (``workflows.metrics``); a failed or
@@ -141,6 +160,9 @@ class JourneyActivities:
         started = time.monotonic()
         try:
             result = await self._send_email(inp)
+        except SendWithdrawn:  # a stopping worker handed it back unsent: its own summary line
+            self.metrics.send_ended(inp, "withdrawn", time.monotonic() - started, attempt=attempt)
+            raise
         except TransientSendError as exc:
             self.metrics.send_ended(
                 inp, "deferred", time.monotonic() - started, attempt=attempt, reason=str(exc)
@@ -178,15 +200,26 @@ class JourneyActivities:
         if claimed is not None:
             return claimed
         assert isinstance(composed, _Composed)
-        # From here until the row says ``sent``, a crash leaves it in ``sending``: the retry then
-        # refuses to send (at most once), because the relay may already have accepted it.
+        claim = _Claim()
         try:
+            # The row turns ``sending`` in ``_hand_over``, once a connection is ready for this
+            # message and just before MAIL FROM, not while the send waits for one (a stopping
+            # worker hands those back unsent). From then until it says ``sent``, a crash
+            # leaves it ``sending``: the retry then refuses to send (at most once), because the
+            # relay may already have accepted it.
             await self.transport.send(
-                sender=composed.sender, recipients=[reserved.email], data=composed.data
+                sender=composed.sender,
+                recipients=[reserved.email],
+                data=composed.data,
+                on_connection=lambda: self._hand_over(inp.message_id, claim),
             )
+        except SendWithdrawn:
+            if claim.taken is not None:  # another attempt of this send has it, or it is done
+                return claim.taken
+            raise
         except TransientSendError as exc:
             reason = str(exc)
-            await self._db(lambda: self._release(inp.message_id, reason))
+            await self._db(lambda: self._release(inp.message_id, reason, claimed=claim.claimed))
             raise
         except PermanentSendError as exc:
             error = exc
@@ -289,8 +322,8 @@ class JourneyActivities:
         )
 
     def _claim(self, inp: SendEmailInput, composed: str | _Composed) -> SendEmailResult | None:
-        """Store the links and take the right to talk to SMTP (None: go ahead), unless the
-        template failed or the contact unsubscribed while the email was being built."""
+        """Store the links and subject and count the attempt (None: go ahead and send), unless
+        the template failed or the contact unsubscribed while the email was being built."""
         with session_scope(self.engine) as session:
             if isinstance(composed, str):
                 outbox.finish_send(
@@ -305,12 +338,46 @@ class JourneyActivities:
                 return SendEmailResult(message_id=inp.message_id, state="suppressed")
             outbox.store_links(session, inp.message_id, composed.links)
             outbox.record_subject(session, inp.message_id, composed.subject)
-            if not outbox.begin_send(session, inp.message_id):
-                current = outbox.get_message(session, inp.message_id)
-                return _AlreadyDone(
-                    message_id=inp.message_id, state=str(current.state) if current else "failed"
-                )
+            outbox.count_attempt(session, inp.message_id)
             return None
+
+    async def _hand_over(self, message_id: str, claim: _Claim) -> bool:
+        """Take the right to talk to SMTP, with a connection ready (the transport's
+        ``on_connection``): True sends; False (the answer put in ``claim``) if another attempt
+        has it or it is done.
+
+        A cancel while the row is being claimed (a stop out of time, a cancelled journey) lets
+        the claim settle, hands the row back to ``pending`` (nothing was sent) and then goes
+        through; shielded, so a second cancel cannot leave the row ``sending``."""
+        claiming = asyncio.ensure_future(self._db(lambda: self._begin(message_id)))
+        try:
+            answer = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.ensure_future(self._give_back(claiming, message_id)))
+            raise
+        if answer is not None:
+            claim.taken = answer
+            return False
+        claim.claimed = True
+        return True
+
+    async def _give_back(
+        self, claiming: asyncio.Future[SendEmailResult | None], message_id: str
+    ) -> None:
+        try:
+            if await claiming is None:
+                await self._db(lambda: self._release(message_id, NOT_STARTED))
+        except Exception:  # left ``sending``: the retry marks it interrupted, never sends twice
+            log.exception("message %s: cannot hand the outbox row back", message_id)
+
+    def _begin(self, message_id: str) -> SendEmailResult | None:
+        with session_scope(self.engine) as session:
+            if outbox.begin_send(session, message_id, counted=True):
+                return None
+            current = outbox.get_message(session, message_id)
+            return _AlreadyDone(
+                message_id=message_id, state=str(current.state) if current else "failed"
+            )
 
     def _refused(self, inp: SendEmailInput, exc: PermanentSendError) -> list[int]:
         """The relay refused for good: the message failed, and a hard or soft bounce is counted
@@ -339,9 +406,14 @@ class JourneyActivities:
                 )
         return recorded
 
-    def _release(self, message_id: str, error: str) -> None:
+    def _release(self, message_id: str, error: str, *, claimed: bool = True) -> None:
+        """Back to ``pending`` with the reason, if this attempt claimed the row; if it failed
+        before (no connection), the reason only, and never another attempt's claim."""
         with session_scope(self.engine) as session:
-            outbox.release_send(session, message_id, error)
+            if claimed:
+                outbox.release_send(session, message_id, error)
+            else:
+                outbox.note_failure(session, message_id, error)
 
     def _finish(self, message_id: str, state: MessageState, error: str | None) -> None:
         with session_scope(self.engine) as session:

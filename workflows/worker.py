@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -59,16 +60,107 @@ _RUNNER = SandboxedWorkflowRunner(
 
 
 class JourneyWorker(Worker):
-    """The worker, closing the SMTP connections it pooled when it shuts down."""
+    """The worker; a stop finishes, or never starts, every send it holds, within a bound.
 
-    def __init__(self, client: Client, *, transport: SmtpTransport | None, **options: Any) -> None:
-        super().__init__(client, **options)
+    A stop is ``shutdown()`` or a cancel of ``run()`` (``drip worker``'s SIGTERM or SIGINT,
+    ``drip dev``'s Ctrl-C). First the SMTP transport stops sending: sends still waiting for a
+    connection give up unsent (their outbox rows stay ``pending``; the activity fails, benign,
+    and its retry sends them on another worker) while the transactions under way finish.
+    Temporal's graceful shutdown gives the running activities ``shutdown_seconds``
+    (``DRIP_WORKER_SHUTDOWN_SECONDS``) before it cancels them: only a transaction still running
+    then is cut off, its row left ``sending`` (so marked interrupted, never resent). A line
+    says what the stop did; then the pooled SMTP connections are closed.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        transport: SmtpTransport | None,
+        shutdown_seconds: float = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            client, graceful_shutdown_timeout=timedelta(seconds=shutdown_seconds), **options
+        )
         self._owned_transport = transport
+        self._shutdown_seconds = shutdown_seconds
+        self._stop_begun = False
+        self._stop_reported = False
+
+    async def run(self) -> None:
+        """As ``Worker.run``, but a cancel stops the worker as gracefully as ``shutdown()``
+        (the SDK's own answer to a cancel skips the transport), then ends cancelled. A second
+        cancel stops waiting: the sends still on the relay are cut off."""
+        running = asyncio.ensure_future(super().run())
+        try:
+            await asyncio.shield(running)
+            return
+        except asyncio.CancelledError:
+            if running.done():
+                raise
+        try:
+            await self.shutdown()
+        except asyncio.CancelledError:
+            self._report_stop(forced=True)
+            running.cancel()
+            raise
+        await asyncio.wait([running])
+        error = None if running.cancelled() else running.exception()
+        if error is not None:
+            raise error
+        raise asyncio.CancelledError
 
     async def shutdown(self) -> None:
+        self._stop_sending()
         await super().shutdown()
+        self._report_stop()
         if self._owned_transport is not None:
             await self._owned_transport.close()
+
+    def _stop_sending(self) -> None:
+        if self._stop_begun or self._owned_transport is None:
+            return
+        self._stop_begun = True
+        tally = self._owned_transport.stop_sending()
+        if tally.in_flight or tally.waiting:
+            log.info(
+                "stopping: %d sends on the relay finish first (within %g s, "
+                "DRIP_WORKER_SHUTDOWN_SECONDS); %d waiting for a connection go back unsent, "
+                "for another worker",
+                tally.in_flight,
+                self._shutdown_seconds,
+                tally.waiting,
+            )
+
+    def _report_stop(self, *, forced: bool = False) -> None:
+        """One line: what the stop did with the sends this worker held. ``forced``: a second
+        signal, before the sends on the relay ended; they are cut off now."""
+        transport = self._owned_transport
+        tally = transport.stop_tally if transport is not None else None
+        if transport is None or tally is None or self._stop_reported:
+            return
+        self._stop_reported = True
+        cut_off = tally.cut_off + (transport.in_flight if forced else 0)
+        when = "by a second signal" if forced else f"after {self._shutdown_seconds:g} s"
+        cut = (
+            f"; {cut_off} cut off mid-transaction {when} "
+            "(left `sending`, so marked interrupted and not resent)"
+            if cut_off
+            else ""
+        )
+        log.log(
+            logging.WARNING if cut_off else logging.INFO,
+            "stopped sending: %d sends finished, %d released unsent (another worker sends them)%s",
+            tally.finished,
+            tally.withdrawn,
+            cut,
+            extra={
+                "sends_finished": tally.finished,
+                "sends_released": tally.withdrawn,
+                "sends_cut_off": cut_off,
+            },
+        )
 
 
 def build_worker(
@@ -120,6 +212,7 @@ def build_worker(
         client,
         workflow_runner=_RUNNER,
         transport=owned,
+        shutdown_seconds=settings.worker_shutdown_seconds,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities.all(),
