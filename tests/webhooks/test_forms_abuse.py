@@ -66,7 +66,10 @@ async def test_more_than_ten_posts_a_minute_from_one_ip_get_429(
         assert r.status_code == 202
     api = await http.post("/forms/newsletter", json=GOOD)
     assert api.status_code == 429 and api.headers["content-type"] == PROBLEM_JSON
-    assert api.json()["status"] == 429 and 1 <= int(api.headers["retry-after"]) <= 60
+    # the limit is a sliding window estimated from two fixed ones (webhooks._ratelimit): the
+    # previous window's ten posts weigh until a tenth of the next window has passed, so the
+    # wait can exceed the minute by up to six seconds, depending on when in the minute this ran
+    assert api.json()["status"] == 429 and 1 <= int(api.headers["retry-after"]) <= 66
     page = await http.post("/forms/newsletter", data=GOOD)
     assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
     assert "retry-after" in page.headers
