@@ -12,9 +12,11 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,9 +29,11 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from campaigns.workspace import Workspace
+from contacts import outbox, repository
 from contacts.db import session_scope
-from contacts.models import Event
+from contacts.models import Event, Message, MessageState, utcnow
 from drip.settings import Settings
+from emails import open_token
 from webhooks.main import create_app
 from workflows.deploy import deploy_workspace
 from workflows.router import EventRouter
@@ -234,3 +238,29 @@ def missing_system_tool(reason: str) -> NoReturn:
     if os.environ.get("DRIP_REQUIRE_SYSTEM_TOOLS") == "1":
         pytest.fail(reason + ", and DRIP_REQUIRE_SYSTEM_TOOLS=1 (CI) forbids skipping")
     pytest.skip(reason)
+
+
+def sent_message(engine: Engine, secret: bytes, email: str = "reader@example.com") -> str:
+    """The open token of a welcome email sent to ``email`` five minutes ago: a pixel hit on it
+    is stored (hits of unknown tokens are only counted) and is past the bot rule's gap."""
+    message_id = str(uuid.uuid4())
+    with session_scope(engine) as s:
+        contact, _ = repository.upsert_contact(s, email=email, consent_source="test")
+        assert contact.id is not None
+        token = open_token(secret, message_id)
+        outbox.reserve_message(
+            s,
+            Message(
+                id=message_id,
+                key=f"journey/welcome/{contact.id}/1/welcome",
+                contact_id=contact.id,
+                campaign_id="welcome",
+                step_id="welcome",
+                workflow_id=f"journey/welcome/{contact.id}/1",
+                template="welcome",
+                open_token=token,
+                created_at=utcnow() - timedelta(minutes=5),
+            ),
+        )
+        outbox.finish_send(s, message_id, MessageState.sent)
+    return token

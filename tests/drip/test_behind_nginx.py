@@ -27,10 +27,8 @@ import ssl
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -39,16 +37,15 @@ import sqlalchemy as sa
 import trustme
 from sqlalchemy.engine import Engine
 
-from contacts import outbox, repository, users
+from contacts import repository, users
 from contacts.db import create_db_engine, session_scope
-from contacts.models import Message, MessageState, utcnow
-from emails.links import open_token
 from tests.support import (
     EXAMPLES,
     MAIL_CLIENT,
     ROOT,
     free_port,
     missing_system_tool,
+    sent_message,
     venv_binary,
 )
 
@@ -284,31 +281,6 @@ def _consent_ip(db: Engine, email: str) -> str | None:
         return contact.consent_ip
 
 
-def _sent_message(db: Engine) -> str:
-    """The open token of an email sent a while ago (hits of unknown tokens are not stored)."""
-    message_id = str(uuid.uuid4())
-    with session_scope(db) as s:
-        contact, _ = repository.upsert_contact(s, email="reader@example.com", consent_source="t")
-        assert contact.id is not None
-        token = open_token(SECRET_KEY.encode(), message_id)
-        outbox.reserve_message(
-            s,
-            Message(
-                id=message_id,
-                key=f"journey/welcome/{contact.id}/1/welcome",
-                contact_id=contact.id,
-                campaign_id="welcome",
-                step_id="welcome",
-                workflow_id=f"journey/welcome/{contact.id}/1",
-                template="welcome",
-                open_token=token,
-                created_at=utcnow() - timedelta(minutes=5),
-            ),
-        )
-        outbox.finish_send(s, message_id, MessageState.sent)
-    return token
-
-
 def _hit_ips(db: Engine, count: int) -> list[str]:
     """The IPs of the first ``count`` tracking hits, once the API's hit writer stored them."""
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -366,7 +338,7 @@ def test_each_visitor_behind_nginx_has_their_own_limit_and_address(
         assert codes == [202] * 10 + [429]
         _signup(bob, stack.https, "bob@example.com")  # Ann's limit is not Bob's
         _signup(bob, stack.http, "bob.plain@example.com")
-        token = _sent_message(stack.db)
+        token = sent_message(stack.db, SECRET_KEY.encode())
         assert bob.get(f"{stack.https}/t/o/{token}.gif", headers=FORGED).status_code == 200
     assert _consent_ip(stack.db, "bob@example.com") == BOB
     assert _consent_ip(stack.db, "bob.plain@example.com") == BOB
@@ -404,7 +376,7 @@ def test_forged_headers_straight_to_drip_change_nothing(behind_nginx: Start, ser
             for n in range(10)
         ]
         assert codes == [202] * 9 + [429]
-        token = _sent_message(stack.db)
+        token = sent_message(stack.db, SECRET_KEY.encode())
         assert cy.get(f"{stack.direct}/t/o/{token}.gif", headers=FORGED).status_code == 200
         assert not _secure(_session_cookie(cy, stack.direct, email, FORGED))
         r = cy.get(f"{stack.direct}/dashboard/login/", headers=FORGED)
@@ -449,7 +421,7 @@ def test_the_forwarded_header_and_ipv6(behind_nginx: Start, server: str) -> None
         _signup(bob, stack.http, "bob@example.com", FORGED)
         assert _secure(_session_cookie(six, stack.https_v6, email))
         assert not _secure(_session_cookie(bob, stack.http, email, FORGED))
-        token = _sent_message(stack.db)
+        token = sent_message(stack.db, SECRET_KEY.encode())
         assert six.get(f"{stack.https_v6}/t/o/{token}.gif").status_code == 200
     assert _consent_ip(stack.db, "six@example.com") == "::1"
     assert _consent_ip(stack.db, "bob@example.com") == BOB

@@ -5,10 +5,8 @@ rule: the form rate limit, the consent IP, the tracking hit's IP, the scheme."""
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,12 +17,10 @@ from sqlalchemy.engine import Engine
 from starlette.types import Receive, Scope, Send
 
 from campaigns.workspace import Workspace
-from contacts import outbox, repository
+from contacts import repository
 from contacts.db import session_scope
-from contacts.models import Message, MessageState, utcnow
 from drip.settings import Settings
-from emails.links import open_token
-from tests.support import MAIL_CLIENT
+from tests.support import MAIL_CLIENT, sent_message
 from webhooks.main import create_app
 from webhooks.middleware import ClientAddressMiddleware, TrustedProxies
 from workflows.deploy import deploy_workspace
@@ -114,35 +110,10 @@ async def test_forwarded_rfc_7239_when_the_proxies_write_it(client: Client, engi
     assert _consent_ip(engine, "dee@example.com") == "2001:db8:cafe::17"
 
 
-def _sent_message(engine: Engine, settings: Settings) -> str:
-    """The open token of an email sent a while ago (hits of unknown tokens are not stored)."""
-    message_id = str(uuid.uuid4())
-    with session_scope(engine) as s:
-        contact, _ = repository.upsert_contact(s, email="eve@example.com", consent_source="test")
-        assert contact.id is not None
-        token = open_token(settings.secret(), message_id)
-        outbox.reserve_message(
-            s,
-            Message(
-                id=message_id,
-                key=f"journey/welcome/{contact.id}/1/welcome",
-                contact_id=contact.id,
-                campaign_id="welcome",
-                step_id="welcome",
-                workflow_id=f"journey/welcome/{contact.id}/1",
-                template="welcome",
-                open_token=token,
-                created_at=utcnow() - timedelta(minutes=5),
-            ),
-        )
-        outbox.finish_send(s, message_id, MessageState.sent)
-    return token
-
-
 async def test_a_tracking_hit_records_the_clients_address(
     client: Client, engine: Engine, settings: Settings
 ) -> None:
-    token = _sent_message(engine, settings)
+    token = sent_message(engine, settings.secret(), "eve@example.com")
     async with client(PROXY, trusted_proxies=PROXIES) as http:
         for forwarded_for in ["198.51.100.8", ""]:
             r = await http.get(f"/t/o/{token}.gif", headers={"x-forwarded-for": forwarded_for})
