@@ -3,16 +3,19 @@ id or condition, each outcome with its reason, and the import id that makes a re
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace, load_workspace
 from contacts import repository
 from contacts.db import session_scope
-from contacts.models import ContactStatus
+from contacts.models import ContactStatus, Enrolment, EnrolmentState
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace
 from workflows.bulk import (
@@ -27,6 +30,20 @@ from workflows.bulk import (
 from workflows.deploy import deploy_workspace
 from workflows.router import EventRouter
 from workflows.worker import build_worker
+
+
+async def _until_no_journey_runs(engine: Engine, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        with session_scope(engine) as s:
+            running = s.exec(
+                select(Enrolment).where(Enrolment.state == EnrolmentState.running)
+            ).all()
+        if not running:
+            return
+        assert time.monotonic() < deadline, f"journeys still running: {running}"
+        await asyncio.sleep(0.05)
+
 
 HELLO = """\
 id: hello
@@ -123,6 +140,9 @@ async def test_each_target_gets_an_outcome_and_a_rerun_enrols_nobody_twice(
             router, "hello", targets, import_id="batch-1", concurrency=3, on_progress=seen.append
         )
         await smtp.mailbox.wait_for(lambda m: len(m.messages) == 2)
+        # the email lands a moment before its journey records that it ended: wait for that,
+        # or the third import below meets a running journey ("already in the campaign")
+        await _until_no_journey_runs(any_engine)
         again = await enrol_many(router, "hello", targets, import_id="batch-1")
         other = await enrol_many(router, "hello", [old.id], import_id="batch-2")
     assert first.enrolled == 2
