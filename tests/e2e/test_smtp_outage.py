@@ -55,7 +55,13 @@ async def test_an_outage_delays_the_email_and_it_is_sent_once(
 
         def failed_once() -> bool:
             row = _welcome_row(engine)
-            return row is not None and row.attempts >= 1 and row.state == MessageState.pending
+            # attempts counts when an attempt starts; its reason is written when it fails
+            return (
+                row is not None
+                and row.attempts >= 1
+                and row.state == MessageState.pending
+                and row.error is not None
+            )
 
         await _until(failed_once)
         row = _welcome_row(engine)
