@@ -23,11 +23,18 @@ from contacts.errors import NotFound
 from contacts.models import Contact, ContactStatus, Event, utcnow
 
 __all__ = [
+    "TOPIC_LEFT_TAG",
+    "TOPIC_TAG",
     "OptInRequest",
     "confirm_opt_in",
     "request_opt_in",
     "set_paused_until",
 ]
+
+#: A contact's topics are tags: ``topic:<id>`` for a topic they chose on the preference page,
+#: ``topic-left:<id>`` for one they unticked there (a broadcast to that topic skips them).
+TOPIC_TAG = "topic:"
+TOPIC_LEFT_TAG = "topic-left:"
 
 #: Statuses an address may not be (re)subscribed from by a form: the mailbox refused our mail
 #: or its owner reported us, so we send nothing to it, not even a confirmation.

@@ -316,3 +316,4 @@ from contacts.sales_models import (  # noqa: E402
     StageChange,
 )
 from contacts.webhook_tokens import WebhookToken  # noqa: E402
+from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     #: ``TimeoutStopSec``, ``docker stop --time``) must be longer: this plus 15 s or more.
     worker_shutdown_seconds: float = Field(default=30.0, ge=0.0)
 
+    #: Broadcasts (``workflows.broadcast``): recipients per batch activity (claimed, rendered,
+    #: sent and recorded together; a retried batch resumes after its last sent recipient), and
+    #: how many batches one send runs at once, over all workers (each worker runs those it
+    #: picks up: more batches than workers lets every worker's SMTP pool stay busy)
+    broadcast_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    broadcast_parallel_batches: int = Field(default=4, ge=1, le=64)
+
     #: DKIM signing (RFC 6376) of every email, on when a domain, selector and key are set; the
     #: public key goes in DNS at ``{selector}._domainkey.{domain}``. Most relays sign for you.
     dkim_domain: str = ""

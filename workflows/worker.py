@@ -26,6 +26,8 @@ from emails.sender import SmtpTransport, Transport
 from workflows.activities import JourneyActivities
 from workflows.alerts import SalesActivities
 from workflows.assignment import sync_sales_directory
+from workflows.broadcast import BroadcastWorkflow
+from workflows.broadcast_activities import BroadcastActivities
 from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
@@ -48,6 +50,7 @@ WORKFLOWS: Sequence[type] = (
     LeadAlertWorkflow,
     ScoreDecay,
     ResendWorkflow,
+    BroadcastWorkflow,
 )
 
 
@@ -204,6 +207,14 @@ def build_worker(
     ).all()
     activities.extra += SegmentActivities(engine=engine, router=router, metrics=metrics).all()
     activities.extra += ResendActivities(activities).all()
+    activities.extra += BroadcastActivities(
+        settings=settings,
+        engine=engine,
+        workspace=workspace,
+        transport=transport,
+        renderer=activities.renderer,
+        router=router,
+    ).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, client=client

@@ -1,0 +1,255 @@
+"""The broadcast workflow: one per send, fanning the audience out into batch activities.
+
+A journey is one workflow per contact, which is right for behaviour and far too heavy for a
+newsletter: a million workflows to send one email each. A send of a broadcast is one workflow
+that walks its audience snapshot by seq range, ``parallel`` batch activities at a time, each
+claiming, rendering, sending and recording about a thousand recipients (any worker may take
+any batch). The outbox gives the guarantee, as for journeys: a recipient's email is sent at
+most once, and a batch retried after a crash sends exactly those its first attempt did not.
+
+Control: ``pause`` and ``cancel`` stop new batches at once, so they take effect within the
+batches already running; ``resume`` carries on from the next recipient. The history stays
+bounded for any audience: after a number of batches (or when Temporal suggests it) the
+workflow continues as new, carrying only where it is.
+
+Deterministic: no I/O here (activities do it), time from ``workflow.now()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.broadcast_types import (
+        BATCH_ACTIVITY,
+        PICK_WINNER_ACTIVITY,
+        QUERY_BROADCAST,
+        SET_STATE_ACTIVITY,
+        SIGNAL_BROADCAST,
+        SNAPSHOT_ACTIVITY,
+        BatchInput,
+        BatchResult,
+        BroadcastControl,
+        BroadcastInput,
+        BroadcastStatus,
+        PickWinnerInput,
+        PickWinnerResult,
+        SetStateInput,
+        SnapshotInput,
+        SnapshotResult,
+    )
+
+__all__ = ["BroadcastWorkflow"]
+
+#: Database work and sends are retried until they succeed: an outage delays a broadcast, it
+#: never drops recipients. The backoff is capped so a relay back up is used within a minute.
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+)
+#: a killed worker's batch moves to another worker within this
+_HEARTBEAT = timedelta(seconds=30)
+#: batches between continue-as-new (each is a handful of history events)
+_BATCHES_PER_RUN = 400
+
+
+def _parse(iso: str) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso else None
+
+
+def _add(total: BatchResult, part: BatchResult) -> None:
+    total.sent += part.sent
+    total.failed += part.failed
+    total.suppressed += part.suppressed
+    total.interrupted += part.interrupted
+    total.already += part.already
+
+
+@workflow.defn(name="Broadcast")
+class BroadcastWorkflow:
+    def __init__(self) -> None:
+        self._paused = False
+        self._cancelled_by: str | None = None
+        self._inp: BroadcastInput | None = None
+
+    @workflow.signal(name=SIGNAL_BROADCAST)
+    def control(self, command: BroadcastControl) -> None:
+        if command.action == "pause":
+            self._paused = True
+        elif command.action == "resume":
+            self._paused = False
+        elif command.action == "cancel" and self._cancelled_by is None:
+            self._cancelled_by = command.by or "someone"
+
+    @workflow.query(name=QUERY_BROADCAST)
+    def status(self) -> BroadcastStatus:
+        inp = self._inp
+        assert inp is not None
+        return BroadcastStatus(
+            phase=inp.phase,
+            paused=self._paused,
+            cancelled=self._cancelled_by is not None,
+            next_seq=inp.next_seq,
+            audience=inp.snapshot.audience if inp.snapshot else 0,
+            totals=inp.totals,
+            winner=inp.winner,
+        )
+
+    @workflow.run
+    async def run(self, inp: BroadcastInput) -> BatchResult:
+        self._inp = inp
+        self._paused = self._paused or inp.paused
+        if inp.snapshot is None:
+            inp.snapshot = await workflow.execute_activity(
+                SNAPSHOT_ACTIVITY,
+                SnapshotInput(send_id=inp.send_id),
+                result_type=SnapshotResult,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=_HEARTBEAT,
+                retry_policy=_RETRY,
+            )
+        snapshot = inp.snapshot
+        if inp.phase == "start":
+            if not await self._sleep_until(_parse(inp.send_at)):
+                return await self._finish(inp, "cancelled")
+            inp.phase = "sample" if inp.has_test and snapshot.sample else "rest"
+            await self._set_state(inp.send_id, "sending")
+        if inp.phase == "sample":
+            done = await self._batches(inp, snapshot.sample, variant="")
+            if done is None:
+                return await self._continue(inp)
+            if not done:
+                return await self._finish(inp, "cancelled")
+            inp.phase = "testing"
+            inp.tested_at = workflow.now().isoformat()
+            await self._set_state(inp.send_id, "testing")
+        if inp.phase == "testing":
+            started = _parse(inp.tested_at) or workflow.now()
+            if not await self._sleep_until(started + timedelta(seconds=inp.ab_wait_seconds)):
+                return await self._finish(inp, "cancelled")
+            picked = await workflow.execute_activity(
+                PICK_WINNER_ACTIVITY,
+                PickWinnerInput(send_id=inp.send_id),
+                result_type=PickWinnerResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=_RETRY,
+            )
+            inp.winner = picked.winner
+            inp.phase = "rest"
+            await self._set_state(inp.send_id, "sending")
+        for slot in snapshot.slots:
+            if slot.last < inp.next_seq:
+                continue
+            inp.next_seq = max(inp.next_seq, slot.first)
+            if not await self._sleep_until(_parse(slot.due)):
+                return await self._finish(inp, "cancelled")
+            done = await self._batches(inp, slot.last, variant=inp.winner)
+            if done is None:
+                return await self._continue(inp)
+            if not done:
+                return await self._finish(inp, "cancelled")
+        return await self._finish(inp, "completed")
+
+    async def _batches(self, inp: BroadcastInput, last: int, *, variant: str) -> bool | None:
+        """Run batches over recipients ``inp.next_seq``..``last``, ``parallel`` at once: True
+        when all are done, False if cancelled, None when it is time to continue as new (no
+        batch is left running then)."""
+        parallel = max(1, inp.parallel)
+        size = max(1, inp.batch_size)
+        rate = inp.rate / parallel if inp.rate else 0.0
+        if rate:
+            # a batch at a low rate would run for hours: smaller batches keep pause/cancel
+            # within about a minute
+            size = max(1, min(size, int(rate * 60)))
+        running: set[asyncio.Task[BatchResult]] = set()
+        started = 0
+        paused_shown = False
+        while True:
+            while (
+                inp.next_seq <= last
+                and len(running) < parallel
+                and not self._paused
+                and self._cancelled_by is None
+                and started < _BATCHES_PER_RUN
+            ):
+                first, inp.next_seq = inp.next_seq, min(last, inp.next_seq + size - 1) + 1
+                running.add(
+                    asyncio.ensure_future(
+                        workflow.execute_activity(
+                            BATCH_ACTIVITY,
+                            BatchInput(
+                                send_id=inp.send_id,
+                                first=first,
+                                last=inp.next_seq - 1,
+                                variant=variant,
+                                rate=rate,
+                            ),
+                            result_type=BatchResult,
+                            start_to_close_timeout=timedelta(
+                                seconds=max(600.0, 3 * size / rate if rate else 0.0)
+                            ),
+                            heartbeat_timeout=_HEARTBEAT,
+                            retry_policy=_RETRY,
+                        )
+                    )
+                )
+                started += 1
+            if not running:
+                if self._cancelled_by is not None:
+                    return False
+                if inp.next_seq > last:
+                    return True
+                if started >= _BATCHES_PER_RUN or workflow.info().is_continue_as_new_suggested():
+                    return None
+                # paused, nothing running: say so, and wait for resume or cancel
+                if not paused_shown:
+                    await self._set_state(inp.send_id, "paused")
+                    paused_shown = True
+                await workflow.wait_condition(
+                    lambda: not self._paused or self._cancelled_by is not None
+                )
+                if self._cancelled_by is None:
+                    paused_shown = False
+                    await self._set_state(inp.send_id, "sending")
+                continue
+            done, _ = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.discard(task)
+                _add(inp.totals, task.result())
+
+    async def _sleep_until(self, when: datetime | None) -> bool:
+        """Wait until ``when`` (now if None or past); False if cancelled meanwhile."""
+        if when is not None:
+            left = (when - workflow.now()).total_seconds()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._cancelled_by is not None, timeout=left
+                    )
+        return self._cancelled_by is None
+
+    async def _set_state(self, send_id: str, state: str, note: str | None = None) -> None:
+        await workflow.execute_activity(
+            SET_STATE_ACTIVITY,
+            SetStateInput(send_id=send_id, state=state, note=note),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=_RETRY,
+        )
+
+    async def _finish(self, inp: BroadcastInput, state: str) -> BatchResult:
+        note = f"cancelled by {self._cancelled_by}" if state == "cancelled" else None
+        await self._set_state(inp.send_id, state, note)
+        return inp.totals
+
+    async def _continue(self, inp: BroadcastInput) -> BatchResult:
+        inp.paused = self._paused
+        # a cancel that arrived just now is not lost: the next run sees it in its first turn
+        if self._cancelled_by is not None:
+            return await self._finish(inp, "cancelled")
+        workflow.continue_as_new(inp)
