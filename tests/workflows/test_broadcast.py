@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -22,13 +23,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace, load_workspace
 from contacts import repository
+from contacts.broadcast_models import BroadcastSend
 from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus, Message
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace
 from workflows.broadcasts import (
     BroadcastError,
+    cancel_broadcast,
+    pause_broadcast,
     progress,
+    resume_broadcast,
     start_broadcast,
 )
 from workflows.worker import build_worker
@@ -79,6 +84,21 @@ async def worker(
         yield
 
 
+def small_batches(settings: Settings, size: int, parallel: int) -> Settings:
+    return settings.model_copy(
+        update={"broadcast_batch_size": size, "broadcast_parallel_batches": parallel}
+    )
+
+
+async def wait_for(check: Any, within: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
 async def wait_state(engine: Engine, send_id: str, states: set[str], within: float = 60) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -94,10 +114,11 @@ async def wait_state(engine: Engine, send_id: str, states: set[str], within: flo
 async def test_exactly_its_audience_once_each_with_the_reasons_of_the_others(
     time_env: WorkflowEnvironment,
     settings: Settings,
-    engine: Engine,
+    any_engine: Engine,
     tmp_path: Path,
     smtp: SmtpServer,
 ) -> None:
+    engine = any_engine
     workspace = broadcast_workspace(tmp_path, NEWS)
     pro = add_contacts(engine, 12, plan="pro")
     add_contacts(engine, 3, "free", plan="free")
@@ -141,3 +162,220 @@ async def test_exactly_its_audience_once_each_with_the_reasons_of_the_others(
     async with worker(time_env, settings, engine, workspace):
         with pytest.raises(BroadcastError, match="sent already"):
             await start_broadcast(time_env.client, engine, workspace, "news", settings=settings)
+
+
+SIMPLE = """\
+id: simple
+name: Simple
+email: {template: welcome, subject: "Hi {{ contact.first_name }}"}
+"""
+
+
+async def test_who_unsubscribes_while_it_runs_gets_nothing(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    ids = add_contacts(engine, 12)
+    smtp.mailbox.delay = 0.05
+    settings = small_batches(settings, 3, 1).model_copy(update={"smtp_max_connections": 1})
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) >= 1)
+        with session_scope(engine) as s:
+            repository.set_status(s, ids[-1], ContactStatus.unsubscribed)
+        await wait_state(engine, send.id, {"completed"})
+    received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
+    assert received == sorted(f"c{i}@example.com" for i in range(11))
+    assert progress(engine, send.id).suppressed_by_reason == {"contact is unsubscribed": 1}
+
+
+async def test_pause_stops_within_one_batch_and_resume_sends_the_rest_once(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    add_contacts(engine, 30)
+    smtp.mailbox.delay = 0.03
+    settings = small_batches(settings, 4, 2).model_copy(update={"smtp_max_connections": 2})
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) >= 2)
+        await pause_broadcast(time_env.client, engine, "simple", by="test")
+        at_pause = len(smtp.mailbox.messages)
+        # the workflow confirms the pause once the batches in flight have ended
+        await wait_for(lambda: _workflow_paused(engine, send.id))
+        stopped = len(smtp.mailbox.messages)
+        assert stopped - at_pause <= 2 * 4  # at most the batches running when it was asked
+        assert stopped < 30
+        await asyncio.sleep(0.5)
+        assert len(smtp.mailbox.messages) == stopped  # nothing while paused
+        with pytest.raises(BroadcastError, match="paused already"):
+            await pause_broadcast(time_env.client, engine, "simple")
+        await resume_broadcast(time_env.client, engine, "simple", by="test")
+        await wait_state(engine, send.id, {"completed"})
+    received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
+    assert received == sorted(f"c{i}@example.com" for i in range(30))
+
+
+def _workflow_paused(engine: Engine, send_id: str) -> bool:
+    """Paused, and no email of it waiting or on the wire."""
+    p = progress(engine, send_id)
+    return p.state == "paused" and not p.by_state.get("sending") and not p.by_state.get("pending")
+
+
+async def test_cancel_stops_it_for_good(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    add_contacts(engine, 30)
+    smtp.mailbox.delay = 0.03
+    settings = small_batches(settings, 4, 1).model_copy(update={"smtp_max_connections": 2})
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) >= 2)
+        await cancel_broadcast(time_env.client, engine, "simple", by="ops")
+        await wait_state(engine, send.id, {"cancelled"})
+        stopped = len(smtp.mailbox.messages)
+        await asyncio.sleep(0.3)
+        assert len(smtp.mailbox.messages) == stopped < 30
+        with pytest.raises(BroadcastError, match="not being sent"):
+            await resume_broadcast(time_env.client, engine, "simple")
+    with session_scope(engine) as s:
+        row = s.get(BroadcastSend, send.id)
+        assert row is not None and row.note == "cancelled by ops" and row.finished_at
+    p = progress(engine, send.id)
+    assert p.sent == stopped and p.done == p.sent  # nothing left half-way
+    received = [r for m in smtp.mailbox.messages for r in m.recipients]
+    assert len(received) == len(set(received))
+
+
+AB = """\
+id: ab
+name: Subject test
+email: {template: welcome, subject: "Plain"}
+ab_test:
+  variants:
+    - {id: a, subject: "Subject A"}
+    - {id: b, subject: "Subject B"}
+  sample: 40
+  metric: opens
+  wait: 4h
+"""
+
+
+async def test_ab_test_sends_the_sample_then_the_winner_to_the_rest(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, AB)
+    add_contacts(engine, 20)
+    settings = small_batches(settings, 5, 2)
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(time_env.client, engine, workspace, "ab", settings=settings)
+        await wait_state(engine, send.id, {"testing"})
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) == 8)
+        assert sorted(smtp.mailbox.subjects()) == ["Subject A"] * 4 + ["Subject B"] * 4
+        with session_scope(engine) as s:
+            b_rows = s.exec(
+                select(Message).where(Message.workflow_id == send.id, Message.step_id == "b")
+            ).all()
+            for i, row in enumerate(b_rows[:3]):  # three of B's four open it, none of A's
+                repository.record_event(
+                    s,
+                    contact_id=row.contact_id,
+                    type="open",
+                    message_id=row.id,
+                    dedupe_key=f"open:test:{i}",
+                )
+        assert len(smtp.mailbox.messages) == 8  # nobody else before the wait is over
+        await time_env.sleep(timedelta(hours=4, minutes=1))
+        await wait_state(engine, send.id, {"completed"})
+    subjects = smtp.mailbox.subjects()
+    assert sorted(subjects) == ["Subject A"] * 4 + ["Subject B"] * 16
+    received = [r for m in smtp.mailbox.messages for r in m.recipients]
+    assert sorted(received) == sorted(f"c{i}@example.com" for i in range(20))
+    with session_scope(engine) as s:
+        row = s.get(BroadcastSend, send.id)
+        assert row is not None and row.winner == "b" and row.sample == 8
+        assert row.ab_figures["variants"]["b"]["opens"] == 3
+
+
+async def test_in_each_contacts_time_zone_each_gets_it_at_their_local_hour(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    now = await time_env.get_current_time()
+    day = (now + timedelta(days=2)).date()
+    local = f"""\
+id: local
+name: Local morning
+email: {{template: welcome, subject: "Morning"}}
+send_at: {day.isoformat()}T09:00:00
+in_contact_timezone: true
+"""
+    workspace = broadcast_workspace(tmp_path, local)
+    zones = {"Asia/Tokyo": "tokyo", "Europe/Berlin": "berlin", "America/New_York": "ny"}
+    for zone, name in zones.items():
+        add_contacts(engine, 2, name, timezone=zone)
+    add_contacts(engine, 1, "nozone")  # the workspace's zone (UTC in the demo)
+    add_contacts(engine, 1, "bad", timezone="Mars/Olympus")
+
+    def due(zone: str) -> datetime:
+        return datetime(day.year, day.month, day.day, 9, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+    async def until(moment: datetime) -> None:
+        left = moment - await time_env.get_current_time()
+        if left > timedelta(0):
+            await time_env.sleep(left)
+
+    def got() -> set[str]:
+        return {
+            r.split("@")[0].rstrip("0123456789")
+            for m in smtp.mailbox.messages
+            for r in m.recipients
+        }
+
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(time_env.client, engine, workspace, "local", settings=settings)
+        order = sorted(
+            [
+                ("tokyo", due("Asia/Tokyo")),
+                ("berlin", due("Europe/Berlin")),
+                ("utc", due("UTC")),
+                ("ny", due("America/New_York")),
+            ],
+            key=lambda x: x[1],
+        )
+        seen: set[str] = set()
+        for name, moment in order:
+            await until(moment - timedelta(minutes=5))
+            await asyncio.sleep(0.3)
+            assert got() == seen, f"before {name}'s 09:00"
+            await until(moment + timedelta(minutes=1))
+            seen |= {"nozone", "bad"} if name == "utc" else {name}
+            await wait_for(lambda: got() == seen, within=30)
+        await wait_state(engine, send.id, {"completed"})
+    assert len(smtp.mailbox.messages) == 8
