@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     #: picks up: more batches than workers lets every worker's SMTP pool stay busy)
     broadcast_batch_size: int = Field(default=1000, ge=1, le=10_000)
     broadcast_parallel_batches: int = Field(default=4, ge=1, le=64)
+    #: batches one run of a send's workflow starts before it continues as new, which keeps
+    #: its history bounded however large the audience
+    broadcast_batches_per_run: int = Field(default=400, ge=1, le=2000)
 
     #: DKIM signing (RFC 6376) of every email, on when a domain, selector and key are set; the
     #: public key goes in DNS at ``{selector}._domainkey.{domain}``. Most relays sign for you.

@@ -55,8 +55,6 @@ _RETRY = RetryPolicy(
 )
 #: a killed worker's batch moves to another worker within this
 _HEARTBEAT = timedelta(seconds=30)
-#: batches between continue-as-new (each is a handful of history events)
-_BATCHES_PER_RUN = 400
 
 
 def _parse(iso: str) -> datetime | None:
@@ -176,7 +174,7 @@ class BroadcastWorkflow:
                 and len(running) < parallel
                 and not self._paused
                 and self._cancelled_by is None
-                and started < _BATCHES_PER_RUN
+                and started < inp.batches_per_run
             ):
                 first, inp.next_seq = inp.next_seq, min(last, inp.next_seq + size - 1) + 1
                 running.add(
@@ -205,7 +203,10 @@ class BroadcastWorkflow:
                     return False
                 if inp.next_seq > last:
                     return True
-                if started >= _BATCHES_PER_RUN or workflow.info().is_continue_as_new_suggested():
+                if (
+                    started >= inp.batches_per_run
+                    or workflow.info().is_continue_as_new_suggested()
+                ):
                     return None
                 # paused, nothing running: say so, and wait for resume or cancel
                 if not paused_shown:

@@ -116,6 +116,8 @@ class BroadcastInput:
     #: recipients per batch activity, and batch activities at once (``DRIP_BROADCAST_*``)
     batch_size: int = 1000
     parallel: int = 4
+    #: batches per run of the workflow before it continues as new (its history stays bounded)
+    batches_per_run: int = 400
     snapshot: SnapshotResult | None = None
     #: the first recipient (seq) no batch has been given yet
     next_seq: int = 1

@@ -134,6 +134,7 @@ async def start_broadcast(
         has_test=bool(plan.variants),
         batch_size=settings.broadcast_batch_size,
         parallel=settings.broadcast_parallel_batches,
+        batches_per_run=settings.broadcast_batches_per_run,
     )
     try:
         await client.start_workflow(

@@ -36,6 +36,7 @@ from workflows.broadcasts import (
     resume_broadcast,
     start_broadcast,
 )
+from tests.workflows.recording import maybe_record
 from workflows.worker import build_worker
 
 NEWS = """\
@@ -310,6 +311,7 @@ async def test_ab_test_sends_the_sample_then_the_winner_to_the_rest(
         assert len(smtp.mailbox.messages) == 8  # nobody else before the wait is over
         await time_env.sleep(timedelta(hours=4, minutes=1))
         await wait_state(engine, send.id, {"completed"})
+        await maybe_record(time_env.client.get_workflow_handle(send.id), "broadcast-ab")
     subjects = smtp.mailbox.subjects()
     assert sorted(subjects) == ["Subject A"] * 4 + ["Subject B"] * 16
     received = [r for m in smtp.mailbox.messages for r in m.recipients]
@@ -379,3 +381,32 @@ in_contact_timezone: true
             await wait_for(lambda: got() == seen, within=30)
         await wait_state(engine, send.id, {"completed"})
     assert len(smtp.mailbox.messages) == 8
+
+
+async def test_a_long_send_continues_as_new_and_still_reaches_everyone_once(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    add_contacts(engine, 25)
+    settings = small_batches(settings, 2, 2).model_copy(update={"broadcast_batches_per_run": 3})
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        handle = time_env.client.get_workflow_handle(send.id)
+        result = await handle.result()
+        await maybe_record(handle, "broadcast-continued")
+        history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id  # this run followed a continue-as-new
+    inp = started.input.payloads[0].data
+    assert b'"next_seq":' in inp and b'"next_seq": 1,' not in inp
+    # the totals are carried from run to run: the last run returns them all
+    assert result["sent"] == 25
+    received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
+    assert received == sorted(f"c{i}@example.com" for i in range(25))
+    assert progress(engine, send.id).state == "completed"

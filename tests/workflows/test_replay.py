@@ -16,6 +16,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.workflows.recording import HISTORIES
+from workflows.broadcast import BroadcastWorkflow
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.types import JourneyInput, JourneyResult
@@ -31,13 +32,16 @@ def test_histories_are_recorded() -> None:
     names = {p.stem for p in RECORDED}
     assert {"welcome-opened", "welcome-not-opened"} <= names, names
     assert {"lead-alert-escalated", "lead-alert-acknowledged"} <= names, names
+    assert {"broadcast-ab", "broadcast-continued"} <= names, names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_recorded_history_replays(path: Path) -> None:
     history = _load(path)
     assert history.events, "an empty history proves nothing"
-    result = await Replayer(workflows=[JourneyWorkflow, LeadAlertWorkflow]).replay_workflow(history)
+    result = await Replayer(
+        workflows=[JourneyWorkflow, LeadAlertWorkflow, BroadcastWorkflow]
+    ).replay_workflow(history)
     assert result.replay_failure is None
 
 
