@@ -28,6 +28,7 @@ from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus, Message
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace
+from tests.workflows.recording import maybe_record
 from workflows.broadcasts import (
     BroadcastError,
     cancel_broadcast,
@@ -36,7 +37,6 @@ from workflows.broadcasts import (
     resume_broadcast,
     start_broadcast,
 )
-from tests.workflows.recording import maybe_record
 from workflows.worker import build_worker
 
 NEWS = """\
