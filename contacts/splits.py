@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +15,26 @@ from sqlmodel import Session, col, select
 from contacts._sql import insert_ignore
 from contacts.models import Enrolment, EnrolmentState, Event, Message, MessageState, SplitDecision
 
-__all__ = ["VariantFigures", "decide", "variant_figures"]
+__all__ = ["VariantFigures", "decide", "two_proportion_test", "variant_figures"]
+
+
+def two_proportion_test(
+    hits_a: int, n_a: int, hits_b: int, n_b: int
+) -> tuple[float | None, float | None]:
+    """B against A: the relative uplift of B's rate over A's, and the confidence (1 - p-value of
+    a two-sided pooled two-proportion z-test) that the rates differ. None where it is undefined:
+    no uplift over a zero rate, no confidence without sends or when both rates are 0% or 100%.
+    Shared by the campaign page's splits and the broadcasts' A/B tests."""
+    if n_a <= 0 or n_b <= 0:
+        return None, None
+    rate_a, rate_b = hits_a / n_a, hits_b / n_b
+    uplift = (rate_b - rate_a) / rate_a if rate_a > 0 else None
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if spread == 0:
+        return uplift, None
+    z = (rate_b - rate_a) / spread
+    return uplift, 2 * NormalDist().cdf(abs(z)) - 1
 
 
 @dataclass(frozen=True)
