@@ -22,7 +22,8 @@ without limit. ``insert_hits`` returns how many it left out, by kind, for the ca
    message's first open or click). Later human hits stay in ``hits`` (``bot_reason`` empty),
    the full record for reporting, without costing the events table, the router or Temporal
    anything: a mailing's pixel sees tens of thousands of hits, Temporal takes tens of signals
-   a second.
+   a second. An event about a broadcast's email carries the broadcast in its properties and
+   its name (``contacts.broadcast_events``).
 
 The same transaction keeps the campaign rollups (``contacts.rollups``): each recorded first
 open or click adds the contact to the campaign's reach, each flagged hit of a known message to
@@ -43,6 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from contacts.broadcast_events import event_name, with_broadcast
 from contacts.models import Event, Hit, Link, Message
 from contacts.rollups import add_bot_hits, add_reach
 
@@ -348,12 +350,13 @@ def _record_events(session: Session, rows: list[_Row], now: datetime, result: Co
         properties: dict[str, Any] = {"user_agent": r.user_agent}
         if r.link is not None:
             properties.update(url=r.link.url, position=r.link.position)
+        campaign, step = r.message.campaign_id, r.message.step_id
         values.append(
             {
                 "contact_id": r.message.contact_id,
                 "type": r.kind,
-                "name": r.message.step_id,
-                "properties": properties,
+                "name": event_name(campaign, step),
+                "properties": with_broadcast(properties, campaign, step),
                 "source": "pixel" if r.kind == "open" else "link",
                 "message_id": r.message.id,
                 "dedupe_key": key,

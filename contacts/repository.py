@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from contacts import cleaning
 from contacts._sql import insert_ignore
+from contacts.broadcast_events import with_broadcast
 from contacts.cleaning import normalise_email
 from contacts.errors import InvalidValue, NotFound
 from contacts.models import (
@@ -225,10 +226,16 @@ def record_event(
 
     A webhook retried by a shop or an email client fetching the pixel twice gives one row.
     Properties that would break queries once stored (``cleaning.storage_problem``) raise
-    InvalidValue; the doors refuse more than that before they get here.
+    InvalidValue; the doors refuse more than that before they get here. An event about a
+    broadcast's email (``message_id``) gets ``properties.broadcast`` and ``.variant``
+    (``contacts.broadcast_events``), whoever records it: ESP webhooks, SMTP refusals, one-click
+    unsubscribes.
     """
     if (found := cleaning.storage_problem(dict(properties or {}))) is not None:
         raise InvalidValue(f"properties.{found[0]}", found[1])
+    message = session.get(Message, message_id) if message_id is not None else None
+    if message is not None:  # a broadcast's email files its events under the broadcast
+        properties = with_broadcast(properties, message.campaign_id, message.step_id)
     now = utcnow()
     created = insert_ignore(
         session,
@@ -247,10 +254,9 @@ def record_event(
         ["dedupe_key"],
     )
     event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
-    if created and message_id is not None and type in ("open", "click"):
-        message = session.get(Message, message_id)
-        if message is not None:  # the campaign's unique openers and clickers
-            add_reach(session, [(message.campaign_id, message.step_id, type, contact_id)])
+    if created and message is not None and type in ("open", "click"):
+        # the campaign's unique openers and clickers
+        add_reach(session, [(message.campaign_id, message.step_id, type, contact_id)])
     return event, created
 
 

@@ -12,7 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+from contacts.broadcast_events import is_broadcast
 from emails._html import Utm
 from emails._text import finish_text, html_to_text
 from emails.links import (
@@ -127,6 +129,10 @@ class Renderer:
         if contact.id is None:
             raise ValueError("render needs a stored contact: the unsubscribe link names its id")
         unsubscribe_url = self.unsubscribe_url(contact.id)
+        if is_broadcast(campaign_id):
+            # names the email, so the unsubscribe is filed under its broadcast (the token alone
+            # authorises it; the route checks the message is this contact's)
+            unsubscribe_url += f"?m={quote(message_id, safe='')}"
         view_url = "" if for_browser else self.view_url(message_id)
         context: dict[str, Any] = {
             "contact": Record({**contact.fields, "email": contact.email}),

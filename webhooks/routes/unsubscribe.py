@@ -7,21 +7,30 @@ page's buttons POST. The one-click POST from a mail client's button unsubscribes
 time, so no further email goes out. Every action is authorised by the signed token in the URL,
 which only the recipient has, so no other site can forge these posts (CSRF).
 
+A broadcast's email links to ``/u/<token>?m=<message id>``: the unsubscribe event then names
+that message (``message_id``), which files it under the broadcast (``properties.broadcast``,
+``contacts.broadcast_events``). The token alone authorises; an ``m`` that names no message of
+this contact is ignored (logged), never a reason to refuse someone's unsubscribe.
+
 Topics are stored as the contact's tags ``topic:<id>`` (campaigns select them with
 ``has_tag("topic:deals")``); a pause sets ``paused_until``, and sends wait until it has passed.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from datetime import timedelta
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
+from sqlmodel import Session
 
 from campaigns.workspace import Workspace
-from contacts import consent, repository
+from contacts import consent, outbox, repository
 from contacts.db import session_scope
 from contacts.errors import NotFound
 from contacts.models import Contact, ContactStatus, utcnow
@@ -36,6 +45,29 @@ router = APIRouter(prefix="/u", tags=["unsubscribe"])
 PAUSE = timedelta(days=30)
 TOPIC_TAG = "topic:"
 
+log = logging.getLogger(__name__)
+
+#: What a message id in ``?m=`` looks like (our ids are UUIDs); anything else names no email.
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+#: The email an unsubscribe link came from (broadcast emails name it); optional.
+MessageParam = Query(default=None, description="the email the link came from (optional)")
+
+
+def _message_ref(m: str | None) -> str | None:
+    return m if m is not None and _MESSAGE_ID.fullmatch(m) else None
+
+
+def _sender_of(session: Session, contact_id: int, m: str | None) -> str | None:
+    """The id of the email named by ``?m=`` if it is this contact's; else None (logged)."""
+    if m is None:
+        return None
+    ref = _message_ref(m)
+    message = outbox.get_message(session, ref) if ref is not None else None
+    if message is None or message.contact_id != contact_id:
+        log.info("unsubscribe of contact %s names no email of theirs (m=%r)", contact_id, m[:80])
+        return None
+    return message.id
+
 
 def _invalid(workspace: Workspace) -> HTMLResponse:
     return message_page(
@@ -47,12 +79,14 @@ def _invalid(workspace: Workspace) -> HTMLResponse:
 
 
 def _preferences(
-    token: str, contact: Contact, workspace: Workspace, notice: str = ""
+    token: str, contact: Contact, workspace: Workspace, notice: str = "", m: str | None = None
 ) -> HTMLResponse:
     paused = contact.paused_until
+    ref = _message_ref(m)
     return page(
         "preferences.html",
         base=f"/u/{token}",
+        unsubscribe_action=f"/u/{token}" + (f"?m={quote(ref, safe='')}" if ref else ""),
         email=contact.email,
         notice=notice,
         topics=workspace.config.topics,
@@ -69,7 +103,11 @@ def _preferences(
     responses={404: {"description": "invalid link (a page)"}},
 )
 async def confirm_page(
-    token: str, settings: SettingsDep, workspace: WorkspaceDep, engine: EngineDep
+    token: str,
+    settings: SettingsDep,
+    workspace: WorkspaceDep,
+    engine: EngineDep,
+    m: str | None = MessageParam,
 ) -> Response:
     contact_id = verify_unsubscribe_token(settings.secret(), token)
     if contact_id is None:
@@ -92,16 +130,20 @@ async def confirm_page(
             action=f"/u/{token}",
             button="Unsubscribe me",
         )
-    return _preferences(token, contact, workspace)
+    return _preferences(token, contact, workspace, m=m)
 
 
 @router.head("/{token}", include_in_schema=False)
 async def confirm_page_head(
-    token: str, settings: SettingsDep, workspace: WorkspaceDep, engine: EngineDep
+    token: str,
+    settings: SettingsDep,
+    workspace: WorkspaceDep,
+    engine: EngineDep,
+    m: str | None = MessageParam,
 ) -> Response:
     """Mail clients and link checkers ask with HEAD before they show or follow the link: the
     GET's status and headers, without its body (and, like the GET, changing nothing)."""
-    answer = await confirm_page(token, settings, workspace, engine)
+    answer = await confirm_page(token, settings, workspace, engine, m)
     return Response(status_code=answer.status_code, headers=dict(answer.headers))
 
 
@@ -116,6 +158,7 @@ async def unsubscribe(
     engine: EngineDep,
     gateway: GatewayDep,
     workspace: WorkspaceDep,
+    m: str | None = MessageParam,
 ) -> Response:
     contact_id = verify_unsubscribe_token(settings.secret(), token)
     if contact_id is None:
@@ -131,6 +174,7 @@ async def unsubscribe(
                 type="unsubscribe",
                 source="one-click",
                 dedupe_key=f"unsubscribe:{contact_id}:{uuid.uuid4()}",
+                message_id=_sender_of(session, contact_id, m),
             )
             return event.id
 
