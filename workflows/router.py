@@ -17,7 +17,11 @@ Who gets what:
   for (its ``where`` checked here); the goal's event; or any change after which the goal's
   ``when`` or an ``exit_when`` rule now holds. The signal names which filters matched
   (``JourneySignal.matches``), so the journey never needs the event's properties.
-- opens and clicks go to the one journey whose email it was, and only the first of each.
+- opens and clicks go to the one journey whose email it was, and only the first of each; never
+  to a broadcast's send (its outbox rows name a ``BroadcastWorkflow``, which has no journey to
+  signal: ``contacts.broadcast_events``). An open or click also starts the campaigns triggered
+  by ``event: open`` (``event: click``), its ``where`` reading the event's properties, e.g.
+  ``properties.broadcast == "black-friday"``: a follow-up to a broadcast or to another email.
 
 Conditions that name ``opened()``/``clicked()`` are the journey's own knowledge; in audience,
 goal and exit rules the router evaluates them as false.
@@ -47,6 +51,7 @@ from campaigns.plan import Plan
 from campaigns.sales import SalesPlan
 from campaigns.schedule import zone
 from contacts import deploys, outbox, repository
+from contacts.broadcast_events import is_broadcast
 from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus, EnrolmentState, Event, utcnow
 from drip.settings import Settings
@@ -184,6 +189,7 @@ class EventRouter:
             route = _Route(timezone=self._timezone(contact), alerts=alerts)
             if event.type in ("open", "click"):
                 route.signals = self._tracking_signal(session, event)
+                route.starts = self._tracking_starts(session, event, contact)
                 return event, route
             facts = _Facts(session, contact, event)
             kind = _TRIGGERED_BY.get(event.type)
@@ -315,14 +321,28 @@ class EventRouter:
             event_id=event.id, type=event.type, name=event.name, matches=sorted(set(matches))
         )
 
+    def _tracking_starts(self, session: Session, event: Event, contact: Contact) -> list[_Start]:
+        """New journeys of the campaigns triggered by ``event: open`` (``click``). A contact
+        already in such a campaign gets nothing more: the trigger's copy of the event names no
+        email, so it could change nothing in that journey, and it would reach it first with the
+        event id its own email's signal carries, which the journey then ignores."""
+        plans = live_plans(session, "event", event.type)
+        if not plans:
+            return []
+        starts = self._starts(session, event, contact, _Facts(session, contact, event), plans)
+        return [s for s in starts if s.new]
+
     def _tracking_signal(self, session: Session, event: Event) -> list[tuple[str, JourneySignal]]:
         """Only the first open (or click) of a message can change a journey's path; later hits
-        are recorded for reporting but cost Temporal nothing."""
+        are recorded for reporting but cost Temporal nothing. A broadcast's email has no
+        journey: its ``workflow_id`` is the send's, never signalled."""
         if not event.message_id or event.id is None:
             return []
         message = outbox.get_message(session, event.message_id)
-        if message is None or repository.first_event_id(session, message.id, event.type) != (
-            event.id
+        if (
+            message is None
+            or is_broadcast(message.campaign_id)
+            or repository.first_event_id(session, message.id, event.type) != event.id
         ):
             return []
         signal = JourneySignal(
