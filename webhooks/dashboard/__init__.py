@@ -19,6 +19,7 @@ from webhooks.dashboard import (
     account,
     admin,
     analytics,
+    broadcasts,
     campaign,
     campaigns,
     contacts,
@@ -34,7 +35,8 @@ __all__ = ["STATIC", "install", "router"]
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(note_dev_mode)])
-for _pages in (signin, campaigns, campaign, contacts, leads, team, admin, analytics, account):
+_PAGES = (signin, campaigns, campaign, broadcasts, contacts, leads, team, admin, analytics, account)
+for _pages in _PAGES:
     router.include_router(_pages.router, prefix="/dashboard")
 
 

@@ -54,6 +54,7 @@ _env.filters["short_version"] = short_version
 #: (path, label, roles that see it); admin sees every entry
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/dashboard/campaigns", "Campaigns", frozenset({Role.admin, Role.marketer})),
+    ("/dashboard/broadcasts", "Broadcasts", frozenset({Role.admin, Role.marketer})),
     ("/dashboard/contacts", "Contacts", frozenset({Role.admin, Role.marketer})),
     ("/dashboard/analytics", "Analytics", frozenset({Role.admin, Role.marketer})),
     ("/dashboard/leads", "My leads", frozenset({Role.admin, Role.sales})),

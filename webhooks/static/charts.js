@@ -7,6 +7,9 @@
    <details> that the page serves open: without scripts (or if uPlot fails to load) nothing is
    lost; once the chart is drawn the table folds away behind its summary.
 
+   A chart whose data says "unit": "hour" (a broadcast's opens by hour since sending) has hours
+   since a start on x, not calendar days: ticks read "+3 h".
+
    The chart follows its container's width (a ResizeObserver), so it fits a 390 px phone as it
    fits a desktop. Lines differ by dash as well as colour, for readers who do not see colour. */
 (function () {
@@ -40,8 +43,14 @@
       return;
     }
     var data = JSON.parse(block.textContent);
+    var hours = data.unit === "hour";
     var tick = window.uPlot.fmtDate("{D} {MMM}");
-    var series = [{ label: "Day", value: "{WWW} {D} {MMM} {YYYY}" }];
+    var since = function (u, v) {
+      return v == null ? "" : "+" + v + " h";
+    };
+    var series = [
+      hours ? { label: "Hour", value: since } : { label: "Day", value: "{WWW} {D} {MMM} {YYYY}" }
+    ];
     var columns = [data.x];
     data.series.forEach(function (line) {
       var style = STYLES[line.key] || OTHER;
@@ -54,6 +63,18 @@
       columns.push(line.values);
     });
 
+    var xAxis = {
+      // "3 Nov" rather than "11/3": unambiguous wherever the reader is
+      values: function (u, splits) {
+        return splits.map(function (ts) {
+          return hours ? since(u, ts) : tick(day(ts));
+        });
+      }
+    };
+    if (hours) {
+      // whole hours only on x, as whole emails on y
+      xAxis.incrs = [1, 2, 3, 6, 12, 24, 48];
+    }
     plot.hidden = false;
     var width = plot.clientWidth;
     var chart = new window.uPlot(
@@ -62,7 +83,7 @@
         height: heightFor(width),
         tzDate: day,
         scales: {
-          x: { time: true },
+          x: { time: !hours },
           y: {
             range: function (u, min, max) {
               return [0, max > 0 ? Math.ceil(max * 1.08) : 1];
@@ -70,14 +91,7 @@
           }
         },
         axes: [
-          {
-            // "3 Nov" rather than "11/3": unambiguous wherever the reader is
-            values: function (u, splits) {
-              return splits.map(function (ts) {
-                return tick(day(ts));
-              });
-            }
-          },
+          xAxis,
           { size: 56, incrs: STEPS }
         ],
         series: series
