@@ -169,7 +169,7 @@ class Broadcast(_Strict):
             raise _refuse(
                 ("in_contact_timezone",),
                 "send_at_local",
-                "in_contact_timezone needs a send_at time (2026-11-27T09:00:00), not 'now'",
+                "needs a send_at time (2026-11-27T09:00:00), not 'now'",
                 local,
             )
         if local and isinstance(self.send_at, datetime) and self.send_at.tzinfo is not None:
@@ -192,8 +192,7 @@ class Broadcast(_Strict):
             raise _refuse(
                 ("send_at",),
                 "send_at_tz",
-                "send_at needs a time zone (2026-11-27T09:00:00+01:00), "
-                "or in_contact_timezone: true",
+                "needs a time zone (2026-11-27T09:00:00+01:00), or in_contact_timezone: true",
                 str(self.send_at),
             )
         return self

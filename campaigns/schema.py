@@ -531,7 +531,8 @@ FORM_RESERVED_NAMES = frozenset({"consent", "website", "redirect"})
 
 
 class Topic(_Strict):
-    """A subject a contact can choose on the preference page; stored as the tag ``topic:<id>``."""
+    """A subject a contact can choose on the preference page; stored as the tag ``topic:<id>``,
+    and one left unticked there as ``topic-left:<id>`` (a broadcast to the topic skips them)."""
 
     id: Identifier
     label: str = Field(min_length=1, max_length=200)

@@ -1,4 +1,5 @@
-"""A workspace: ``workspace.yaml``, ``forms/*.yaml``, ``campaigns/*.yaml`` and ``emails/*.mjml``.
+"""A workspace: ``workspace.yaml``, ``forms/*.yaml``, ``campaigns/*.yaml``, ``broadcasts/*.yaml``
+and ``emails/*.mjml``.
 
 Loading validates everything and reports every problem of every file at once, so ``drip dev`` and
 ``drip campaigns validate`` refuse a broken workspace before anything is deployed.
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from campaigns.broadcast_check import load_broadcasts
+from campaigns.broadcasts import Broadcast, BroadcastPlan, compile_broadcast
 from campaigns.compile import compile_campaign
 from campaigns.errors import CampaignError, Problem
 from campaigns.hosts import host_allowed
@@ -35,6 +38,9 @@ class Workspace:
     sales: SalesPlan = field(default_factory=SalesPlan)
     #: the text of every template file the plans name, by hash (what a deploy stores)
     template_texts: dict[str, str] = field(default_factory=dict)
+    #: ``broadcasts/*.yaml`` by id, and their compiled plans (what a send starts with)
+    broadcasts: dict[str, Broadcast] = field(default_factory=dict)
+    broadcast_plans: dict[str, BroadcastPlan] = field(default_factory=dict)
 
 
 def _display(path: Path, root: Path) -> str:
@@ -135,10 +141,19 @@ def load_workspace(root: Path) -> Workspace:
             continue
         campaigns[campaign.id] = campaign
 
+    broadcasts, found = load_broadcasts(
+        root,
+        templates=templates,
+        topics=[t.id for t in config.topics] if config is not None else None,
+        display=lambda path: _display(path, root),
+    )
+    problems += found
+
     sources = TemplateSources(root / "emails", config.layout if config is not None else None)
     files: dict[str, dict[str, str]] = {}
     for name in sorted(
         {s.send_email.template for c in campaigns.values() for s in c.steps if s.send_email}
+        | {name for b in broadcasts.values() for name in b.templates()}
     ):
         try:
             files[name] = sources.files(name)
@@ -159,6 +174,8 @@ def load_workspace(root: Path) -> Workspace:
         templates=templates,
         sales=sales,
         template_texts=sources.texts,
+        broadcasts=broadcasts,
+        broadcast_plans={bid: compile_broadcast(b, files) for bid, b in broadcasts.items()},
     )
 
 

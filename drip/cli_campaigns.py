@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from campaigns import CampaignError, Workspace, load_workspace
 from campaigns.errors import hint
 from campaigns.graph import to_mermaid, to_svg
-from campaigns.jsonschema import campaign_json_schema_text
+from campaigns.jsonschema import broadcast_json_schema_text, campaign_json_schema_text
 from contacts import deploys
 from contacts.db import create_db_engine, migrate, session_scope
 from drip._runtime import run_with_temporal
@@ -54,7 +54,8 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Check every campaign, form and template reference; exit 1 listing every problem.
+    """Check every campaign, broadcast, form and template reference; exit 1 listing every
+    problem.
 
     Files are checked as part of their workspace (a campaign's templates and forms live beside
     it), so a pre-commit hook can pass the changed files as they are."""
@@ -82,13 +83,24 @@ def validate(
                     highlight=False,
                     soft_wrap=True,
                 )
-        # Templates the campaigns send, rendered for a sample contact: one that fails every
-        # send (a syntax error, a render over its budget) is a problem of the campaign too.
+        for bplan in ws.broadcast_plans.values():
+            console.print(
+                f"[green]ok[/green] {root}/broadcasts/{bplan.broadcast_id}.yaml "
+                f"(broadcast{_ab(len(bplan.variants))}, version {bplan.version})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        # Templates the campaigns and broadcasts send, rendered for a sample contact: one that
+        # fails every send (a syntax error, a render over its budget) is a problem of theirs too.
         for finding in send_errors(ws, get_settings()):
             failed = True
             err.print(f"[red]{escape(str(finding))}[/red]", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _ab(variants: int) -> str:
+    return f", A/B test of {variants} variants" if variants else ""
 
 
 def _workspace() -> Workspace:
@@ -185,9 +197,13 @@ def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to this file instead of stdout")
     ] = None,
+    broadcast: Annotated[
+        bool, typer.Option("--broadcast", help="the schema of broadcast files instead")
+    ] = False,
 ) -> None:
-    """Print the JSON Schema of campaign files (for the YAML language server in editors)."""
-    text = campaign_json_schema_text()
+    """Print the JSON Schema of campaign files, or with --broadcast of broadcast files (for the
+    YAML language server in editors)."""
+    text = broadcast_json_schema_text() if broadcast else campaign_json_schema_text()
     if output is None:
         typer.echo(text, nl=False)
     else:

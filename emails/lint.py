@@ -24,9 +24,9 @@ from typing import Any, Literal
 import jinja2
 from pydantic import SecretStr
 
+from campaigns.broadcasts import Broadcast, BroadcastPlan
 from campaigns.errors import CampaignError
-from campaigns.loader import Located, load_yaml
-from campaigns.schema import Campaign
+from campaigns.loader import Loc, Located, load_yaml
 from campaigns.workspace import Workspace
 from contacts.models import Contact
 from drip.settings import Settings
@@ -99,21 +99,26 @@ class Finding:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Use:
-    """One send_email step of a campaign that sends a template."""
+    """One email that sends a template: a campaign's send_email step, or a broadcast's email
+    or one of its A/B variants."""
 
-    campaign: Campaign
+    #: the campaign's id, or ``broadcast:<id>`` (as the outbox records a broadcast)
+    sender: str
     file: Path
     doc: Located | None
-    index: int
+    #: where the subject and the preheader are written in ``file``
+    at: dict[str, Loc]
     subject: str
     preheader: str
-    #: fields every contact entering the campaign has (the trigger form's required ones)
+    #: fields every contact it goes to has (a campaign's trigger form's required ones)
     known: frozenset[str]
+    #: the UTM parameters its links get
+    utm: dict[str, Any] | None
 
     def line(self, key: str) -> int:
         if self.doc is None:
             return 0
-        return self.doc.position(("steps", self.index, "send_email", key))[0]
+        return self.doc.position(self.at[key])[0]
 
 
 def lint_workspace(
@@ -213,10 +218,10 @@ def _lint_template(
                 preheader=preheader,
                 contact=contact,
                 message_id="lint",
-                campaign_id=use.campaign.id if use else "lint",
+                campaign_id=use.sender if use else "lint",
                 step_id=name,
                 track=True,
-                utm=_utm(workspace, use.campaign.id, name) if use else None,
+                utm=use.utm if use else None,
             )
         except TemplateBudgetError as exc:
             found.append(
@@ -474,17 +479,24 @@ def _jinja(
 # --- the workspace: which steps send which template, what a sample contact holds --------------
 
 
-def _uses(workspace: Workspace) -> dict[str, list[_Use]]:
+def _docs(folder: Path) -> dict[str, tuple[Path, Located | None]]:
+    """Each YAML file of ``folder`` by the id written in it (else its name), read again for
+    the lines of subjects and preheaders."""
     docs: dict[str, tuple[Path, Located | None]] = {}
-    for path in sorted((workspace.root / "campaigns").glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         try:
             doc: Located | None = load_yaml(path)
         except CampaignError:
             doc = None
         data = doc.data if doc is not None else None
-        campaign_id = data.get("id") if isinstance(data, dict) else None
-        docs[campaign_id if isinstance(campaign_id, str) else path.stem] = (path, doc)
+        found = data.get("id") if isinstance(data, dict) else None
+        docs[found if isinstance(found, str) else path.stem] = (path, doc)
+    return docs
+
+
+def _uses(workspace: Workspace) -> dict[str, list[_Use]]:
     uses: dict[str, list[_Use]] = {}
+    docs = _docs(workspace.root / "campaigns")
     for campaign in workspace.campaigns.values():
         file, doc = docs.get(campaign.id, (workspace.root / "campaigns", None))
         form = workspace.forms.get(campaign.trigger.form or "")
@@ -493,10 +505,59 @@ def _uses(workspace: Workspace) -> dict[str, list[_Use]]:
             send = step.send_email
             if send is None:
                 continue
+            at: Loc = ("steps", index, "send_email")
             uses.setdefault(send.template, []).append(
-                _Use(campaign, file, doc, index, send.subject, send.preheader, known | {"email"})
+                _Use(
+                    campaign.id,
+                    file,
+                    doc,
+                    {"subject": (*at, "subject"), "preheader": (*at, "preheader")},
+                    send.subject,
+                    send.preheader,
+                    known | {"email"},
+                    _utm(workspace, campaign.id, send.template),
+                )
+            )
+    docs = _docs(workspace.root / "broadcasts")
+    for bid, broadcast in workspace.broadcasts.items():
+        plan = workspace.broadcast_plans[bid]
+        file, doc = docs.get(bid, (workspace.root / "broadcasts", None))
+        for variant_id, template, subject, preheader, lines in _broadcast_sends(broadcast, plan):
+            uses.setdefault(template, []).append(
+                _Use(
+                    f"broadcast:{bid}",
+                    file,
+                    doc,
+                    lines,
+                    subject,
+                    preheader,
+                    frozenset({"email"}),  # an audience may hold any contact
+                    plan.utm_for(variant_id),
+                )
             )
     return uses
+
+
+def _broadcast_sends(
+    broadcast: Broadcast, plan: BroadcastPlan
+) -> list[tuple[str, str, str, str, dict[str, Loc]]]:
+    """(variant id, template, subject, preheader, where subject and preheader are written) of
+    each email a broadcast may send: its email, or with an A/B test each variant (the winner
+    goes to the rest, so the email's own lines only fill in what a variant leaves out)."""
+    email: dict[str, Loc] = {"subject": ("email", "subject"), "preheader": ("email", "preheader")}
+    if broadcast.ab_test is None:
+        return [("", plan.template, plan.subject, plan.preheader, email)]
+    sends = []
+    pairs = zip(broadcast.ab_test.variants, plan.variants, strict=True)
+    for n, (written, variant) in enumerate(pairs):
+        at = {
+            key: ("ab_test", "variants", n, key) if getattr(written, key) is not None else loc
+            for key, loc in email.items()
+        }
+        sends.append(
+            (variant["id"], variant["template"], variant["subject"], variant["preheader"], at)
+        )
+    return sends
 
 
 def _sample_fields(workspace: Workspace) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy.engine import Engine
 
 from campaigns.conditions import ConditionFacts, evaluate, parse_condition
-from campaigns.jsonschema import campaign_json_schema
+from campaigns.jsonschema import broadcast_json_schema, campaign_json_schema
 from campaigns.loader import load_yaml
 from campaigns.plan import Plan, PlanCase, PlanVariant
 from campaigns.workspace import Workspace, load_workspace
@@ -67,7 +67,40 @@ def test_each_file_is_named_after_its_campaign_and_matches_the_json_schema(
 
 def test_every_example_uses_its_own_templates(demo: Workspace) -> None:
     used = {s.template for p in demo.plans.values() for s in p.steps.values() if s.template}
+    used |= {name for p in demo.broadcast_plans.values() for name in p.templates}
     assert used == set(demo.templates)  # no template missing, none left over
+
+
+BROADCAST_SCHEMA_LINE = "# yaml-language-server: $schema=../../../schema/broadcast.schema.json"
+
+
+@pytest.mark.parametrize("broadcast_id", ["black-friday", "newsletter-december"])
+def test_each_broadcast_file_is_named_after_it_and_matches_the_json_schema(
+    demo: Workspace, broadcast_id: str
+) -> None:
+    path = EXAMPLES / "broadcasts" / f"{broadcast_id}.yaml"
+    assert path.read_text().splitlines()[0] == BROADCAST_SCHEMA_LINE
+    data = load_yaml(path).data
+    assert data["id"] == broadcast_id and broadcast_id in demo.broadcast_plans
+    validator = Draft202012Validator(broadcast_json_schema())
+    assert [e.message for e in validator.iter_errors(data)] == []
+
+
+def test_black_friday_tests_two_subjects_on_a_topic_and_a_segment(demo: Workspace) -> None:
+    plan = demo.broadcast_plans["black-friday"]
+    assert (plan.topic, plan.audience) == ("deals", 'not has_tag("dormant")')
+    assert [v["id"] for v in plan.variants] == ["plain", "personal"]
+    assert {v["template"] for v in plan.variants} == {"black-friday"}
+    assert len({v["subject"] for v in plan.variants}) == 2
+    assert (plan.ab_sample_percent, plan.ab_metric, plan.ab_wait_seconds) == (10, "opens", 14400)
+    assert plan.utm_for("personal")["campaign"] == "black-friday-2026"
+    assert plan.topic in {t.id for t in demo.config.topics}
+
+
+def test_the_december_newsletter_goes_out_at_nine_in_each_zone(demo: Workspace) -> None:
+    plan = demo.broadcast_plans["newsletter-december"]
+    assert (plan.send_at, plan.local_time) == ("2026-12-10T09:00:00", True)
+    assert (plan.topic, plan.audience, plan.variants) == ("trails", "", [])
 
 
 def test_abandoned_cart_ends_at_the_purchase(demo: Workspace) -> None:
@@ -235,6 +268,34 @@ def test_every_email_renders_and_links_only_to_the_shop(
     others = re.findall(r'href="((?:https?|mailto):[^"]*)"', rendered.html)
     tracked = settings.public_base_url + "/"
     assert all(h.startswith((tracked, "mailto:")) for h in others), others
+
+
+@pytest.mark.parametrize("broadcast_id", ["black-friday", "newsletter-december"])
+def test_every_broadcast_email_renders_and_links_only_to_the_shop(
+    settings: Settings, workspace: Workspace, broadcast_id: str
+) -> None:
+    plan = workspace.broadcast_plans[broadcast_id]
+    sends = plan.variants or [
+        {"id": "", "template": plan.template, "subject": plan.subject, "preheader": plan.preheader}
+    ]
+    for send in sends:
+        rendered = Renderer(workspace, settings).render(
+            template=send["template"],
+            subject=send["subject"],
+            preheader=send["preheader"],
+            contact=Contact(id=7, email="ann@example.com", fields={"first_name": "Ann"}),
+            message_id="3f0c1a52-8f47-4d39-9d0e-5d3a4b2d9c11",
+            campaign_id=f"broadcast:{broadcast_id}",
+            step_id=send["id"] or "email",
+            track=True,
+            utm=plan.utm_for(send["id"]) or None,
+        )
+        assert rendered.subject and "{{" not in rendered.subject + rendered.html
+        assert workspace.config.postal_address in unescape(rendered.html)
+        urls = [url for _, _, url in rendered.links][:-1]  # the trap link last
+        assert urls and all(url.startswith(SHOP) for url in urls), urls
+        if plan.utm:
+            assert all("utm_campaign=black-friday-2026" in url for url in urls), urls
 
 
 @pytest.mark.parametrize("form_id", ["newsletter", "webinar", "preferences"])

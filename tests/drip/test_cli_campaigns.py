@@ -99,3 +99,31 @@ def test_schema_prints_json_schema(tmp_path: Path) -> None:
     assert (
         out.returncode == 0 and out.stdout == (ROOT / "schema" / "campaign.schema.json").read_text()
     )
+    broadcast = _drip(tmp_path, "schema", "--broadcast")
+    assert broadcast.returncode == 0
+    assert broadcast.stdout == (ROOT / "schema" / "broadcast.schema.json").read_text()
+
+
+def test_validate_covers_broadcasts(tmp_path: Path) -> None:
+    ok = _drip(tmp_path, "validate")
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert any(
+        "broadcasts/black-friday.yaml (broadcast, A/B test of 2 variants, version " in line
+        for line in lines
+    ), lines
+    assert any("broadcasts/newsletter-december.yaml (broadcast, version " in line for line in lines)
+    root = copy_workspace(tmp_path)
+    path = root / "broadcasts" / "black-friday.yaml"
+    path.write_text(path.read_text().replace("topic: deals", "topic: deels"))
+    (root / "broadcasts" / "december.yaml").write_text(
+        "id: december\nname: D\nemail: {template: tips, subject: 'Hi {{ contact.name'}\n"
+    )
+    bad = _drip(tmp_path, "validate", str(path))
+    assert bad.returncode == 1
+    assert "acme/broadcasts/black-friday.yaml:16:8: topic: topic 'deels' is not in " in bad.stderr
+    # with the topic fixed, the subject that fails every send is found, at its line
+    path.write_text(path.read_text().replace("topic: deels", "topic: deals"))
+    bad = _drip(tmp_path, "validate", str(path))
+    assert bad.returncode == 1
+    assert f"{root}/broadcasts/december.yaml:3: error syntax" in bad.stderr
