@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace
 from contacts import repository
+from contacts.consent import TOPIC_LEFT_TAG, TOPIC_TAG
 from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus, Event, Message, utcnow
 from drip.settings import Settings
@@ -54,14 +55,58 @@ async def test_choosing_topics_sets_topic_tags(
     r = await http.post(f"/u/{token}/topics", data={"topic": ["trails", "deals", "not-a-topic"]})
     assert r.status_code == 200 and "Your topics are saved." in r.text
     assert 'value="trails" checked' in r.text and 'value="gear">' in r.text
-    assert sorted(_get(engine, contact_id).tags) == ["topic:deals", "topic:trails"]
+    assert sorted(_get(engine, contact_id).tags) == [
+        "topic-left:gear",
+        "topic:deals",
+        "topic:trails",
+    ]
     await http.post(f"/u/{token}/topics", data={"topic": "gear"})
-    assert _get(engine, contact_id).tags == ["topic:gear"]
+    assert sorted(_get(engine, contact_id).tags) == [
+        "topic-left:deals",
+        "topic-left:trails",
+        "topic:gear",
+    ]
     await http.post(f"/u/{token}/topics", data={})
-    assert _get(engine, contact_id).tags == []
+    assert sorted(_get(engine, contact_id).tags) == [
+        "topic-left:deals",
+        "topic-left:gear",
+        "topic-left:trails",
+    ]
     with session_scope(engine) as s:
         added = s.exec(select(Event.name).where(Event.type == "tag_added")).all()
-    assert sorted(added) == ["topic:deals", "topic:gear", "topic:trails"]
+    assert sorted(added) == [  # gear was left, chosen, then left again
+        "topic-left:deals",
+        "topic-left:gear",
+        "topic-left:gear",
+        "topic-left:trails",
+        "topic:deals",
+        "topic:gear",
+        "topic:trails",
+    ]
+
+
+async def test_unticking_a_topic_records_that_the_contact_left_it(
+    http: httpx.AsyncClient, settings: Settings, engine: Engine
+) -> None:
+    """``topic-left:<id>`` tells "said no on the page" from "never chose": a broadcast to the
+    topic skips the first only. Ticking the topic again takes the mark away."""
+    contact_id = _contact(engine)
+    with session_scope(engine) as s:  # chose deals at sign-up, has never seen the page
+        repository.update_contact(s, contact_id, add_tags=[f"{TOPIC_TAG}deals"])
+    token = unsubscribe_token(settings.secret(), contact_id)
+    page = await http.get(f"/u/{token}")
+    assert 'value="deals" checked' in page.text
+    assert _get(engine, contact_id).tags == ["topic:deals"]  # looking changes nothing
+
+    r = await http.post(f"/u/{token}/topics", data={"topic": ["trails", "gear"]})
+    assert r.status_code == 200 and 'value="deals">' in r.text  # shown unticked
+    tags = set(_get(engine, contact_id).tags)
+    assert f"{TOPIC_LEFT_TAG}deals" in tags and "topic:deals" not in tags
+    assert not {f"{TOPIC_LEFT_TAG}trails", f"{TOPIC_LEFT_TAG}gear"} & tags
+
+    r = await http.post(f"/u/{token}/topics", data={"topic": ["deals", "trails", "gear"]})
+    assert r.status_code == 200 and 'value="deals" checked' in r.text
+    assert sorted(_get(engine, contact_id).tags) == ["topic:deals", "topic:gear", "topic:trails"]
 
 
 async def test_pause_and_resume(

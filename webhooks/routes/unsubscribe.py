@@ -13,7 +13,10 @@ that message (``message_id``), which files it under the broadcast (``properties.
 this contact is ignored (logged), never a reason to refuse someone's unsubscribe.
 
 Topics are stored as the contact's tags ``topic:<id>`` (campaigns select them with
-``has_tag("topic:deals")``); a pause sets ``paused_until``, and sends wait until it has passed.
+``has_tag("topic:deals")``); saving the page also tags each topic left unticked
+``topic-left:<id>`` (and untags the ticked ones), so a broadcast to a topic can skip the contacts
+who said no to it, while those who never saw the page still get it. A pause sets
+``paused_until``, and sends wait until it has passed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ __all__ = ["PAUSE", "TOPIC_TAG", "router"]
 router = APIRouter(prefix="/u", tags=["unsubscribe"])
 
 PAUSE = timedelta(days=30)
-TOPIC_TAG = "topic:"
+TOPIC_TAG = consent.TOPIC_TAG  # kept here too: its home is contacts.consent
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +231,11 @@ async def save_topics(
             workspace_name=workspace.config.name,
         )
     known = [t.id for t in workspace.config.topics]
+    # a topic unticked here is one the contact left (not merely never chose): say so in a tag
     wanted = {f"{TOPIC_TAG}{t}" for t in known if t in chosen}
+    wanted |= {f"{consent.TOPIC_LEFT_TAG}{t}" for t in known if t not in chosen}
     unwanted = {f"{TOPIC_TAG}{t}" for t in known if t not in chosen}
+    unwanted |= {f"{consent.TOPIC_LEFT_TAG}{t}" for t in known if t in chosen}
 
     def record() -> tuple[Contact, list[int]]:
         recorded: list[int] = []
