@@ -18,12 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from campaigns.broadcasts import BroadcastPlan
 from contacts import deploys, outbox
+from contacts.broadcast_events import is_broadcast
+from contacts.broadcast_models import BroadcastSend
 from contacts.db import session_scope
 from contacts.interrupted import claim_resend, resend_refusal
 from contacts.models import CampaignVersion, Message, MessageState
@@ -77,6 +81,8 @@ class ResendActivities:
             if claim.send is None:
                 return ResendResult(inp.message_id, claim.state, claim.error)
             row = claim.send
+            if is_broadcast(row.campaign_id):
+                return _broadcast_input(session, row)
             version = deploys.find_version(session, row.campaign_id, row.campaign_version)
             if version is None or row.step_id not in version.plan.get("steps", {}):
                 why = (
@@ -109,6 +115,38 @@ def _send_input(row: Message, version: CampaignVersion) -> SendEmailInput:
         from_addr=step.from_addr,
         reply_to=step.reply_to,
         utm=plan.utm_for(step.id),
+    )
+
+
+def _broadcast_input(session: Session, row: Message) -> SendEmailInput | ResendResult:
+    """A broadcast email's ``send_email`` input, from its send's plan (the variant it got).
+    The template renders from the workspace's files: broadcast sends record theirs for their
+    batches, not as a deployed campaign version."""
+    send = session.get(BroadcastSend, row.workflow_id)
+    if send is None:
+        why = f"cannot rebuild the email: broadcast send {row.workflow_id} is not in the database"
+        outbox.finish_send(session, row.id, MessageState.failed, why)
+        return ResendResult(row.id, MessageState.failed.value, why)
+    plan = BroadcastPlan.from_dict(send.plan)
+    variant = next((v for v in plan.variants if v["id"] == row.step_id), None)
+    utm = dict(plan.utm)
+    if utm and not utm.get("content"):
+        utm["content"] = row.step_id
+    return SendEmailInput(
+        message_id=row.id,
+        key=row.key,
+        workflow_id=row.workflow_id,
+        contact_id=row.contact_id,
+        campaign_id=row.campaign_id,
+        campaign_version=row.campaign_version,
+        step_id=row.step_id,
+        template=variant["template"] if variant else plan.template,
+        subject=variant["subject"] if variant else plan.subject,
+        preheader=variant["preheader"] if variant else plan.preheader,
+        track=plan.track,
+        from_addr=plan.from_addr,
+        reply_to=plan.reply_to,
+        utm=utm,
     )
 
 

@@ -22,13 +22,14 @@ from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace, load_workspace
-from contacts import repository
+from contacts import outbox, repository
 from contacts.broadcast_models import BroadcastSend
 from contacts.db import session_scope
-from contacts.models import Contact, ContactStatus, Message
+from contacts.models import Contact, ContactStatus, Message, MessageState
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace
 from tests.workflows.recording import maybe_record
+from workflows.activities import INTERRUPTED
 from workflows.broadcasts import (
     BroadcastError,
     cancel_broadcast,
@@ -37,6 +38,7 @@ from workflows.broadcasts import (
     resume_broadcast,
     start_broadcast,
 )
+from workflows.resend_activity import request_resends
 from workflows.worker import build_worker
 
 NEWS = """\
@@ -410,3 +412,35 @@ async def test_a_long_send_continues_as_new_and_still_reaches_everyone_once(
     received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
     assert received == sorted(f"c{i}@example.com" for i in range(25))
     assert progress(engine, send.id).state == "completed"
+
+
+async def test_an_interrupted_broadcast_email_is_resent_on_request_as_the_same_message(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, AB)
+    add_contacts(engine, 10)
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(time_env.client, engine, workspace, "ab", settings=settings)
+        await wait_state(engine, send.id, {"testing"})
+        with session_scope(engine) as s:
+            row = s.exec(
+                select(Message).where(Message.workflow_id == send.id, Message.step_id == "b")
+            ).first()
+            assert row is not None
+            outbox.finish_send(s, row.id, MessageState.interrupted, INTERRUPTED)
+            first = row.header_message_id
+        [outcome] = await request_resends(
+            time_env.client,
+            engine,
+            [row.id],
+            requested_by="test (ops)",
+            task_queue=settings.temporal_task_queue,
+        )
+        assert outcome.state == "sent", outcome
+    again = [m for m in smtp.mailbox.messages if m.message["Message-ID"] == first]
+    assert len(again) == 2
+    assert again[1].subject == "Subject B"
