@@ -69,6 +69,7 @@ from workflows.broadcast_types import (
     SnapshotResult,
 )
 from workflows.heartbeat import heartbeating
+from workflows.metrics import WorkerMetrics
 from workflows.router import EventRouter
 
 __all__ = ["BroadcastActivities"]
@@ -317,8 +318,11 @@ class BroadcastActivities:
         transport: Transport,
         renderer: Renderer,
         router: EventRouter | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        #: recipients by outcome and batches by ending, on the worker's metrics port
+        self.metrics = metrics or WorkerMetrics()
         self.engine = engine
         self.workspace = workspace
         self.transport = transport
@@ -460,23 +464,37 @@ class BroadcastActivities:
     @activity.defn(name=BATCH_ACTIVITY)
     async def batch(self, inp: BatchInput) -> BatchResult:
         """Send recipients ``inp.first``..``inp.last`` their email, each at most once."""
-        async with heartbeating(every=5.0):
-            try:
-                return await self._batch(inp)
-            except SendWithdrawn as exc:
-                raise ApplicationError(
-                    str(exc), type="SendWithdrawn", category=ApplicationErrorCategory.BENIGN
-                ) from exc
-            except TransientSendError as exc:
-                # the relay is not taking mail now: the retry (with backoff) sends the rest
-                log.warning(
-                    "broadcast %s batch %d-%d deferred: %s", inp.send_id, inp.first, inp.last, exc
-                )
-                raise ApplicationError(
-                    str(exc), type="TransientSendError", category=ApplicationErrorCategory.BENIGN
-                ) from exc
+        try:
+            return await self._counted(inp)
+        except SendWithdrawn as exc:
+            raise ApplicationError(
+                str(exc), type="SendWithdrawn", category=ApplicationErrorCategory.BENIGN
+            ) from exc
+        except TransientSendError as exc:
+            # the relay is not taking mail now: the retry (with backoff) sends the rest
+            log.warning(
+                "broadcast %s batch %d-%d deferred: %s", inp.send_id, inp.first, inp.last, exc
+            )
+            raise ApplicationError(
+                str(exc), type="TransientSendError", category=ApplicationErrorCategory.BENIGN
+            ) from exc
 
-    async def _batch(self, inp: BatchInput) -> BatchResult:
+    async def _counted(self, inp: BatchInput) -> BatchResult:
+        async with heartbeating(every=5.0):
+            result = BatchResult()
+            try:
+                await self._batch(inp, result)
+                self.metrics.broadcast_batches.labels("done").inc()
+                return result
+            except (SendWithdrawn, TransientSendError):
+                self.metrics.broadcast_batches.labels("deferred").inc()
+                raise
+            finally:
+                for outcome in ("sent", "failed", "suppressed", "interrupted"):
+                    if count := getattr(result, outcome):
+                        self.metrics.broadcast_emails.labels(outcome).inc(count)
+
+    async def _batch(self, inp: BatchInput, result: BatchResult) -> None:
         send = await self._send(inp.send_id)
         now = utcnow()
         plan = send.plan
@@ -495,7 +513,6 @@ class BroadcastActivities:
                 return batch, counts
 
         batch, counts = await self._db(load)
-        result = BatchResult()
         interrupted: list[str] = []
         todo: list[_Email] = []
         skipped: list[_Email] = []
@@ -527,7 +544,6 @@ class BroadcastActivities:
         result.interrupted += len(interrupted)
         result.failed += sum(1 for e in todo if e.error)
         await self._deliver(inp, [e for e in todo if not e.error], result)
-        return result
 
     def _skip(
         self, row: rows_of.BatchRow, plan: BroadcastPlan, now: datetime, counts: dict[int, int]

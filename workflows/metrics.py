@@ -148,6 +148,23 @@ class WorkerMetrics:
             "Events routed by the worker's sweep (the API could not route them at once)",
             registry=self.registry,
         )
+        self.broadcast_emails = Counter(
+            "drip_worker_broadcast_emails",
+            "Broadcast recipients handled by this worker's batches, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("sent", "failed", "suppressed", "interrupted"):
+            self.broadcast_emails.labels(outcome)
+        self.broadcast_batches = Counter(
+            "drip_worker_broadcast_batches",
+            "Broadcast batch activities by how they ended: done, or deferred (the relay or a "
+            "stop handed the rest to a retry)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("done", "deferred"):
+            self.broadcast_batches.labels(outcome)
         self.info = Gauge(
             "drip_worker_info",
             "The running worker: drip version, task queue and namespace",

@@ -214,6 +214,7 @@ def build_worker(
         transport=transport,
         renderer=activities.renderer,
         router=router,
+        metrics=metrics,
     ).all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(

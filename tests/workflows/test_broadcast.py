@@ -38,6 +38,7 @@ from workflows.broadcasts import (
     resume_broadcast,
     start_broadcast,
 )
+from workflows.metrics import WorkerMetrics
 from workflows.resend_activity import request_resends
 from workflows.worker import build_worker
 
@@ -81,9 +82,15 @@ def add_contacts(engine: Engine, n: int, prefix: str = "c", **fields: Any) -> li
 
 @asynccontextmanager
 async def worker(
-    env: WorkflowEnvironment, settings: Settings, engine: Engine, workspace: Workspace
+    env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    metrics: WorkerMetrics | None = None,
 ) -> AsyncIterator[None]:
-    async with build_worker(env.client, settings=settings, engine=engine, workspace=workspace):
+    async with build_worker(
+        env.client, settings=settings, engine=engine, workspace=workspace, metrics=metrics
+    ):
         yield
 
 
@@ -134,10 +141,9 @@ async def test_exactly_its_audience_once_each_with_the_reasons_of_the_others(
         paused = s.get(Contact, pro[3])
         assert paused is not None
         paused.paused_until = datetime.now(UTC) + timedelta(days=3)
-    settings = settings.model_copy(
-        update={"broadcast_batch_size": 3, "broadcast_parallel_batches": 2}
-    )
-    async with worker(time_env, settings, engine, workspace):
+    settings = small_batches(settings, 3, 2)
+    metrics = WorkerMetrics()
+    async with worker(time_env, settings, engine, workspace, metrics):
         send = await start_broadcast(
             time_env.client, engine, workspace, "news", settings=settings, started_by="test"
         )
@@ -150,6 +156,10 @@ async def test_exactly_its_audience_once_each_with_the_reasons_of_the_others(
     assert sorted(received) == sorted(expected)
     assert {m.subject for m in mailbox.messages} == {f"News for C{i}" for i in range(4, 12)}
     done = progress(engine, send.id)
+    emails = metrics.broadcast_emails
+    assert emails.labels("sent")._value.get() == 8
+    assert emails.labels("suppressed")._value.get() == 4
+    assert metrics.broadcast_batches.labels("done")._value.get() == 4
     assert done.audience == 12
     assert done.by_state == {"sent": 8, "suppressed": 4}
     assert done.suppressed_by_reason == {
