@@ -29,6 +29,7 @@ from contacts.db import create_db_engine, migrate
 from drip import (
     __version__,
     cli_apikeys,
+    cli_broadcasts,
     cli_campaigns,
     cli_contacts,
     cli_emails,
@@ -55,6 +56,7 @@ db_app = typer.Typer(help="The contact database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(cli_campaigns.app, name="campaigns")
 app.add_typer(cli_journeys.app, name="journeys")
+app.add_typer(cli_broadcasts.app, name="broadcasts")
 app.add_typer(cli_contacts.app, name="contacts")
 app.add_typer(cli_emails.app, name="emails")
 app.add_typer(cli_messages.app, name="messages")
