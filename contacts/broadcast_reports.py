@@ -84,7 +84,6 @@ FINAL = (
     MessageState.suppressed.value,
     MessageState.interrupted.value,
 )
-_ACTIVE = frozenset({SendState.sending, SendState.testing})
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,8 @@ class SendReport:
     #: outbox rows by state (every state, 0 where none)
     by_state: dict[str, int]
     suppressed_by_reason: dict[str, int]
-    #: emails sent over the last ``PACE_WINDOW``, per second; None when nothing is going out
+    #: emails sent over the last ``PACE_WINDOW``, per second, while the send is ``sending``;
+    #: None otherwise (testing, paused, over) or when nothing went out in that window
     rate: float | None
     #: seconds until every recipient is done at that rate; None when unknown or finished
     eta_seconds: float | None
@@ -249,7 +249,7 @@ def _pace(
     session: Session, send: BroadcastSend, alone: bool, done: int, now: datetime
 ) -> tuple[float | None, float | None]:
     """(emails per second over the last ``PACE_WINDOW``, seconds to go at that pace)."""
-    if send.state not in _ACTIVE:
+    if send.state != SendState.sending:  # testing waits for the winner, paused waits for people
         return None, None
     since = now - PACE_WINDOW
     recent = session.exec(
@@ -404,10 +404,10 @@ def _hour_bucket(session: Session) -> ColumnElement[str]:
 
 
 def hourly_activity(
-    session: Session, send_id: str, *, hours: int = HOURS_SHOWN
+    session: Session, send_id: str, *, hours: int = HOURS_SHOWN, now: datetime | None = None
 ) -> HourlyActivity | None:
     """Human first opens and clicks of the send's emails per hour since it started (hour 0 is
-    the clock hour of its start), over the first ``hours``; None before it has started. One row
+    the clock hour of its start), over the first ``hours``; None for an unknown send. One row
     per clock hour and kind comes back from the database."""
     send = session.get(BroadcastSend, send_id)
     if send is None:
@@ -434,8 +434,10 @@ def hourly_activity(
         if 0 <= index < hours:
             series[str(kind)][index] += int(n)
             last = max(last, index)
-    # up to the last hour with something, and never past the current hour of a live send
-    shown = max(last + 1, 1)
+    # up to the last hour with something, or to ``now``'s hour (quiet hours are news too)
+    shown = last + 1
+    if now is not None:
+        shown = max(shown, min(hours, int((now - start).total_seconds() // 3600) + 1))
     return HourlyActivity(
         start=start, opened=series["open"][:shown], clicked=series["click"][:shown]
     )

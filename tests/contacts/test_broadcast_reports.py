@@ -250,6 +250,17 @@ def test_opens_by_hour_since_sending(any_engine: Engine, world: dict[str, object
     assert hourly.opened == expected_open[:shown]
     assert hourly.clicked == expected_click[:shown]
     assert hourly.chart_data()["unit"] == "hour"
+    with session_scope(any_engine) as s:
+        later = hourly_activity(s, str(world["first"]), now=hourly.start + timedelta(hours=9))
+        capped = hourly_activity(s, str(world["first"]), hours=2)
+    assert later is not None and later.opened == expected_open[:shown] + [0] * (10 - shown)
+    first_two = expected_open[:2]
+    while first_two and not first_two[-1]:  # shown up to the last hour with an open or click
+        first_two.pop()
+    assert capped is not None and capped.opened == first_two + [0] * (
+        len(capped.opened) - len(first_two)
+    )
+    assert len(capped.opened) <= 2
 
 
 def test_the_ab_result_is_measured_on_the_sample(
@@ -328,3 +339,13 @@ def test_the_pace_counts_only_the_last_minute(any_engine: Engine) -> None:
     assert report is not None
     assert report.rate == pytest.approx(2 / PACE_WINDOW.total_seconds())
     assert report.eta_seconds == pytest.approx(1 / report.rate)
+    # while the A/B test waits (and while paused) nothing is going out: no pace, no time to go
+    for waiting in (SendState.testing, SendState.paused):
+        with session_scope(any_engine) as s:
+            row = s.get(BroadcastSend, send)
+            assert row is not None
+            row.state = waiting
+            s.add(row)
+        with session_scope(any_engine) as s:
+            report = send_report(s, send, now=now)
+        assert report is not None and (report.rate, report.eta_seconds) == (None, None)

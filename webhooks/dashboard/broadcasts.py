@@ -157,7 +157,7 @@ def _load(
     with session_scope(engine) as session:
         report = send_report(session, send_id, now=utcnow())
         ab = ab_result(session, send_id) if full else None
-        hourly = hourly_activity(session, send_id) if full else None
+        hourly = hourly_activity(session, send_id, now=utcnow()) if full else None
     assert report is not None
     return SendPage(broadcast_id, name or report.name, numbers, report, ab, hourly)
 

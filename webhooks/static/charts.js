@@ -83,7 +83,14 @@
         height: heightFor(width),
         tzDate: day,
         scales: {
-          x: { time: !hours },
+          x: hours
+            ? {
+                time: false,
+                auto: false,
+                // at least six hours wide: the first hour of a send is one point, not the axis
+                range: [0, Math.max(data.x[data.x.length - 1] || 0, 6)]
+              }
+            : { time: true },
           y: {
             range: function (u, min, max) {
               return [0, max > 0 ? Math.ceil(max * 1.08) : 1];
