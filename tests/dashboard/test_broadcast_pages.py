@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import load_workspace
 from contacts import outbox, repository
@@ -220,3 +221,27 @@ async def test_not_signed_in_goes_to_the_sign_in_page(
         assert answer.headers["location"] == f"/dashboard/login?next={PAGE}"
         polled = await http.get(f"{PAGE}/progress", headers={"HX-Request": "true"})
         assert polled.headers.get("HX-Redirect", "").startswith("/dashboard/login")
+
+
+async def test_a_refused_control_says_why_with_a_409(
+    settings: Settings, engine: Engine, tmp_path: Path, time_env: WorkflowEnvironment
+) -> None:
+    """Temporal is there (no worker needed): the client API refuses, the page says why."""
+    _world(engine)  # "sending" in the database, but no workflow of it runs
+    make_user(engine, "mia@example.com", "marketer")
+    workspace = load_workspace(copy_workspace(tmp_path))
+    async with api_client(settings, workspace, engine, temporal=time_env.client) as http:
+        await sign_in(http, "mia@example.com")
+        csrf = form_csrf((await http.get(PAGE)).text)
+        not_paused = await http.post(f"{PAGE}/resume", data={"csrf_token": csrf})
+        assert not_paused.status_code == 409
+        assert "is not paused" in not_paused.text and 'role="alert"' in not_paused.text
+        gone = await http.post(f"{PAGE}/cancel", data={"csrf_token": csrf})
+        assert gone.status_code == 409 and f"send {SEND} is not running" in gone.text
+        with session_scope(engine) as s:
+            send = s.get(BroadcastSend, SEND)
+            assert send is not None
+            send.state = SendState.completed
+            s.add(send)
+        over = await http.post(f"{PAGE}/pause", data={"csrf_token": csrf})
+        assert over.status_code == 409 and "is not being sent (completed)" in over.text

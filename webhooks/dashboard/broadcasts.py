@@ -35,10 +35,11 @@ from contacts.broadcast_reports import (
     ABResult,
     BroadcastRow,
     HourlyActivity,
-    SendReport,
+    SendProgress,
     ab_result,
     broadcast_rows,
     hourly_activity,
+    send_progress,
     send_report,
 )
 from contacts.db import session_scope
@@ -98,7 +99,8 @@ class SendPage:
     name: str
     #: every send's number, newest first
     numbers: list[int]
-    report: SendReport | None
+    #: the whole report on the page; its progress alone for the live section's polling
+    report: SendProgress | None
     ab: ABResult | None
     hourly: HourlyActivity | None
 
@@ -154,10 +156,14 @@ def _load(
     if chosen not in numbers:
         return None
     send_id = _send_id(broadcast_id, chosen)
+    report: SendProgress | None
     with session_scope(engine) as session:
-        report = send_report(session, send_id, now=utcnow())
-        ab = ab_result(session, send_id) if full else None
-        hourly = hourly_activity(session, send_id, now=utcnow()) if full else None
+        if full:
+            report = send_report(session, send_id, now=utcnow())
+            ab = ab_result(session, send_id)
+            hourly = hourly_activity(session, send_id, now=utcnow())
+        else:  # the live section alone: the outbox by state and the pace, asked every few s
+            report, ab, hourly = send_progress(session, send_id, now=utcnow()), None, None
     assert report is not None
     return SendPage(broadcast_id, name or report.name, numbers, report, ab, hourly)
 
