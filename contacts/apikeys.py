@@ -50,6 +50,8 @@ SCOPES: dict[str, str] = {
     "journeys:write": "cancel a running journey",
     "messages:read": "list emails interrupted mid-send",
     "messages:resend": "resend an interrupted email (its recipient may get it twice)",
+    "broadcasts:read": "list broadcasts and their sends' progress and figures",
+    "broadcasts:send": "dry-run, send, pause, resume and cancel broadcasts",
     "sales:read": "list sales teams and reps",
     "sales:write": "manage sales teams and reps; set a contact's owner and stage",
 }

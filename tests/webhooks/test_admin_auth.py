@@ -146,6 +146,13 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("POST", "/api/journeys/{journey_id}/cancel"),
         ("GET", "/api/messages/interrupted"),
         ("POST", "/api/messages/{message_id}/resend"),
+        ("GET", "/api/broadcasts"),
+        ("GET", "/api/broadcasts/{broadcast_id}"),
+        ("POST", "/api/broadcasts/{broadcast_id}/dry-run"),
+        ("POST", "/api/broadcasts/{broadcast_id}/send"),
+        ("POST", "/api/broadcasts/{broadcast_id}/pause"),
+        ("POST", "/api/broadcasts/{broadcast_id}/resume"),
+        ("POST", "/api/broadcasts/{broadcast_id}/cancel"),
     }
     for key, op in operations.items():
         assert op["security"] == [{"ApiKey": []}], key

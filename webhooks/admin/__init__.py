@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from webhooks.admin import (
     alerts,
+    broadcasts,
     campaigns,
     contacts,
     contacts_csv,
@@ -38,3 +39,4 @@ router.include_router(journeys.router)
 router.include_router(sales.router)
 router.include_router(alerts.router)
 router.include_router(messages.router)
+router.include_router(broadcasts.router)

@@ -21,6 +21,8 @@ from contacts.db import session_scope
 from webhooks.admin._common import AdminProblem
 
 __all__ = [
+    "BroadcastsRead",
+    "BroadcastsSend",
     "Caller",
     "CampaignsRead",
     "ContactsErase",
@@ -130,3 +132,5 @@ JourneysRead = Annotated[Caller, _scope("journeys:read")]
 JourneysWrite = Annotated[Caller, _scope("journeys:write")]
 MessagesRead = Annotated[Caller, _scope("messages:read")]
 MessagesResend = Annotated[Caller, _scope("messages:resend")]
+BroadcastsRead = Annotated[Caller, _scope("broadcasts:read")]
+BroadcastsSend = Annotated[Caller, _scope("broadcasts:send")]
