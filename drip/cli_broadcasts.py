@@ -41,6 +41,7 @@ from drip._runtime import run_with_temporal, stop_on_signals
 from drip.cli_emails import SAMPLE
 from drip.settings import Settings, get_settings
 from emails import Renderer, TemplateError
+from emails.lint import SEND_BLOCKERS, lint_workspace
 from workflows.broadcasts import (
     BroadcastError,
     Progress,
@@ -186,39 +187,40 @@ def validate() -> None:
     """Load the workspace and check each broadcast and its email; exit 1 listing every problem.
 
     A broadcast is part of its workspace (templates, topics), so the whole workspace is loaded,
-    as ``drip campaigns validate`` does; each broadcast's email is then rendered for a sample
-    contact, so one that would fail every send (a template error) fails here."""
+    as ``drip campaigns validate`` does (which checks the broadcasts too, with the campaigns);
+    the templates the broadcasts send are then rendered for a sample contact with their
+    subjects, so one that would fail every send fails here, at its file and line."""
     settings = get_settings()
+    root = settings.workspace
     try:
-        workspace = load_workspace(settings.workspace)
+        workspace = load_workspace(root)
     except CampaignError as exc:
         for problem in exc.problems:
             err.print(f"[red]{escape(str(problem))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    failed = False
-    renderer = Renderer(workspace, settings)
     for bid, plan in sorted(workspace.broadcast_plans.items()):
-        where = f"{workspace.root}/broadcasts/{bid}.yaml"
-        broken: list[str] = []
-        for variant in _variant_ids(plan) or [""]:
-            try:
-                _render(renderer, plan, variant, _sample_contact())
-            except TemplateError as exc:
-                broken.append(f"{where}: {f'variant {variant}: ' if variant else ''}{exc}")
-        for line in broken:
-            failed = True
-            err.print(f"[red]{escape(line)}[/red]", highlight=False, soft_wrap=True)
-        if broken:
-            continue
         ab = f", A/B test of {len(plan.variants)} variants" if plan.variants else ""
         console.print(
-            f"[green]ok[/green] {escape(where)} (version {plan.version}{ab})",
+            f"[green]ok[/green] {escape(str(root))}/broadcasts/{bid}.yaml "
+            f"(broadcast{ab}, version {plan.version})",
             highlight=False,
             soft_wrap=True,
         )
     if not workspace.broadcast_plans:
-        console.print(f"no broadcasts in {workspace.root}/broadcasts", highlight=False)
-    if failed:
+        console.print(f"no broadcasts in {escape(str(root))}/broadcasts", highlight=False)
+    sent = sorted({name for b in workspace.broadcasts.values() for name in b.templates()})
+    campaigns = (workspace.root / "campaigns").resolve()
+    findings = [
+        f
+        for f in lint_workspace(workspace, settings, [n for n in sent if n in workspace.templates])
+        if f.severity == "error"
+        and f.rule in SEND_BLOCKERS
+        # a campaign's subject is the campaigns' problem (drip campaigns validate)
+        and not Path(f.path).resolve().is_relative_to(campaigns)
+    ]
+    for finding in findings:
+        err.print(f"[red]{escape(str(finding))}[/red]", highlight=False, soft_wrap=True)
+    if findings:
         raise typer.Exit(1)
 
 
@@ -242,7 +244,7 @@ def _render(renderer: Renderer, plan: BroadcastPlan, variant: str, contact: Cont
         campaign_id=broadcast_campaign_id(plan.broadcast_id),
         step_id=variant or "email",
         track=False,
-        utm=plan.utm or None,
+        utm=plan.utm_for(variant) or None,
     )
 
 
