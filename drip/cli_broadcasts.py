@@ -61,8 +61,9 @@ app = typer.Typer(
     help="Broadcasts: one email to a whole audience (list, preview, send, pause, cancel).",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
+# no emoji codes: a send id "broadcast:ab:1" would print as "broadcast🆎1"
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 #: how often ``send`` reads the progress from the database
 POLL_SECONDS = 0.5
@@ -313,7 +314,9 @@ def _print_dry_run(name: str, plan: BroadcastPlan, engine: Engine, workspace: Wo
     for reason, count in sorted(found.suppressed_by_reason.items(), key=lambda kv: -kv[1]):
         console.print(f"    {escape(reason)}: {count:,}", highlight=False)
     if found.sample:
-        console.print(f"  sample: {escape(', '.join(found.sample))}", highlight=False)
+        console.print(
+            f"  sample: {escape(', '.join(found.sample))}", highlight=False, soft_wrap=True
+        )
     return found.would_send
 
 
@@ -372,8 +375,23 @@ def send(
         _how_to_follow(name)
         return
     _summary(final)
-    if final.state != SendState.completed:
+    if final.state == SendState.testing:
+        wait = _duration(plan.ab_wait_seconds)
+        console.print(
+            f"the A/B test's sample is out; the winner is picked in {wait} and sent to the rest",
+            highlight=False,
+        )
+        _how_to_follow(name)
+    elif final.state != SendState.completed:
         raise typer.Exit(1)
+
+
+def _duration(seconds: float) -> str:
+    """4h, 1h 30m, 45m, 20s: an A/B test's wait as people write it."""
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return " ".join(parts) or "0s"
 
 
 def _due_later(plan: BroadcastPlan) -> str:
@@ -408,13 +426,14 @@ def _describe(p: Progress) -> str:
 
 
 def _follow(engine: Engine, started: BroadcastSend) -> Progress | None:
-    """Show the send's progress until it ends (its last figures) or Ctrl-C/SIGTERM (None)."""
+    """Show the send's progress until it ends or its A/B sample is out (its figures then), or
+    until Ctrl-C/SIGTERM (None)."""
 
     async def poll(bar: bars.Progress, task: bars.TaskID) -> Progress:
         while True:
             p = await asyncio.to_thread(progress, engine, started.id)
             bar.update(task, total=p.audience or None, completed=p.done, description=_describe(p))
-            if p.state in FINISHED:
+            if p.state in FINISHED or p.state == SendState.testing:
                 return p
             await asyncio.sleep(POLL_SECONDS)
 
@@ -449,7 +468,9 @@ def _run(work: Coroutine[Any, Any, T | None]) -> T | None:
 
 
 def _summary(p: Progress) -> None:
-    colour = "green" if p.state == SendState.completed else "red"
+    colour = {SendState.completed: "green", SendState.testing: "yellow"}.get(
+        SendState(p.state), "red"
+    )
     console.print(f"[{colour}]{escape(_describe(p))}[/{colour}]", highlight=False)
     for reason, count in sorted(p.suppressed_by_reason.items(), key=lambda kv: -kv[1]):
         console.print(f"  suppressed {count:,}: {escape(reason)}", highlight=False)
@@ -471,6 +492,16 @@ def status(name: NameArgument) -> None:
     assert report is not None  # the send was just read
     for line in _status_lines(report, ab):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _average(r: SendReport) -> float | None:
+    """Emails per second from the first email to the last, for a send no longer moving (the
+    API's ``average_emails_per_second``; not imported from there, so ``drip`` starts without
+    loading the web app)."""
+    if r.started_at is None or r.finished_at is None or not r.sent:
+        return None
+    seconds = (r.finished_at - r.started_at).total_seconds()
+    return r.sent / seconds if seconds > 0 else None
 
 
 def _percent(part: int, whole: int) -> str:
@@ -503,6 +534,9 @@ def _status_lines(r: SendReport, ab: ABResult | None) -> list[str]:
     )
     if ab is not None:
         picked = f"winner {escape(ab.winner)}" if ab.winner else "no winner yet"
+        if not ab.winner and not r.live:
+            picked = "no winner"
+        kind = "open" if ab.metric == "opens" else "click"
         lines.append(f"  A/B test on {ab.metric}, sample {ab.sample:,}: {picked}")
         for v in ab.variants:
             rate = "-" if v.rate is None else f"{v.rate:.1%}"
@@ -511,19 +545,11 @@ def _status_lines(r: SendReport, ab: ABResult | None) -> list[str]:
                 versus = f"; the leader {v.uplift:+.1%}, confidence {v.confidence:.0%}"
             lines.append(
                 f"    {escape(v.id)}: sent {v.sent:,}, opened {v.opened:,}, clicked "
-                f"{v.clicked:,}, {ab.metric} rate {rate}{versus}"
+                f"{v.clicked:,}, {kind} rate {rate}{versus}"
             )
     if r.note:
         lines.append(f"  note: {escape(r.note)}")
     return lines
-
-
-def _average(r: SendReport) -> float | None:
-    """Emails per second from the first email to the last (a send no longer moving)."""
-    if r.started_at is None or r.finished_at is None or not r.sent:
-        return None
-    seconds = (r.finished_at - r.started_at).total_seconds()
-    return r.sent / seconds if seconds > 0 else None
 
 
 _CONTROLLED = {

@@ -27,6 +27,23 @@ email:
 audience: 'has_tag("news")'
 """
 
+#: an A/B test of two subjects on a fifth of every contact, the winner an hour later
+AB = """\
+id: ab
+name: Two subjects
+email:
+  template: welcome
+  subject: "Plain subject"
+ab_test:
+  sample: 20
+  wait: 1h
+  variants:
+    - id: plain
+      subject: "Plain subject"
+    - id: named
+      subject: "{{ contact.first_name }}, a subject of your own"
+"""
+
 #: the same audience at a pace a test can pause and cancel mid-send (with small batches)
 SLOW = """\
 id: slow

@@ -15,24 +15,8 @@ from typer.testing import CliRunner
 from contacts.db import create_db_engine, migrate
 from drip import cli, cli_broadcasts
 from drip.settings import get_settings
-from tests.drip._broadcasts import HELLO, add_audience, broadcast_workspace
+from tests.drip._broadcasts import AB, HELLO, add_audience, broadcast_workspace
 from tests.support import free_port
-
-AB = """\
-id: ab
-name: Two subjects
-email:
-  template: welcome
-  subject: "Plain subject"
-ab_test:
-  sample: 20
-  wait: 1h
-  variants:
-    - id: plain
-      subject: "Plain subject"
-    - id: named
-      subject: "{{ contact.first_name }}, a subject of your own"
-"""
 
 
 @pytest.fixture

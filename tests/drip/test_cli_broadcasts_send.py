@@ -27,7 +27,7 @@ from campaigns.workspace import Workspace
 from contacts.broadcast_models import SendState
 from drip import cli, cli_broadcasts
 from drip.settings import Settings, get_settings
-from tests.drip._broadcasts import HELLO, SLOW, add_audience, broadcast_workspace, wait_for_send
+from tests.drip._broadcasts import AB, HELLO, SLOW, add_audience, broadcast_workspace, wait_for_send
 from tests.support import SmtpServer, venv_binary
 from workflows.worker import build_worker
 
@@ -127,7 +127,7 @@ async def test_send_to_completion_then_refused_and_status(
     smtp: SmtpServer,
     tmp_path: Path,
 ) -> None:
-    ws = broadcast_workspace(tmp_path, hello=HELLO)
+    ws = broadcast_workspace(tmp_path, hello=HELLO, ab=AB)
     emails = add_audience(engine, 12)
     async with _worker(dev_env, settings, engine, ws):
         sent = await _drip(dev_env, settings, ws, "send", "hello", "--yes")
@@ -142,6 +142,14 @@ async def test_send_to_completion_then_refused_and_status(
         assert "--again" in again.stderr
 
         status = await _cli("status", "hello")
+
+        # an A/B test: the command follows the sample, then leaves the wait to Temporal
+        tested = await _cli("send", "ab", "--yes")
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "the A/B test's sample is out; the winner is picked in 1h and sent to the rest" in (
+            tested.stdout
+        )
+        ab_status = await _cli("status", "ab")
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[0] == "Hello everyone (hello) send #1: completed  broadcast:hello:1"
@@ -153,6 +161,19 @@ async def test_send_to_completion_then_refused_and_status(
     assert lines[4].startswith("  rate ") and lines[4].endswith(" emails/s on average")
     assert lines[5].startswith("  started 20") and ", finished 20" in lines[5]
     assert lines[6].startswith("  opened 0 (0.0%), clicked 0 (0.0%)")
+    ab_lines = ab_status.stdout.splitlines()
+    assert ab_lines[0] == "Two subjects (ab) send #1: testing  broadcast:ab:1"
+    sample = [line for line in ab_lines if line.startswith("  A/B test on opens, sample ")]
+    assert sample and sample[0].endswith(": no winner yet"), ab_status.stdout
+    variants = {
+        line.split(":")[0].strip(): int(line.split("sent ")[1].split(",")[0])
+        for line in ab_lines
+        if line.startswith(("    plain: ", "    named: "))
+    }
+    assert set(variants) == {"plain", "named"}
+    # the sample only, so far: every email that is not hello's is the test's
+    tested = [m for m in smtp.mailbox.messages if not m.subject.startswith("Hello")]
+    assert 0 < len(tested) == sum(variants.values()) < 14
     # exactly the audience, once each, each with their own subject
     assert _received(smtp, "Hello") == Counter(emails)
     subjects = {m.recipients[0]: m.subject for m in smtp.mailbox.messages}

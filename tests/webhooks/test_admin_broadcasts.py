@@ -140,6 +140,8 @@ async def test_send_pause_resume_and_cancel_through_a_worker(
         assert {k: v for k, v in latest["by_state"].items() if v} == {"sent": 12, "suppressed": 1}
         assert latest["suppressed_by_reason"] == {"contact is unsubscribed": 1}
         assert latest["started_at"] is not None and latest["finished_at"] is not None
+        assert latest["average_emails_per_second"] > 0
+        assert latest["emails_per_second"] is None  # the pace is for a send still moving
         assert latest["ab_test"] is None
         assert Counter(r for m in smtp.mailbox.messages for r in m.recipients) == Counter(emails)
 

@@ -102,6 +102,8 @@ class SendPublic(BaseModel):
     emails_per_second: float | None
     #: seconds until every recipient is done at that pace
     eta_seconds: float | None
+    #: emails sent per second from the first to the last, once the send is over
+    average_emails_per_second: float | None
     #: unique human openers and clickers; machine hits (privacy proxies, scanners) apart
     opened: int
     clicked: int
@@ -149,6 +151,15 @@ class SendRequest(BaseModel):
     again: bool = False
 
 
+def average_rate(report: SendReport) -> float | None:
+    """Emails per second from the first email to the last, for a send no longer moving (a
+    live one has the pace over the last minute); ``drip broadcasts status`` prints it too."""
+    if report.started_at is None or report.finished_at is None or not report.sent:
+        return None
+    seconds = (report.finished_at - report.started_at).total_seconds()
+    return round(report.sent / seconds, 1) if seconds > 0 else None
+
+
 def _ab_public(ab: ABResult | None) -> ABPublic | None:
     if ab is None:
         return None
@@ -173,6 +184,7 @@ def _send_public(session: Session, report: SendReport) -> SendPublic:
         suppressed_by_reason=report.suppressed_by_reason,
         emails_per_second=report.rate,
         eta_seconds=report.eta_seconds,
+        average_emails_per_second=average_rate(report),
         opened=report.opened,
         clicked=report.clicked,
         bot_opens=report.bot_opens,
