@@ -31,7 +31,13 @@ from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
 from drip.settings import Settings
 from workflows.broadcast import BroadcastWorkflow
-from workflows.broadcast_types import SIGNAL_BROADCAST, BroadcastControl, BroadcastInput
+from workflows.broadcast_types import (
+    QUERY_BROADCAST,
+    SIGNAL_BROADCAST,
+    BroadcastControl,
+    BroadcastInput,
+    BroadcastStatus,
+)
 
 __all__ = [
     "BroadcastError",
@@ -203,14 +209,23 @@ async def _control(
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise BroadcastError(f"send {send.id} is not running") from None
         raise
-    if action == "pause":
-        note = f"paused by {by}" if by else "paused"
-        await asyncio.to_thread(_note, engine, send.id, SendState.paused, note)
+    if action in ("pause", "resume"):
+        # shown at once (the workflow confirms it when the batches in flight end); the note
+        # says who, and a resume replaces the pause's
+        state = SendState.paused
+        if action == "resume":
+            status = await handle.query(QUERY_BROADCAST, result_type=BroadcastStatus)
+            state = _PHASE_STATES.get(status.phase, SendState.sending)
+        note = f"{action}d by {by}" if by else f"{action}d"
+        await asyncio.to_thread(_note, engine, send.id, state, note)
     return send
 
 
+#: the send's state while its workflow is in a phase (a resume shows it again)
+_PHASE_STATES = {"start": SendState.scheduled, "testing": SendState.testing}
+
+
 def _note(engine: Engine, send_id: str, state: SendState, note: str) -> None:
-    """Show a pause at once (the workflow confirms it when the batches in flight end)."""
     with session_scope(engine) as session:
         rows_of.set_state(session, send_id, state, note=note)
 
