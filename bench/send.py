@@ -67,7 +67,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -181,8 +181,13 @@ class Sink:
     reading them from a pipe would need a thread in this process, which would compete with the
     client being measured, and an unread pipe would fill and stall the sink."""
 
-    def __init__(self, binary: str, directory: Path, concurrency: int) -> None:
+    def __init__(
+        self, binary: str, directory: Path, concurrency: int, extra: Sequence[str] = ()
+    ) -> None:
         self.binary = binary
+        #: more options before the address (``bench.broadcast`` adds ``-D``: a dump to count
+        #: messages by recipient)
+        self.extra = list(extra)
         self.port = free_port()
         self.concurrency = concurrency
         self.counter_file = directory / "smtp-sink.counters"
@@ -195,7 +200,8 @@ class Sink:
             command += ["-u", SINK_USER]
         # -m: simultaneous sessions it serves (default 256); backlog: queued connects
         sessions = max(256, 4 * self.concurrency)
-        command += ["-m", str(sessions), f"127.0.0.1:{self.port}", str(max(1024, sessions))]
+        command += ["-m", str(sessions), *self.extra]
+        command += [f"127.0.0.1:{self.port}", str(max(1024, sessions))]
         with self.counter_file.open("wb") as out, self.error_file.open("wb") as errors:
             self.process = subprocess.Popen(command, stdout=out, stderr=errors)
         if cpu is not None:
@@ -337,16 +343,20 @@ class Bench:
             public_base_url=PUBLIC_BASE_URL,
         )
 
-    async def drip(self, count: int) -> tuple[float, int]:
+    async def drip(
+        self, count: int, make: Callable[[int], Message] | None = None
+    ) -> tuple[float, int]:
         """Send ``count`` messages through a new SmtpTransport, N tasks at a time, as N
-        concurrent ``send_email`` activities would; then close it. Returns (s, connections)."""
+        concurrent ``send_email`` activities would; then close it. Returns (s, connections).
+        ``make(n)`` builds message n in the loop (``bench.broadcast``: render + send);
+        without it the pre-rendered messages are sent."""
         transport = SmtpTransport(self.settings())
         messages = self.messages
         todo = iter(range(count))
 
         async def worker() -> None:
             for n in todo:  # shared: each message is taken by exactly one task
-                message = messages[n % len(messages)]
+                message = make(n) if make is not None else messages[n % len(messages)]
                 await transport.send(
                     sender=message.sender, recipients=[message.recipient], data=message.data
                 )
