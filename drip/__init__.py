@@ -1,4 +1,5 @@
 """drip: marketing automation with campaigns as YAML and journeys on Temporal."""
 
+from drip.settings import __version__
+
 __all__ = ["__version__"]
-__version__ = "0.1.0"

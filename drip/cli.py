@@ -96,11 +96,11 @@ def _log_format(settings: Settings) -> str:
 
 
 def _structured_logs(settings: Settings) -> bool:
-    """Switch to JSON lines (``drip.logs``) when configured; True if it did. Text logs keep the
+    """Switch to JSON lines (``webhooks.logs``) when configured; True if it did. Text logs keep the
     ``--verbose`` level, JSON logs are at INFO: the access lines are the point of them."""
     if _log_format(settings) != "json":
         return False
-    from drip.logs import configure_json_logging
+    from webhooks.logs import configure_json_logging
 
     configure_json_logging()
     return True
@@ -250,7 +250,7 @@ class HttpServer(StrEnum):
 
 
 #: granian's own loggers when the logs are JSON: no handlers of their own, so their lines reach
-#: drip.logs' handler on the root logger; its access log stays off (drip.access replaces it)
+#: webhooks.logs' handler on the root logger; its access log stays off (drip.access replaces it)
 _GRANIAN_JSON_LOGGING: dict[str, Any] = {
     "loggers": {
         "_granian": {"handlers": [], "level": "INFO", "propagate": True},

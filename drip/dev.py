@@ -28,8 +28,8 @@ from contacts.db import create_db_engine, migrate
 from drip._ports import LOOPBACK_HOSTS, dev_ports, port_problems
 from drip._runtime import ApiServer, stop_on_signals
 from drip._temporal import TemporalDevServer, TemporalStartError, find_temporal, stale_server_hint
-from drip.mailbox import start_mailbox, stop_mailbox
 from drip.settings import Settings
+from emails.mailbox import start_mailbox, stop_mailbox
 from workflows.capabilities import unsupported
 from workflows.deploy import Deployment, deploy_workspace
 

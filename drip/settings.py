@@ -15,7 +15,12 @@ from typing import Literal
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "get_settings"]
+__all__ = ["Settings", "SettingsError", "__version__", "get_settings"]
+
+#: drip's version. It lives here, not in ``drip/__init__.py`` (which re-exports it), because
+#: ``drip.settings`` is the one module of ``drip/`` the lower layers may import: the API's
+#: ``/healthz`` and metrics, the worker's metrics and its outbound User-Agent all report it.
+__version__ = "0.1.0"
 
 
 class SettingsError(RuntimeError):

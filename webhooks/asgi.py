@@ -32,7 +32,7 @@ def create_app() -> FastAPI:
     settings = Settings()
     log_format = settings.log_format or ("json" if settings.env == "production" else "text")
     if log_format == "json":
-        from drip.logs import configure_json_logging
+        from webhooks.logs import configure_json_logging
 
         configure_json_logging()
     return _create_app(settings)

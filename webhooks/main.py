@@ -11,8 +11,7 @@ from temporalio.client import Client
 
 from campaigns.workspace import Workspace, load_workspace
 from contacts.db import create_db_engine
-from drip import __version__
-from drip.settings import Settings, get_settings
+from drip.settings import Settings, __version__, get_settings
 from emails import Renderer
 from webhooks import admin, dashboard
 from webhooks._ratelimit import RateLimiter

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Engine
 
 from contacts.interrupted import count_statement as interrupted_count
 from contacts.models import Event
-from drip import __version__
+from drip.settings import __version__
 
 __all__ = ["CONTENT_TYPE", "MULTIPROCESS_DIR_ENV", "ApiMetrics"]
 

@@ -8,7 +8,7 @@ For every other request:
 
 - **Request id**: ``X-Request-ID`` from the client or proxy if it is a sane token (up to 128
   of ``A-Za-z0-9._-``), else a fresh one; echoed in the response and put in
-  ``drip.logs.request_id_var`` so every log line the request causes carries it.
+  ``webhooks.logs.request_id_var`` so every log line the request causes carries it.
 - **Body cap**: a ``Content-Length`` over ``DRIP_MAX_BODY_BYTES`` is refused at once; a body
   without one (chunked) is counted as it streams, and reading past the cap raises
   ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON (a
@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from drip.logs import request_id_var
+from webhooks.logs import request_id_var
 from webhooks.metrics import ApiMetrics
 from webhooks.problems import negotiated_problem
 

@@ -52,8 +52,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from drip import __version__
-from drip.settings import Settings
+from drip.settings import Settings, __version__
 from workflows.types import SendEmailInput
 
 __all__ = [

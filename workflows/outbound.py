@@ -61,7 +61,7 @@ from typing import Any
 import httpx
 
 from campaigns.hosts import host_allowed, normalise_host
-from drip import __version__
+from drip.settings import __version__
 
 __all__ = [
     "IDEMPOTENCY_HEADER",

@@ -3,7 +3,7 @@
 A message page shows the headers and the HTML part in a sandboxed iframe, so opening an email here
 loads its images, tracking pixel included, the way a real mail client does; clicking a link goes
 through click tracking. Plain HTML, no scripts, no external assets; the storage is
-``drip.mailbox``.
+``emails.mailbox``.
 
 The pages fit a phone (390 px) without sideways scrolling: long addresses, message ids and
 header values wrap anywhere, tables become one card per row on narrow screens, and the email
@@ -21,7 +21,7 @@ from urllib.parse import quote
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from drip.mailbox import MailboxError, list_messages, read_message, read_raw
+from emails.mailbox import MailboxError, list_messages, read_message, read_raw
 from webhooks.deps import SettingsDep
 from webhooks.problems import PROBLEM_JSON, problem
 

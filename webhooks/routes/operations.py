@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from drip import __version__
+from drip.settings import __version__
 from webhooks.deps import EngineDep, GatewayDep, SettingsDep
 from webhooks.journeys import JourneyGateway
 from webhooks.metrics import CONTENT_TYPE, ApiMetrics
