@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import getpass
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich import progress as bars
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
@@ -33,23 +32,22 @@ from temporalio.service import RPCError
 from campaigns import CampaignError, Workspace, load_workspace
 from campaigns.broadcasts import BroadcastPlan
 from contacts import repository
-from contacts.broadcast_models import FINISHED, BroadcastSend, SendState, broadcast_campaign_id
-from contacts.broadcast_reports import ABResult, SendReport, ab_result, broadcast_rows, send_report
+from contacts.broadcast_models import BroadcastSend, SendState, broadcast_campaign_id
+from contacts.broadcast_reports import ab_result, broadcast_rows, send_report
 from contacts.db import create_db_engine, migrate, session_scope
 from contacts.models import Contact, utcnow
-from drip._runtime import run_with_temporal, stop_on_signals
+from drip._broadcast_output import duration, follow, status_lines, summary, when
+from drip._runtime import run_with_temporal
 from drip.cli_emails import SAMPLE
 from drip.settings import Settings, get_settings
 from emails import Renderer, TemplateError
 from emails.lint import SEND_BLOCKERS, lint_workspace
 from workflows.broadcasts import (
     BroadcastError,
-    Progress,
     cancel_broadcast,
     dry_run,
     latest_send,
     pause_broadcast,
-    progress,
     resume_broadcast,
     start_broadcast,
 )
@@ -64,9 +62,6 @@ app = typer.Typer(
 # no emoji codes: a send id "broadcast:ab:1" would print as "broadcast🆎1"
 console = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
-
-#: how often ``send`` reads the progress from the database
-POLL_SECONDS = 0.5
 
 NameArgument = Annotated[str, typer.Argument(help="broadcast id (broadcasts/ID.yaml)")]
 
@@ -140,10 +135,6 @@ def _with_temporal(settings: Settings, work: Callable[[Client], Awaitable[T]]) -
         _red(f"Temporal did not answer: {exc}", 1)
 
 
-def _when(moment: datetime | None) -> str:
-    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
 @app.command("list")
 def list_broadcasts() -> None:
     """The workspace's broadcasts (and sent ones whose file is gone) with their latest send."""
@@ -168,14 +159,14 @@ def list_broadcasts() -> None:
         report = row.report if row is not None else None
         if plan is not None:
             name = plan.name
-            when = (plan.send_at or "now") + (" local" if plan.local_time else "")
+            due = (plan.send_at or "now") + (" local" if plan.local_time else "")
         else:
-            name, when = f"{report.name if report else bid} (file removed)", "-"
+            name, due = f"{report.name if report else bid} (file removed)", "-"
         table.add_row(
             bid,
             name,
-            when,
-            "-" if report is None else f"#{report.number} {_when(report.created_at)}",
+            due,
+            "-" if report is None else f"#{report.number} {when(report.created_at)}",
             "never sent" if report is None else report.state,
             "-" if report is None else f"{report.sent:,}",
             "-" if report is None or report.audience is None else f"{report.audience:,}",
@@ -368,15 +359,15 @@ def send(
             console.print(f"it is due {due}; the worker sends it then", highlight=False)
         _how_to_follow(name)
         return
-    final = _follow(engine, started)
+    final = follow(engine, started, console)
     engine.dispose()
     if final is None:
         console.print("[yellow]left running[/yellow]: the send goes on in Temporal")
         _how_to_follow(name)
         return
-    _summary(final)
+    summary(final, console)
     if final.state == SendState.testing:
-        wait = _duration(plan.ab_wait_seconds)
+        wait = duration(plan.ab_wait_seconds)
         console.print(
             f"the A/B test's sample is out; the winner is picked in {wait} and sent to the rest",
             highlight=False,
@@ -386,14 +377,6 @@ def send(
         raise typer.Exit(1)
 
 
-def _duration(seconds: float) -> str:
-    """4h, 1h 30m, 45m, 20s: an A/B test's wait as people write it."""
-    whole = round(seconds)
-    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
-    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
-    return " ".join(parts) or "0s"
-
-
 def _due_later(plan: BroadcastPlan) -> str:
     """When a send at a later time is due ("" if now): no point watching a bar that waits."""
     if not plan.send_at:
@@ -401,7 +384,7 @@ def _due_later(plan: BroadcastPlan) -> str:
     if plan.local_time:
         return f"at {plan.send_at} in each contact's time zone"
     at = datetime.fromisoformat(plan.send_at)
-    return f"at {_when(at)}" if at > datetime.now(UTC) else ""
+    return f"at {when(at)}" if at > datetime.now(UTC) else ""
 
 
 def _how_to_follow(name: str) -> None:
@@ -411,69 +394,6 @@ def _how_to_follow(name: str) -> None:
         highlight=False,
         soft_wrap=True,
     )
-
-
-class _RateColumn(bars.ProgressColumn):
-    def render(self, task: bars.Task) -> Text:
-        speed = task.speed
-        return Text("- emails/s" if speed is None else f"{speed:,.0f} emails/s")
-
-
-def _describe(p: Progress) -> str:
-    suppressed = sum(p.suppressed_by_reason.values())
-    failed = p.by_state.get("failed", 0)
-    return f"{p.state}: {p.sent:,} sent, {suppressed:,} suppressed, {failed:,} failed"
-
-
-def _follow(engine: Engine, started: BroadcastSend) -> Progress | None:
-    """Show the send's progress until it ends or its A/B sample is out (its figures then), or
-    until Ctrl-C/SIGTERM (None)."""
-
-    async def poll(bar: bars.Progress, task: bars.TaskID) -> Progress:
-        while True:
-            p = await asyncio.to_thread(progress, engine, started.id)
-            bar.update(task, total=p.audience or None, completed=p.done, description=_describe(p))
-            if p.state in FINISHED or p.state == SendState.testing:
-                return p
-            await asyncio.sleep(POLL_SECONDS)
-
-    async def run() -> Progress | None:
-        with bars.Progress(
-            bars.TextColumn("{task.description}"),
-            bars.BarColumn(),
-            bars.MofNCompleteColumn(),
-            _RateColumn(),
-            bars.TimeRemainingColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("starting", total=started.audience or None)
-            work: asyncio.Task[Progress] = asyncio.create_task(poll(bar, task))
-            with stop_on_signals(work.cancel, work.cancel):
-                console.print(
-                    "Ctrl-C leaves it running (the send goes on in Temporal)", style="dim"
-                )
-                try:
-                    return await work
-                except asyncio.CancelledError:
-                    return None
-
-    return _run(run())
-
-
-def _run(work: Coroutine[Any, Any, T | None]) -> T | None:
-    try:
-        return asyncio.run(work)
-    except KeyboardInterrupt:  # before the handler was installed (or outside the main thread)
-        return None
-
-
-def _summary(p: Progress) -> None:
-    colour = {SendState.completed: "green", SendState.testing: "yellow"}.get(
-        SendState(p.state), "red"
-    )
-    console.print(f"[{colour}]{escape(_describe(p))}[/{colour}]", highlight=False)
-    for reason, count in sorted(p.suppressed_by_reason.items(), key=lambda kv: -kv[1]):
-        console.print(f"  suppressed {count:,}: {escape(reason)}", highlight=False)
 
 
 @app.command()
@@ -490,66 +410,8 @@ def status(name: NameArgument) -> None:
         ab = ab_result(session, send.id)
     engine.dispose()
     assert report is not None  # the send was just read
-    for line in _status_lines(report, ab):
+    for line in status_lines(report, ab):
         console.print(line, highlight=False, soft_wrap=True)
-
-
-def _average(r: SendReport) -> float | None:
-    """Emails per second from the first email to the last, for a send no longer moving (the
-    API's ``average_emails_per_second``; not imported from there, so ``drip`` starts without
-    loading the web app)."""
-    if r.started_at is None or r.finished_at is None or not r.sent:
-        return None
-    seconds = (r.finished_at - r.started_at).total_seconds()
-    return r.sent / seconds if seconds > 0 else None
-
-
-def _percent(part: int, whole: int) -> str:
-    return f" ({part / whole:.1%})" if whole else ""
-
-
-def _status_lines(r: SendReport, ab: ABResult | None) -> list[str]:
-    """The lines of ``status``, as rich markup (every value escaped)."""
-    lines = [
-        f"[bold]{escape(r.name)}[/bold] ({escape(r.broadcast_id)}) send #{r.number}: "
-        f"[bold]{r.state}[/bold]  [dim]{escape(r.id)}[/dim]"
-    ]
-    audience = "-" if r.audience is None else f"{r.audience:,}"
-    lines.append(f"  audience {audience}, done {r.done:,}, sent {r.sent:,}")
-    counts = ", ".join(f"{state} {n:,}" for state, n in r.by_state.items() if n)
-    lines.append(f"  emails by state: {counts or 'none yet'}")
-    for reason, count in sorted(r.suppressed_by_reason.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  suppressed {count:,}: {escape(reason)}")
-    if r.rate is not None:
-        eta = "" if r.eta_seconds is None else f", about {r.eta_seconds:,.0f} s to go"
-        lines.append(f"  rate {r.rate:,.1f} emails/s over the last minute{eta}")
-    elif (average := _average(r)) is not None:
-        lines.append(f"  rate {average:,.1f} emails/s on average")
-    lines.append(f"  started {_when(r.started_at)}, finished {_when(r.finished_at)}")
-    lines.append(
-        f"  opened {r.opened:,}{_percent(r.opened, r.sent)}, clicked {r.clicked:,}"
-        f"{_percent(r.clicked, r.sent)} (machine hits apart: {r.bot_opens:,} opens, "
-        f"{r.bot_clicks:,} clicks); unsubscribes {r.unsubscribes:,}, bounces {r.bounces:,}, "
-        f"complaints {r.complaints:,}"
-    )
-    if ab is not None:
-        picked = f"winner {escape(ab.winner)}" if ab.winner else "no winner yet"
-        if not ab.winner and not r.live:
-            picked = "no winner"
-        kind = "open" if ab.metric == "opens" else "click"
-        lines.append(f"  A/B test on {ab.metric}, sample {ab.sample:,}: {picked}")
-        for v in ab.variants:
-            rate = "-" if v.rate is None else f"{v.rate:.1%}"
-            versus = ""
-            if v.uplift is not None and v.confidence is not None:
-                versus = f"; the leader {v.uplift:+.1%}, confidence {v.confidence:.0%}"
-            lines.append(
-                f"    {escape(v.id)}: sent {v.sent:,}, opened {v.opened:,}, clicked "
-                f"{v.clicked:,}, {kind} rate {rate}{versus}"
-            )
-    if r.note:
-        lines.append(f"  note: {escape(r.note)}")
-    return lines
 
 
 _CONTROLLED = {
