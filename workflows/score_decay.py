@@ -23,16 +23,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from sqlalchemy.engine import Engine
     from sqlmodel import col, select
-    from temporalio.client import (
-        Client,
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleIntervalSpec,
-        ScheduleOverlapPolicy,
-        SchedulePolicy,
-        ScheduleSpec,
-    )
-    from temporalio.service import RPCError, RPCStatusCode
+    from temporalio.client import Client
 
     from campaigns.sales import SalesPlan
     from campaigns.scoring import ScoreState
@@ -40,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from contacts.models import Contact, ContactScore, utcnow
     from drip.settings import Settings
     from workflows.heartbeat import heartbeating
-    from workflows.schedules import upsert_schedule
+    from workflows.schedules import delete_schedule, keep_schedule, run_the_activity
     from workflows.scoring import CONTACT_BATCH, scorable, scoring_enabled
 
 __all__ = [
@@ -129,15 +120,13 @@ class ScoreDecay:
 
     @workflow.run
     async def run(self, inp: DecayInput) -> DecayResult:
-        result: DecayResult = await workflow.execute_activity(
+        return await run_the_activity(
             "refresh_score_decay",
             inp,
-            result_type=DecayResult,
-            start_to_close_timeout=timedelta(hours=1),
-            heartbeat_timeout=timedelta(minutes=1),
+            DecayResult,
+            start_to_close=timedelta(hours=1),
             retry_policy=DECAY_RETRY,
         )
-        return result
 
 
 class ScoreDecayActivities:
@@ -166,27 +155,18 @@ async def ensure_score_decay_schedule(
     """Create the refresh's schedule, or bring an existing one up to date (interval, task
     queue); an operator's pause stays. Without decay in ``plan``, delete it if it exists.
     Safe from every worker at every start; True when a schedule now exists."""
-    handle = client.get_schedule_handle(SCHEDULE_ID)
     if not decays(plan):
-        try:
-            await handle.delete()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
+        await delete_schedule(client, SCHEDULE_ID)
         return False
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            ScoreDecay.run,
-            DecayInput(),
-            id=SCHEDULE_ID,
-            task_queue=settings.temporal_task_queue,
-            # a stuck run would otherwise hold the single slot (overlap SKIP) for ever
-            execution_timeout=timedelta(hours=2),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    await keep_schedule(
+        client,
+        SCHEDULE_ID,
+        ScoreDecay.run,
+        DecayInput(),
+        task_queue=settings.temporal_task_queue,
+        every=every,
+        execution_timeout=timedelta(hours=2),
     )
-    await upsert_schedule(client, SCHEDULE_ID, schedule)
     return True
 
 

@@ -39,15 +39,7 @@ with workflow.unsafe.imports_passed_through():
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
     from sqlmodel import Session, SQLModel, col, select
-    from temporalio.client import (
-        Client,
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleIntervalSpec,
-        ScheduleOverlapPolicy,
-        SchedulePolicy,
-        ScheduleSpec,
-    )
+    from temporalio.client import Client
 
     from campaigns.conditions import ConditionError, parse_condition, to_sql
     from campaigns.plan import Plan
@@ -59,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.heartbeat import heartbeating
     from workflows.metrics import WorkerMetrics
     from workflows.router import EventRouter
-    from workflows.schedules import upsert_schedule
+    from workflows.schedules import keep_schedule, run_the_activity
 
 __all__ = [
     "SCHEDULE_ID",
@@ -121,15 +113,13 @@ class SegmentSweep:
 
     @workflow.run
     async def run(self, inp: SweepInput) -> SweepResult:
-        result: SweepResult = await workflow.execute_activity(
+        return await run_the_activity(
             "evaluate_segments",
             inp,
-            result_type=SweepResult,
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=1),
+            SweepResult,
+            start_to_close=timedelta(minutes=10),
             retry_policy=SWEEP_RETRY,
         )
-        return result
 
 
 class SegmentActivities:
@@ -308,16 +298,12 @@ async def ensure_segment_schedule(
     input). Safe to call from every worker at every start. A schedule an operator paused stays
     paused."""
     interval = every or timedelta(seconds=settings.segment_sweep_seconds)
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            SegmentSweep.run,
-            SweepInput(batch=batch),
-            id=SCHEDULE_ID,
-            task_queue=settings.temporal_task_queue,
-            # a stuck run would otherwise hold the single slot (overlap SKIP) for ever
-            execution_timeout=timedelta(hours=1),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    await keep_schedule(
+        client,
+        SCHEDULE_ID,
+        SegmentSweep.run,
+        SweepInput(batch=batch),
+        task_queue=settings.temporal_task_queue,
+        every=interval,
+        execution_timeout=timedelta(hours=1),
     )
-    await upsert_schedule(client, SCHEDULE_ID, schedule)
