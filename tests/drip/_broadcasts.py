@@ -9,6 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
 from campaigns.workspace import Workspace, load_workspace
 from contacts import repository
@@ -16,6 +18,7 @@ from contacts.broadcast_models import FINISHED, BroadcastSend, SendState
 from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus
 from tests.support import copy_workspace
+from workflows.broadcast_types import SET_STATE_ACTIVITY
 
 #: everyone tagged "news" (the unsubscribed one among them is counted as suppressed)
 HELLO = """\
@@ -116,4 +119,34 @@ async def wait_for_send(
             state = None if row is None else row.state
         if time.monotonic() > deadline:
             raise AssertionError(f"{send_id} is {state}, not one of {sorted(states)}")
+        await asyncio.sleep(0.1)
+
+
+async def held_by_its_pause(
+    client: Client, engine: Engine, send_id: str, within: float = 60
+) -> None:
+    """Until a send paused before its first batch is held by the workflow itself: it has taken
+    the snapshot, shown ``sending`` and then ``paused`` again (two ``broadcast_set_state``
+    activities done, none pending), and waits for a resume. Before that, a resume could meet
+    the moment the state reads ``sending`` and be refused, rightly."""
+    handle = client.get_workflow_handle(send_id)
+    deadline = time.monotonic() + within
+    while True:
+        events = (await handle.fetch_history()).events
+        states = {
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == SET_STATE_ACTIVITY
+        }
+        done = {
+            e.activity_task_completed_event_attributes.scheduled_event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        }
+        if len(states) >= 2 and states <= done:
+            await wait_for_send(engine, send_id, frozenset({SendState.paused}), snapshot=True)
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{send_id} was not held by its pause within {within} s")
         await asyncio.sleep(0.1)

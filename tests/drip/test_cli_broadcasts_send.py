@@ -27,7 +27,15 @@ from campaigns.workspace import Workspace
 from contacts.broadcast_models import SendState
 from drip import cli, cli_broadcasts
 from drip.settings import Settings, get_settings
-from tests.drip._broadcasts import AB, HELLO, SLOW, add_audience, broadcast_workspace, wait_for_send
+from tests.drip._broadcasts import (
+    AB,
+    HELLO,
+    SLOW,
+    add_audience,
+    broadcast_workspace,
+    held_by_its_pause,
+    wait_for_send,
+)
 from tests.support import SmtpServer, venv_binary
 from workflows.worker import build_worker
 
@@ -215,9 +223,7 @@ async def test_ctrl_c_leaves_it_running_then_pause_resume_and_cancel(
 
     async with _worker(dev_env, settings, engine, ws):
         # the worker takes the send, snapshots the audience and holds before the first batch
-        await wait_for_send(
-            engine, "broadcast:slow:1", frozenset({SendState.paused}), snapshot=True
-        )
+        await held_by_its_pause(dev_env.client, engine, "broadcast:slow:1")
         assert not smtp.mailbox.messages
         resumed = await _cli("resume", "slow")
         assert resumed.returncode == 0, resumed.stderr

@@ -21,9 +21,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace
-from contacts.broadcast_models import SendState
 from drip.settings import Settings
-from tests.drip._broadcasts import HELLO, add_audience, broadcast_workspace, wait_for_send
+from tests.drip._broadcasts import (
+    HELLO,
+    add_audience,
+    broadcast_workspace,
+    held_by_its_pause,
+    wait_for_send,
+)
 from tests.support import SmtpServer, api_client, free_port
 from tests.webhooks._admin import make_key
 from workflows.worker import build_worker
@@ -124,9 +129,7 @@ async def test_send_pause_resume_and_cancel_through_a_worker(
         _problem(await post("pause"), 409, "paused already")
 
         async with build_worker(dev_env.client, settings=settings, engine=engine, workspace=ws):
-            await wait_for_send(
-                engine, "broadcast:hello:1", frozenset({SendState.paused}), snapshot=True
-            )
+            await held_by_its_pause(dev_env.client, engine, "broadcast:hello:1")
             assert not smtp.mailbox.messages
             resumed = await post("resume")
             assert resumed.status_code == 200, resumed.text
