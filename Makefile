@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck pytest clean
+.PHONY: dev test docs lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ dev: $(STAMP)
 	$(BIN)/drip dev
 
 test: $(STAMP) lint typecheck pytest
+
+# the documentation site on http://127.0.0.1:8001, rebuilt on every save (make test builds it
+# with --strict, in tests/docs/test_site.py)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

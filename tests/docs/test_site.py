@@ -1,0 +1,60 @@
+"""The documentation site builds with --strict (a broken link, anchor or generated part fails),
+and every whole workspace file it shows is one ``drip campaigns validate`` accepts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.docs._blocks import marked_blocks
+from tests.support import EXAMPLES, ROOT, venv_binary
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [venv_binary("mkdocs"), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert built.returncode == 0, built.stderr
+    language = (tmp_path / "site" / "reference" / "language" / "index.html").read_text()
+    assert 'id="campaign-waitfor"' in language and 'id="broadcast-abtest"' in language
+    cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
+    assert "drip broadcasts send" in cli
+    api = (tmp_path / "site" / "reference" / "http-api" / "index.html").read_text()
+    assert "POST /forms/{form_id}" in api
+
+
+def test_the_yaml_the_docs_show_validates(tmp_path: Path) -> None:
+    blocks = marked_blocks("validate")
+    names = {b.name for b in blocks}
+    assert {"campaigns/welcome.yaml", "broadcasts/black-friday.yaml"} <= names
+    workspace = tmp_path / "acme"
+    shutil.copytree(EXAMPLES, workspace)
+    for block in blocks:
+        # each shown file replaces the example of that name, so a reference to another
+        # example file (a template, a form, a topic) resolves as it does for a reader
+        (workspace / block.name).write_text(block.body)
+    checked = subprocess.run(
+        [venv_binary("drip"), "campaigns", "validate", str(workspace)],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
+            "PYTHONPATH": str(ROOT),
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    shown = "\n".join(b.where for b in blocks)
+    assert checked.returncode == 0, f"{checked.stdout}\n{checked.stderr}\nblocks:\n{shown}"
+    for block in blocks:
+        assert f"ok {workspace / block.name}" in checked.stdout or block.name.startswith(
+            ("forms/", "sales.yaml")
+        ), checked.stdout
