@@ -248,3 +248,13 @@ async def test_ctrl_c_leaves_it_running_then_pause_resume_and_cancel(
     assert status.stdout.startswith("Slow hello (slow) send #2: cancelled")
     assert "  note: cancelled by cli (" in status.stdout
     assert _received(smtp, "Slowly") == Counter(emails)  # still one each
+
+    # its file removed, a sent broadcast is still listed (and its sends still controllable)
+    (ws.root / "broadcasts" / "slow.yaml").unlink()
+    listed = await _cli("list")
+    assert listed.returncode == 0, listed.stderr
+    [row_text] = [line for line in listed.stdout.splitlines() if "│ slow " in line]
+    cells = [c.strip() for c in row_text.strip("│ ").split("│")]
+    assert cells[1:3] == ["Slow hello (file removed)", "-"]
+    assert cells[3].startswith("#2 20")
+    assert cells[4:] == ["cancelled", "0", "13"]

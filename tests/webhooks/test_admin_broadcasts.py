@@ -165,3 +165,15 @@ async def test_send_pause_resume_and_cancel_through_a_worker(
     assert hello["latest_send"]["note"].startswith("cancelled by api:drip_")
     assert hello["latest_send"]["sent"] == 0
     assert len(smtp.mailbox.messages) == 12
+
+    # an API whose workspace no longer has the file still lists the broadcast and its sends
+    async with _api(settings, broadcast_workspace(tmp_path / "later"), engine) as http:
+        [gone] = (await http.get("/api/broadcasts", headers=key)).json()
+        assert (gone["id"], gone["in_workspace"], gone["version"], gone["sends"]) == (
+            "hello",
+            False,
+            "",
+            2,
+        )
+        assert gone["name"] == "Hello everyone"
+        _problem(await http.post("/api/broadcasts/hello/send", headers=key), 404, "no broadcast")
