@@ -28,6 +28,7 @@ from workflows.alerts import SalesActivities
 from workflows.assignment import sync_sales_directory
 from workflows.broadcast import BroadcastWorkflow
 from workflows.broadcast_activities import BroadcastActivities
+from workflows.broadcast_spread import SpreadBatches
 from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
@@ -228,6 +229,8 @@ def build_worker(
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities.all(),
+        # a broadcast's batches go to every worker, not all to the one running its workflow
+        interceptors=[SpreadBatches()],
         # Waiting journeys are evicted and replayed on demand, so memory stays flat with many
         # journeys parked on timers.
         max_cached_workflows=2000,
