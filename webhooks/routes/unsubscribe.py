@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
@@ -43,12 +45,17 @@ from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
 
 __all__ = ["PAUSE", "TOPIC_TAG", "router"]
 
-router = APIRouter(prefix="/u", tags=["unsubscribe"])
+#: every route here answers a link that is not ours with a 404 page (the forms' say so again)
+router = APIRouter(
+    prefix="/u", tags=["unsubscribe"], responses={404: {"description": "invalid link (a page)"}}
+)
 
 PAUSE = timedelta(days=30)
 TOPIC_TAG = consent.TOPIC_TAG  # kept here too: its home is contacts.consent
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: What a message id in ``?m=`` looks like (our ids are UUIDs); anything else names no email.
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -72,6 +79,16 @@ def _sender_of(session: Session, contact_id: int, m: str | None) -> str | None:
     return message.id
 
 
+def _link_contact(token: str, settings: SettingsDep) -> int | None:
+    """The contact the link's token was signed for; None for a link that is not ours (every
+    route here then answers the invalid-link page)."""
+    return verify_unsubscribe_token(settings.secret(), token)
+
+
+#: the contact of the link in the URL (``/u/<token>...``), or None
+LinkContactDep = Annotated[int | None, Depends(_link_contact)]
+
+
 def _invalid(workspace: Workspace) -> HTMLResponse:
     return message_page(
         "Link not valid",
@@ -79,6 +96,15 @@ def _invalid(workspace: Workspace) -> HTMLResponse:
         status_code=404,
         workspace_name=workspace.config.name,
     )
+
+
+async def _recorded(workspace: Workspace, record: Callable[[], T]) -> T | HTMLResponse:
+    """``record()`` in the thread pool; the invalid-link page when its contact is not there
+    (a link signed by us for a contact erased since)."""
+    try:
+        return await run_in_threadpool(record)
+    except NotFound:
+        return _invalid(workspace)
 
 
 def _preferences(
@@ -103,16 +129,14 @@ def _preferences(
 @router.get(
     "/{token}",
     summary="Confirmation and preference page; changes nothing by itself",
-    responses={404: {"description": "invalid link (a page)"}},
 )
 async def confirm_page(
     token: str,
-    settings: SettingsDep,
+    contact_id: LinkContactDep,
     workspace: WorkspaceDep,
     engine: EngineDep,
     m: str | None = MessageParam,
 ) -> Response:
-    contact_id = verify_unsubscribe_token(settings.secret(), token)
     if contact_id is None:
         return _invalid(workspace)
 
@@ -139,31 +163,28 @@ async def confirm_page(
 @router.head("/{token}", include_in_schema=False)
 async def confirm_page_head(
     token: str,
-    settings: SettingsDep,
+    contact_id: LinkContactDep,
     workspace: WorkspaceDep,
     engine: EngineDep,
     m: str | None = MessageParam,
 ) -> Response:
     """Mail clients and link checkers ask with HEAD before they show or follow the link: the
     GET's status and headers, without its body (and, like the GET, changing nothing)."""
-    answer = await confirm_page(token, settings, workspace, engine, m)
+    answer = await confirm_page(token, contact_id, workspace, engine, m)
     return Response(status_code=answer.status_code, headers=dict(answer.headers))
 
 
 @router.post(
     "/{token}",
     summary="One-click unsubscribe (RFC 8058); answers 200, no redirect",
-    responses={404: {"description": "invalid link (a page)"}},
 )
 async def unsubscribe(
-    token: str,
-    settings: SettingsDep,
+    contact_id: LinkContactDep,
     engine: EngineDep,
     gateway: GatewayDep,
     workspace: WorkspaceDep,
     m: str | None = MessageParam,
 ) -> Response:
-    contact_id = verify_unsubscribe_token(settings.secret(), token)
     if contact_id is None:
         return _invalid(workspace)
 
@@ -181,10 +202,9 @@ async def unsubscribe(
             )
             return event.id
 
-    try:
-        event_id = await run_in_threadpool(record)
-    except NotFound:
-        return _invalid(workspace)
+    event_id = await _recorded(workspace, record)
+    if isinstance(event_id, HTMLResponse):
+        return event_id
     if event_id is not None:
         await gateway.route(event_id)
     return message_page(
@@ -203,33 +223,57 @@ async def _posted(request: Request, name: str) -> list[str] | None:
     return [v for v in form.getlist(name) if isinstance(v, str)]
 
 
+async def _preference_form(
+    contact_id: int | None,
+    request: Request,
+    workspace: Workspace,
+    name: str,
+    *,
+    valid: Callable[[list[str]], bool],
+    problem: str,
+) -> tuple[int, list[str]] | HTMLResponse:
+    """Whose preference page posted and the values of ``name``; or the page to answer instead:
+    404 for a link that is not ours, 400 with ``problem`` for a form that cannot be read or
+    that ``valid`` refuses."""
+    values = await _posted(request, name)
+    if contact_id is None:
+        return _invalid(workspace)
+    if values is None or not valid(values):
+        return message_page(
+            "Bad request", problem, status_code=400, workspace_name=workspace.config.name
+        )
+    return contact_id, values
+
+
+def _form_responses(bad_request: str) -> dict[int | str, dict[str, Any]]:
+    """What a preference page's form answers besides 200, for the OpenAPI document."""
+    return {400: {"description": bad_request}, 404: {"description": "invalid link"}}
+
+
 @router.post(
     "/{token}/topics",
     summary="Preference page: choose topics",
-    responses={
-        400: {"description": "unreadable form (a page)"},
-        404: {"description": "invalid link"},
-    },
+    responses=_form_responses("unreadable form (a page)"),
 )
 async def save_topics(
     token: str,
     request: Request,
-    settings: SettingsDep,
+    contact_id: LinkContactDep,
     engine: EngineDep,
     gateway: GatewayDep,
     workspace: WorkspaceDep,
 ) -> Response:
-    contact_id = verify_unsubscribe_token(settings.secret(), token)
-    chosen = await _posted(request, "topic")
-    if contact_id is None:
-        return _invalid(workspace)
-    if chosen is None:
-        return message_page(
-            "Bad request",
-            "The form could not be read.",
-            status_code=400,
-            workspace_name=workspace.config.name,
-        )
+    form = await _preference_form(
+        contact_id,
+        request,
+        workspace,
+        "topic",
+        valid=lambda _: True,
+        problem="The form could not be read.",
+    )
+    if isinstance(form, HTMLResponse):
+        return form
+    contact_id, chosen = form
     known = [t.id for t in workspace.config.topics]
     # a topic unticked here is one the contact left (not merely never chose): say so in a tag
     wanted = {f"{TOPIC_TAG}{t}" for t in known if t in chosen}
@@ -250,10 +294,10 @@ async def save_topics(
             )
             return contact, recorded
 
-    try:
-        contact, events = await run_in_threadpool(record)
-    except NotFound:
-        return _invalid(workspace)
+    saved = await _recorded(workspace, record)
+    if isinstance(saved, HTMLResponse):
+        return saved
+    contact, events = saved
     for event_id in events:
         await gateway.route(event_id)
     return _preferences(token, contact, workspace, "Your topics are saved.")
@@ -262,39 +306,35 @@ async def save_topics(
 @router.post(
     "/{token}/pause",
     summary="Preference page: pause emails for 30 days, or resume",
-    responses={
-        400: {"description": "no valid action (a page)"},
-        404: {"description": "invalid link"},
-    },
+    responses=_form_responses("no valid action (a page)"),
 )
 async def pause(
     token: str,
     request: Request,
-    settings: SettingsDep,
+    contact_id: LinkContactDep,
     engine: EngineDep,
     workspace: WorkspaceDep,
 ) -> Response:
-    contact_id = verify_unsubscribe_token(settings.secret(), token)
-    action = await _posted(request, "action")
-    if contact_id is None:
-        return _invalid(workspace)
-    if action is None or action[-1:] not in (["pause"], ["resume"]):
-        return message_page(
-            "Bad request",
-            "Choose to pause or to resume your emails.",
-            status_code=400,
-            workspace_name=workspace.config.name,
-        )
+    form = await _preference_form(
+        contact_id,
+        request,
+        workspace,
+        "action",
+        valid=lambda action: action[-1:] in (["pause"], ["resume"]),
+        problem="Choose to pause or to resume your emails.",
+    )
+    if isinstance(form, HTMLResponse):
+        return form
+    contact_id, action = form
     until = utcnow() + PAUSE if action[-1] == "pause" else None
 
     def record() -> Contact:
         with session_scope(engine) as session:
             return consent.set_paused_until(session, contact_id, until)
 
-    try:
-        contact = await run_in_threadpool(record)
-    except NotFound:
-        return _invalid(workspace)
+    contact = await _recorded(workspace, record)
+    if isinstance(contact, HTMLResponse):
+        return contact
     notice = (
         f"Your emails are paused for {PAUSE.days} days." if until else "Your emails are resumed."
     )
