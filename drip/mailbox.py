@@ -1,32 +1,5 @@
 """The dev mailbox moved to ``emails.mailbox`` (the web pages import it, and the web layer may
 not import ``drip``); this name stays so existing imports keep working."""
 
-from emails.mailbox import (
-    InvalidMessageName,
-    MailboxEntry,
-    MailboxError,
-    MailboxHandler,
-    MessageNotFound,
-    list_messages,
-    message_path,
-    read_message,
-    read_raw,
-    start_mailbox,
-    stop_mailbox,
-    store_message,
-)
-
-__all__ = [
-    "InvalidMessageName",
-    "MailboxEntry",
-    "MailboxError",
-    "MailboxHandler",
-    "MessageNotFound",
-    "list_messages",
-    "message_path",
-    "read_message",
-    "read_raw",
-    "start_mailbox",
-    "stop_mailbox",
-    "store_message",
-]
+from emails.mailbox import *  # noqa: F403  (the same names, listed once, in emails.mailbox)
+from emails.mailbox import __all__ as __all__
