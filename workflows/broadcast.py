@@ -117,7 +117,7 @@ class BroadcastWorkflow:
             if not await self._sleep_until(_parse(inp.send_at)):
                 return await self._finish(inp, "cancelled")
             inp.phase = "sample" if inp.has_test and snapshot.sample else "rest"
-            await self._set_state(inp.send_id, "sending")
+            await self._set_state(inp.send_id, self._unless_paused("sending"))
         if inp.phase == "sample":
             done = await self._batches(inp, snapshot.sample, variant="")
             if done is None:
@@ -126,7 +126,7 @@ class BroadcastWorkflow:
                 return await self._finish(inp, "cancelled")
             inp.phase = "testing"
             inp.tested_at = workflow.now().isoformat()
-            await self._set_state(inp.send_id, "testing")
+            await self._set_state(inp.send_id, self._unless_paused("testing"))
         if inp.phase == "testing":
             started = _parse(inp.tested_at) or workflow.now()
             if not await self._sleep_until(started + timedelta(seconds=inp.ab_wait_seconds)):
@@ -140,7 +140,7 @@ class BroadcastWorkflow:
             )
             inp.winner = picked.winner
             inp.phase = "rest"
-            await self._set_state(inp.send_id, "sending")
+            await self._set_state(inp.send_id, self._unless_paused("sending"))
         for slot in snapshot.slots:
             if slot.last < inp.next_seq:
                 continue
@@ -223,6 +223,11 @@ class BroadcastWorkflow:
             for task in done:
                 running.discard(task)
                 _add(inp.totals, task.result())
+
+    def _unless_paused(self, state: str) -> str:
+        """The state to show: a pause asked for before this point stays shown (the batches
+        honour it), so a resume is not refused as "not paused"."""
+        return "paused" if self._paused and self._cancelled_by is None else state
 
     async def _sleep_until(self, when: datetime | None) -> bool:
         """Wait until ``when`` (now if None or past); False if cancelled meanwhile."""

@@ -454,3 +454,29 @@ async def test_an_interrupted_broadcast_email_is_resent_on_request_as_the_same_m
     again = [m for m in smtp.mailbox.messages if m.message["Message-ID"] == first]
     assert len(again) == 2
     assert again[1].subject == "Subject B"
+
+
+async def test_a_send_paused_before_it_starts_stays_paused_until_resumed(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    add_contacts(engine, 6)
+    send = await start_broadcast(time_env.client, engine, workspace, "simple", settings=settings)
+    await pause_broadcast(time_env.client, engine, "simple", by="test")
+    seen: list[str] = []
+    async with worker(time_env, settings, engine, workspace):
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 1.5
+        while loop.time() < until:  # the worker snapshots the audience meanwhile
+            seen.append(progress(engine, send.id).state)
+            await asyncio.sleep(0.005)
+        assert set(seen) == {"paused"}, seen  # never shown as sending while it is paused
+        assert progress(engine, send.id).audience == 6
+        assert not smtp.mailbox.messages
+        await resume_broadcast(time_env.client, engine, "simple")
+        await wait_state(engine, send.id, {"completed"})
+    assert len(smtp.mailbox.messages) == 6
