@@ -79,98 +79,55 @@ def _args(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> li
     return [compiler.process(c, **kw) for c in element.clauses.clauses]
 
 
-def _sqlite_path(key: str) -> str:
-    return f"'$.\"' || {key} || '\"'"
+#: Each construct's SQL per dialect: ``{a}`` and ``{b}`` are its two compiled arguments (the
+#: column or text, then the key, tag or part: a bound parameter, never a value), ``{path}`` is
+#: SQLite's JSON path of the key ``{b}``. Only compiled fragments go into the text.
+_DIALECT_SQL: dict[str, dict[type[FunctionElement[Any]], str]] = {
+    "sqlite": {
+        _JsonText: "CASE WHEN json_type({a}, {path}) = 'text' THEN json_extract({a}, {path}) END",
+        _JsonNumber: (
+            "CASE WHEN json_type({a}, {path}) IN ('integer', 'real') "
+            "THEN json_extract({a}, {path}) END"
+        ),
+        _JsonBool: "CASE json_type({a}, {path}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
+        _JsonIsSet: "(coalesce(json_type({a}, {path}), 'null') <> 'null')",
+        _HasTag: "EXISTS (SELECT 1 FROM json_each({a}) WHERE json_each.value = {b})",
+        _Contains: "(instr({a}, {b}) > 0)",
+    },
+    "postgresql": {
+        _JsonText: (
+            "CASE WHEN json_typeof({a} -> CAST({b} AS TEXT)) = 'string' "
+            "THEN {a} ->> CAST({b} AS TEXT) END"
+        ),
+        _JsonNumber: (
+            "CASE WHEN json_typeof({a} -> CAST({b} AS TEXT)) = 'number' "
+            "THEN CAST({a} ->> CAST({b} AS TEXT) AS DOUBLE PRECISION) END"
+        ),
+        _JsonBool: (
+            "CASE WHEN json_typeof({a} -> CAST({b} AS TEXT)) = 'boolean' "
+            "THEN CAST({a} ->> CAST({b} AS TEXT) AS BOOLEAN) END"
+        ),
+        _JsonIsSet: "(coalesce(json_typeof({a} -> CAST({b} AS TEXT)), 'null') <> 'null')",
+        _HasTag: (
+            "EXISTS (SELECT 1 FROM json_array_elements_text({a}) AS tag "
+            "WHERE tag = CAST({b} AS TEXT))"
+        ),
+        _Contains: "(strpos({a}, CAST({b} AS TEXT)) > 0)",
+    },
+}
 
 
-@compiles(_JsonText, "sqlite")
-def _sqlite_text(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    path = _sqlite_path(key)
-    return f"CASE WHEN json_type({col}, {path}) = 'text' THEN json_extract({col}, {path}) END"
+def _compiler_for(sql: str) -> Callable[..., str]:
+    def compile_(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
+        a, b = _args(element, compiler, **kw)
+        return sql.format(a=a, b=b, path=f"'$.\"' || {b} || '\"'")
+
+    return compile_
 
 
-@compiles(_JsonNumber, "sqlite")
-def _sqlite_number(element: _JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    path = _sqlite_path(key)
-    return (
-        f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') "
-        f"THEN json_extract({col}, {path}) END"
-    )
-
-
-@compiles(_JsonBool, "sqlite")
-def _sqlite_bool(element: _JsonBool, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"CASE json_type({col}, {_sqlite_path(key)}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END"
-
-
-@compiles(_JsonIsSet, "sqlite")
-def _sqlite_is_set(element: _JsonIsSet, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"(coalesce(json_type({col}, {_sqlite_path(key)}), 'null') <> 'null')"
-
-
-@compiles(_HasTag, "sqlite")
-def _sqlite_has_tag(element: _HasTag, compiler: SQLCompiler, **kw: Any) -> str:
-    col, tag = _args(element, compiler, **kw)
-    # only compiled fragments (a column, a bound parameter) go into the text
-    return f"EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = {tag})"  # noqa: S608
-
-
-@compiles(_Contains, "sqlite")
-def _sqlite_contains(element: _Contains, compiler: SQLCompiler, **kw: Any) -> str:
-    text, part = _args(element, compiler, **kw)
-    return f"(instr({text}, {part}) > 0)"
-
-
-@compiles(_JsonText, "postgresql")
-def _pg_text(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'string' "
-        f"THEN {col} ->> CAST({key} AS TEXT) END"
-    )
-
-
-@compiles(_JsonNumber, "postgresql")
-def _pg_number(element: _JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'number' "
-        f"THEN CAST({col} ->> CAST({key} AS TEXT) AS DOUBLE PRECISION) END"
-    )
-
-
-@compiles(_JsonBool, "postgresql")
-def _pg_bool(element: _JsonBool, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return (
-        f"CASE WHEN json_typeof({col} -> CAST({key} AS TEXT)) = 'boolean' "
-        f"THEN CAST({col} ->> CAST({key} AS TEXT) AS BOOLEAN) END"
-    )
-
-
-@compiles(_JsonIsSet, "postgresql")
-def _pg_is_set(element: _JsonIsSet, compiler: SQLCompiler, **kw: Any) -> str:
-    col, key = _args(element, compiler, **kw)
-    return f"(coalesce(json_typeof({col} -> CAST({key} AS TEXT)), 'null') <> 'null')"
-
-
-@compiles(_HasTag, "postgresql")
-def _pg_has_tag(element: _HasTag, compiler: SQLCompiler, **kw: Any) -> str:
-    col, tag = _args(element, compiler, **kw)
-    return (  # only compiled fragments (a column, a bound parameter) go into the text
-        f"EXISTS (SELECT 1 FROM json_array_elements_text({col}) AS tag "  # noqa: S608
-        f"WHERE tag = CAST({tag} AS TEXT))"
-    )
-
-
-@compiles(_Contains, "postgresql")
-def _pg_contains(element: _Contains, compiler: SQLCompiler, **kw: Any) -> str:
-    text, part = _args(element, compiler, **kw)
-    return f"(strpos({text}, CAST({part} AS TEXT)) > 0)"
+for _dialect, _constructs in _DIALECT_SQL.items():
+    for _construct, _sql in _constructs.items():
+        compiles(_construct, _dialect)(_compiler_for(_sql))
 
 
 @compiles(_JsonAccess)
