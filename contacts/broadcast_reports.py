@@ -156,6 +156,15 @@ class SendReport(SendProgress):
     def click_rate(self) -> float | None:
         return self.clicked / self.sent if self.sent else None
 
+    @property
+    def average_rate(self) -> float | None:
+        """Emails per second from the first email to the last, for a send no longer moving
+        (a live one has ``rate``, the pace over the last minute)."""
+        if self.started_at is None or self.finished_at is None or not self.sent:
+            return None
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return self.sent / seconds if seconds > 0 else None
+
 
 @dataclass(frozen=True)
 class BroadcastRow:

@@ -26,7 +26,6 @@ from workflows.broadcasts import Progress, progress
 
 __all__ = [
     "POLL_SECONDS",
-    "average_rate",
     "describe",
     "duration",
     "follow",
@@ -116,16 +115,6 @@ def summary(p: Progress, console: Console) -> None:
         console.print(f"  suppressed {count:,}: {escape(reason)}", highlight=False)
 
 
-def average_rate(r: SendReport) -> float | None:
-    """Emails per second from the first email to the last, for a send no longer moving (the
-    API's ``average_emails_per_second``; not imported from there, so ``drip`` starts without
-    loading the web app)."""
-    if r.started_at is None or r.finished_at is None or not r.sent:
-        return None
-    seconds = (r.finished_at - r.started_at).total_seconds()
-    return r.sent / seconds if seconds > 0 else None
-
-
 def _percent(part: int, whole: int) -> str:
     return f" ({part / whole:.1%})" if whole else ""
 
@@ -145,7 +134,7 @@ def status_lines(r: SendReport, ab: ABResult | None) -> list[str]:
     if r.rate is not None:
         eta = "" if r.eta_seconds is None else f", about {r.eta_seconds:,.0f} s to go"
         lines.append(f"  rate {r.rate:,.1f} emails/s over the last minute{eta}")
-    elif (average := average_rate(r)) is not None:
+    elif (average := r.average_rate) is not None:
         lines.append(f"  rate {average:,.1f} emails/s on average")
     lines.append(f"  started {when(r.started_at)}, finished {when(r.finished_at)}")
     lines.append(

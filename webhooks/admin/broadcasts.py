@@ -151,15 +151,6 @@ class SendRequest(BaseModel):
     again: bool = False
 
 
-def average_rate(report: SendReport) -> float | None:
-    """Emails per second from the first email to the last, for a send no longer moving (a
-    live one has the pace over the last minute); ``drip broadcasts status`` prints it too."""
-    if report.started_at is None or report.finished_at is None or not report.sent:
-        return None
-    seconds = (report.finished_at - report.started_at).total_seconds()
-    return round(report.sent / seconds, 1) if seconds > 0 else None
-
-
 def _ab_public(ab: ABResult | None) -> ABPublic | None:
     if ab is None:
         return None
@@ -184,7 +175,9 @@ def _send_public(session: Session, report: SendReport) -> SendPublic:
         suppressed_by_reason=report.suppressed_by_reason,
         emails_per_second=report.rate,
         eta_seconds=report.eta_seconds,
-        average_emails_per_second=average_rate(report),
+        average_emails_per_second=(
+            round(report.average_rate, 1) if report.average_rate is not None else None
+        ),
         opened=report.opened,
         clicked=report.clicked,
         bot_opens=report.bot_opens,
