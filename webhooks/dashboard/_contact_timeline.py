@@ -10,9 +10,11 @@ than the page shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, SQLModel, col, select
 
 from contacts import erasure, repository
 from contacts.models import (
@@ -40,6 +42,8 @@ __all__ = [
 EVENTS_PAGE = 50
 #: the newest this many emails, journeys, score and stage changes and alerts are shown
 HISTORY_LIMIT = 100
+
+RowT = TypeVar("RowT", bound=SQLModel)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,15 @@ def _emails(session: Session, contact_id: int) -> list[EmailRow]:
     ]
 
 
+def _newest(
+    session: Session, table: type[RowT], where: ColumnElement[bool] | bool, *order: Any
+) -> list[RowT]:
+    """The last ``HISTORY_LIMIT`` rows of ``table`` that match ``where``, newest first by the
+    ``order`` columns (each later one breaks the ties of those before it)."""
+    query = select(table).where(where).order_by(*(col(c).desc() for c in order))
+    return list(session.exec(query.limit(HISTORY_LIMIT)))
+
+
 def load_timeline(session: Session, contact_id: int, *, before_event: int | None) -> Timeline:
     """The contact's page; ``NotFound`` if there is no such contact."""
     contact = repository.get_contact(session, contact_id)
@@ -135,37 +148,29 @@ def load_timeline(session: Session, contact_id: int, *, before_event: int | None
         events=events,
         older_than=older_than,
         emails=_emails(session, contact_id),
-        enrolments=list(
-            session.exec(
-                select(Enrolment)
-                .where(Enrolment.contact_id == contact_id)
-                .order_by(col(Enrolment.started_at).desc(), col(Enrolment.id).desc())
-                .limit(HISTORY_LIMIT)
-            )
+        enrolments=_newest(
+            session,
+            Enrolment,
+            Enrolment.contact_id == contact_id,
+            Enrolment.started_at,
+            Enrolment.id,
         ),
-        scores=list(
-            session.exec(
-                select(ScoreChange)
-                .where(ScoreChange.contact_id == contact_id)
-                .order_by(col(ScoreChange.at).desc(), col(ScoreChange.id).desc())
-                .limit(HISTORY_LIMIT)
-            )
+        scores=_newest(
+            session,
+            ScoreChange,
+            ScoreChange.contact_id == contact_id,
+            ScoreChange.at,
+            ScoreChange.id,
         ),
-        stages=list(
-            session.exec(
-                select(StageChange)
-                .where(StageChange.contact_id == contact_id)
-                .order_by(col(StageChange.at).desc(), col(StageChange.id).desc())
-                .limit(HISTORY_LIMIT)
-            )
+        stages=_newest(
+            session,
+            StageChange,
+            StageChange.contact_id == contact_id,
+            StageChange.at,
+            StageChange.id,
         ),
-        alerts=list(
-            session.exec(
-                select(LeadAlert)
-                .where(LeadAlert.contact_id == contact_id)
-                .order_by(col(LeadAlert.created_at).desc())
-                .limit(HISTORY_LIMIT)
-            )
+        alerts=_newest(
+            session, LeadAlert, LeadAlert.contact_id == contact_id, LeadAlert.created_at
         ),
         paged=before_event is not None,
     )
