@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import SQLModel, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -203,89 +203,96 @@ class _Ledger:
 
     def _apply(self, ops: list[tuple[str, str, str, asyncio.Future[str] | None]]) -> list[str]:
         """One transaction for the turn: the outcomes first, then every claim in one UPDATE
-        (RETURNING the rows it took); a claim it did not take is looked at alone."""
+        (RETURNING the rows it took); a claim it did not take is looked at alone. The
+        statements are built once (``_Statements``): a turn runs every few milliseconds, and
+        building SQLAlchemy expressions cost more than running them."""
         now = utcnow()
-        contacts = SQLModel.metadata.tables["contacts"]
+        sql = _STATEMENTS
         claims = [m for kind, m, _, _ in ops if kind == "claim"]
+        sent = [m for kind, m, _, _ in ops if kind == "sent"]
         taken: set[str] = set()
-        with session_scope(self._engine) as session:
-            sent = [m for kind, m, _, _ in ops if kind == "sent"]
+        with self._engine.begin() as conn:
             if sent:
-                session.execute(
-                    sa.update(Message)
-                    .where(
-                        col(Message.id).in_(sent),
-                        col(Message.state) == MessageState.sending.value,
-                    )
-                    .values(state=MessageState.sent.value, sent_at=now, error=None)
-                )
+                conn.execute(sql.sent, {"ids": sent, "now": now})
             for kind, message_id, error, _ in ops:
                 if kind == "failed":
-                    session.execute(
-                        sa.update(Message)
-                        .where(col(Message.id) == message_id)
-                        .values(state=MessageState.failed.value, error=error[:2000])
-                    )
-                elif kind in ("release", "note"):
-                    session.execute(
-                        sa.update(Message)
-                        .where(
-                            col(Message.id) == message_id,
-                            col(Message.state)
-                            == (
-                                MessageState.sending.value
-                                if kind == "release"
-                                else MessageState.pending.value
-                            ),
-                        )
-                        .values(state=MessageState.pending.value, error=error[:2000])
-                    )
+                    conn.execute(sql.failed, {"id": message_id, "error": error[:2000]})
+                elif kind == "release":
+                    conn.execute(sql.release, {"id": message_id, "error": error[:2000]})
+                elif kind == "note":
+                    conn.execute(sql.note, {"id": message_id, "error": error[:2000]})
             if claims:
-                eligible = sa.exists().where(
-                    contacts.c.id == col(Message.contact_id),
-                    contacts.c.status == ContactStatus.subscribed.value,
-                    sa.or_(contacts.c.paused_until.is_(None), contacts.c.paused_until <= now),
-                )
-                taken = set(
-                    session.execute(
-                        sa.update(Message)
-                        .where(
-                            col(Message.id).in_(claims),
-                            col(Message.state) == MessageState.pending.value,
-                            eligible,
-                        )
-                        .values(
-                            state=MessageState.sending.value, attempts=col(Message.attempts) + 1
-                        )
-                        .returning(col(Message.id))
-                    ).scalars()
-                )
-            answers = [
-                ""
-                if kind != "claim" or message_id in taken
-                else self._not_taken(session, contacts, message_id)
+                taken = set(conn.execute(sql.claim, {"ids": claims, "now": now}).scalars())
+            return [
+                "" if kind != "claim" or message_id in taken else self._not_taken(conn, message_id)
                 for kind, message_id, _, _ in ops
             ]
-        return answers
 
     @staticmethod
-    def _not_taken(session: Session, contacts: sa.Table, message_id: str) -> str:
+    def _not_taken(conn: sa.Connection, message_id: str) -> str:
         """Why a claim failed: ``done`` (not pending: another attempt has or had it), or the
         contact's suppression reason, with the row now ``suppressed``."""
-        found = session.execute(
-            sa.select(col(Message.state), contacts.c.status)
-            .join(contacts, contacts.c.id == col(Message.contact_id))
-            .where(col(Message.id) == message_id)
-        ).first()
+        found = conn.execute(_STATEMENTS.why, {"id": message_id}).first()
         if found is None or found[0] != MessageState.pending.value:
             return "done"
         reason = f"contact is {found[1]}" if found[1] != ContactStatus.subscribed else "paused"
-        session.execute(
-            sa.update(Message)
-            .where(col(Message.id) == message_id)
-            .values(state=MessageState.suppressed.value, error=reason)
-        )
+        conn.execute(_STATEMENTS.suppress, {"id": message_id, "error": reason})
         return reason
+
+
+class _Statements:
+    """The ledger's statements, built once per process."""
+
+    def __init__(self) -> None:
+        messages = SQLModel.metadata.tables["messages"]
+        contacts = SQLModel.metadata.tables["contacts"]
+        m = messages.c
+        state = m.state
+        by_id = m.id == sa.bindparam("id")
+        error: sa.BindParameter[str] = sa.bindparam("error", type_=sa.String())
+        now = sa.bindparam("now", type_=messages.c.sent_at.type)
+        self.sent = (
+            messages.update()
+            .where(m.id.in_(sa.bindparam("ids", expanding=True)), state == "sending")
+            .values(state=MessageState.sent.value, sent_at=now, error=None)
+        )
+        self.failed = (
+            messages.update().where(by_id).values(state=MessageState.failed.value, error=error)
+        )
+        self.release = (
+            messages.update()
+            .where(by_id, state == MessageState.sending.value)
+            .values(state=MessageState.pending.value, error=error)
+        )
+        self.note = (
+            messages.update().where(by_id, state == MessageState.pending.value).values(error=error)
+        )
+        eligible = sa.exists().where(
+            contacts.c.id == m.contact_id,
+            contacts.c.status == ContactStatus.subscribed.value,
+            sa.or_(contacts.c.paused_until.is_(None), contacts.c.paused_until <= now),
+        )
+        self.claim = (
+            messages.update()
+            .where(
+                m.id.in_(sa.bindparam("ids", expanding=True)),
+                state == MessageState.pending.value,
+                eligible,
+            )
+            .values(state=MessageState.sending.value, attempts=m.attempts + 1)
+            .returning(m.id)
+        )
+        self.why = (
+            sa.select(state, contacts.c.status)
+            .select_from(messages.join(contacts, contacts.c.id == m.contact_id))
+            .where(by_id)
+        )
+        self.suppress = (
+            messages.update().where(by_id).values(state=MessageState.suppressed.value, error=error)
+        )
+
+
+_STATEMENTS = _Statements()
 
 
 class _Pace:
