@@ -203,7 +203,7 @@ FIGURES: dict[str, tuple[str, list[tuple[str, str]], list[tuple[int, str, str]]]
             ("contacts", "SQLModel tables, repository, migrations"),
             ("drip.settings", "one pydantic-settings object, DRIP_* variables"),
         ],
-        [(1, "campaigns", "the language: YAML to a compiled plan; imports settings only")],
+        [(2, "campaigns", "the language, YAML to a plan: every layer uses it")],
     ),
     "form-post": (
         "A form post, from the browser to the welcome email in the mailbox",
@@ -234,7 +234,7 @@ FIGURES: dict[str, tuple[str, list[tuple[str, str]], list[tuple[int, str, str]]]
     ),
 }
 
-_W, _H, _GAP, _SIDE = 380, 46, 26, 60
+_W, _H, _GAP, _SIDE = 420, 46, 26, 40
 
 
 def figure(name: str) -> str:
@@ -258,8 +258,7 @@ def figure(name: str) -> str:
         y = 10 + after * (_H + _GAP) + (_H + _GAP) / 2
         x = 10 + _W + _SIDE
         parts.append(_box(x, y, title, note))
-        # imported by the layers above contacts, imports drip.settings only
-        parts.append(_arrow(name, 10 + _W, y - _GAP / 2, x, y + _H / 2))
+        # used by every layer, so no arrow in: it imports drip.settings only
         parts.append(_arrow(name, x + _W / 2, y + _H, 10 + _W, last + _H / 2))
     parts.append("</svg>")
     svg = "".join(parts)

@@ -1,11 +1,11 @@
 """drip behind a real nginx, under both servers ``drip api`` runs (granian, uvicorn).
 
-nginx runs from a temporary prefix on free ports, never as the system service, with the
-location block the README's "Behind a reverse proxy" shows: a TLS listener (a trustme CA) and
-a plain one, ``X-Forwarded-For $proxy_add_x_forwarded_for`` and ``X-Forwarded-Proto $scheme``,
-or the RFC 7239 ``Forwarded`` variant. It connects to drip from ``127.0.0.10`` (``proxy_bind``),
-so trusting it is trusting that one address, not "loopback". Visitors are told apart by the
-loopback address they connect from (127.0.0.2, 127.0.0.3, ::1), the way nginx sees them.
+nginx runs from a temporary prefix on free ports, never as the system service, with the location
+block docs/operations.md shows ("Behind a reverse proxy"): a TLS listener (a trustme CA) and a plain
+one, ``X-Forwarded-For $proxy_add_x_forwarded_for`` and ``X-Forwarded-Proto $scheme``, or the RFC
+7239 ``Forwarded`` variant. It connects to drip from ``127.0.0.10`` (``proxy_bind``), so trusting it
+is trusting that one address, not "loopback". Visitors are told apart by the loopback address they
+connect from (127.0.0.2, 127.0.0.3, ::1), the way nginx sees them.
 
 What must hold: each visitor has their own form limit, the consent IP and the tracking hit's IP
 are the visitor's, https at nginx is https in drip (a ``Secure`` session cookie, https in the
@@ -65,7 +65,7 @@ FORGED = {
     "x-real-ip": "198.51.100.9",
 }
 
-#: what the README shows, with the upstream (and, for the test, nginx's own address) filled in
+#: what the docs show, with the upstream (and, for the test, nginx's own address) filled in
 LOCATION_X_FORWARDED = """\
         location / {{
             proxy_pass http://{upstream};
@@ -428,9 +428,9 @@ def test_the_forwarded_header_and_ipv6(behind_nginx: Start, server: str) -> None
     assert _hit_ips(stack.db, 1) == ["::1"]
 
 
-def test_the_readme_shows_the_tested_nginx_config() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Behind a reverse proxy", 1)[1].split("\n### ", 1)[0]
+def test_the_docs_show_the_tested_nginx_config() -> None:
+    page = (ROOT / "docs" / "operations.md").read_text()
+    section = page.split("## Behind a reverse proxy", 1)[1].split("\n## ", 1)[0]
     for template in (LOCATION_X_FORWARDED, LOCATION_FORWARDED, FORWARDED_MAP):
         for line in template.splitlines():
             if line.strip().startswith(("proxy_set_header", "map ", "~:", "default")):
