@@ -55,23 +55,32 @@ import cProfile
 import gc
 import io
 import json
-import math
 import os
 import pstats
-import re
-import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+
+# The sink and the report live beside this module; their names stay importable from here
+# (``bench.broadcast`` and its helpers use DRIP, SOURCE, Counters, Sink and find_tool).
+from bench._send_report import DRIP as DRIP
+from bench._send_report import LABELS as LABELS
+from bench._send_report import SOURCE as SOURCE
+from bench._send_report import SOURCE_ONE_RUN as SOURCE_ONE_RUN
+from bench._send_report import Round as Round
+from bench._send_report import report as report
+from bench._smtp_sink import Counters as Counters
+from bench._smtp_sink import Sched as Sched
+from bench._smtp_sink import Sink as Sink
+from bench._smtp_sink import find_tool as find_tool
+from bench._smtp_sink import this_thread as this_thread
+from bench._stack import free_port as free_port
 
 # The same step, contacts and fixed date as bench.render, so both benchmarks send the same email.
 from bench.render import DATE, PUBLIC_BASE_URL, SECRET_KEY, WORKSPACE, find_send, make_contacts
@@ -86,33 +95,6 @@ QUICK = {"messages": 2_000, "rounds": 3}
 #: Distinct rendered messages; rendering costs ~3 ms each, so longer runs cycle through them.
 DISTINCT = 256
 WARMUP = 500
-#: Debian's postfix package installs these in /usr/sbin, which a non-root PATH may lack.
-TOOL_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-SINK_USER = "nobody"  # smtp-sink refuses to run as root without -u
-#: Lines of ``smtp-sink -c``: "sess=N quit=N mesg=N", each ended by a carriage return.
-COUNTERS = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
-
-DRIP = "drip"
-SOURCE = "smtp-source"
-SOURCE_ONE_RUN = "smtp-source -d"
-LABELS = {
-    SOURCE: "baseline: smtp-source, batches of N*K",
-    DRIP: "drip: SmtpTransport, N tasks",
-    SOURCE_ONE_RUN: "  info: smtp-source -d, never recycled",
-}
-
-
-def find_tool(name: str) -> str | None:
-    """A Postfix test program: on PATH, or where Debian's ``postfix`` package puts it."""
-    path = os.pathsep.join([os.environ.get("PATH", ""), *TOOL_DIRS])
-    return shutil.which(name, path=path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # -- the messages -----------------------------------------------------------------------------
 
@@ -164,160 +146,6 @@ def write_source_file(message: Message, path: Path) -> None:
     """``smtp-source -F`` reads lines, dot-stuffs them and ends each with CRLF: give it LF lines
     so it sends exactly these bytes (a CR left in would be sent doubled)."""
     path.write_bytes(message.data.replace(b"\r\n", b"\n"))
-
-
-# -- smtp-sink --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    sessions: int = 0  # ended
-    quits: int = 0  # QUIT commands
-    messages: int = 0
-
-
-class Sink:
-    """``smtp-sink`` on a free loopback port, its running counters (``-c``) written to a file:
-    reading them from a pipe would need a thread in this process, which would compete with the
-    client being measured, and an unread pipe would fill and stall the sink."""
-
-    def __init__(
-        self, binary: str, directory: Path, concurrency: int, extra: Sequence[str] = ()
-    ) -> None:
-        self.binary = binary
-        #: more options before the address (``bench.broadcast`` adds ``-D``: a dump to count
-        #: messages by recipient)
-        self.extra = list(extra)
-        self.port = free_port()
-        self.concurrency = concurrency
-        self.counter_file = directory / "smtp-sink.counters"
-        self.error_file = directory / "smtp-sink.errors"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, cpu: int | None) -> Sink:
-        command = [self.binary, "-c"]
-        if os.geteuid() == 0:
-            command += ["-u", SINK_USER]
-        # -m: simultaneous sessions it serves (default 256); backlog: queued connects
-        sessions = max(256, 4 * self.concurrency)
-        command += ["-m", str(sessions), *self.extra]
-        command += [f"127.0.0.1:{self.port}", str(max(1024, sessions))]
-        with self.counter_file.open("wb") as out, self.error_file.open("wb") as errors:
-            self.process = subprocess.Popen(command, stdout=out, stderr=errors)
-        if cpu is not None:
-            os.sched_setaffinity(self.process.pid, {cpu})
-        deadline = time.monotonic() + 10
-        while True:  # ready when it accepts; this probe session shows up in the counters only
-            if self.process.poll() is not None:
-                error = self.error_file.read_text(errors="replace").strip()
-                raise SystemExit(f"smtp-sink exited: {error or self.process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("smtp-sink did not accept connections within 10 s") from None
-                time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def counters(self) -> Counters:
-        """The sink's latest counters: sessions ended, messages received."""
-        with self.counter_file.open("rb") as f:
-            size = f.seek(0, io.SEEK_END)
-            f.seek(max(0, size - 256))
-            found = COUNTERS.findall(f.read())
-        if not found:
-            return Counters()
-        sessions, quits, messages = found[-1]
-        return Counters(int(sessions), int(quits), int(messages))
-
-    def sched(self) -> Sched:
-        assert self.process is not None
-        return Sched.read(f"/proc/{self.process.pid}/schedstat")
-
-    def wait_for(self, before: Counters, messages: int, label: str) -> Counters:
-        """The counters once ``messages`` more arrived since ``before`` and every session that
-        said QUIT has ended (the sink counts a session when the client has closed it, just after
-        the client returned). A different count, after every client reported success, fails the
-        benchmark."""
-        deadline = time.monotonic() + 10
-        while True:
-            now = self.counters()
-            received = now.messages - before.messages
-            ended = now.sessions - before.sessions >= now.quits - before.quits
-            if received == messages and ended:
-                return now
-            if received > messages or time.monotonic() > deadline:
-                break
-            time.sleep(0.005)
-        raise SystemExit(
-            f"{label}: smtp-sink received {received} messages, not {messages} "
-            f"(sessions ended {now.sessions - before.sessions}, QUITs {now.quits - before.quits})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Sched:
-    """What the scheduler says of one thread (``/proc/.../schedstat``): seconds on a CPU, and
-    seconds it was ready to run but waited for a CPU. The second is the noise this benchmark
-    cannot control: other work on the machine taking the CPU the client or the sink needs."""
-
-    cpu: float = 0.0
-    waited: float = 0.0
-
-    @classmethod
-    def read(cls, path: str) -> Sched:
-        try:
-            on_cpu, waiting, _ = Path(path).read_text().split()
-        except (OSError, ValueError):  # a kernel without schedstats: the figures read 0
-            return cls()
-        return cls(int(on_cpu) / 1e9, int(waiting) / 1e9)
-
-    def __add__(self, other: Sched) -> Sched:
-        return Sched(self.cpu + other.cpu, self.waited + other.waited)
-
-    def __sub__(self, other: Sched) -> Sched:
-        return Sched(self.cpu - other.cpu, self.waited - other.waited)
-
-
-def this_thread() -> Sched:
-    """The asyncio thread, which runs drip's whole client (aiosmtplib has no threads)."""
-    return Sched.read(f"/proc/self/task/{threading.get_native_id()}/schedstat")
-
-
-# -- the paths --------------------------------------------------------------------------------
-
-
-@dataclass
-class Round:
-    """One timed batch of one path."""
-
-    path: str
-    count: int
-    seconds: float
-    client: Sched  # drip's asyncio thread, or the smtp-source processes
-    sink: Sched
-    sessions: int  # SMTP sessions the sink saw end
-    received: int  # messages the sink counted
-    connections_opened: int | None = None  # drip's own count (transport.connections_opened)
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
-
-    @property
-    def waited(self) -> float:
-        """Share of the time the client or the sink was ready to run but had no CPU."""
-        return (self.client.waited + self.sink.waited) / self.seconds
 
 
 @dataclass
@@ -470,9 +298,6 @@ def pin_cpus(enabled: bool) -> tuple[int | None, int | None]:
     return client, sink
 
 
-# -- running and reporting --------------------------------------------------------------------
-
-
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Round]]:
     paths = [SOURCE, DRIP, SOURCE_ONE_RUN]
     warmup = min(args.messages, WARMUP)
@@ -493,101 +318,6 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Roun
             flush=True,
         )
     return rounds
-
-
-def report(
-    rounds: dict[str, list[Round]], args: argparse.Namespace, size: int, pinned: str
-) -> dict[str, Any]:
-    """Print the figures; return the JSON summary."""
-    rates = {path: [r.rate for r in found] for path, found in rounds.items()}
-    median = {path: statistics.median(r) for path, r in rates.items()}
-    per_round = [d / s for d, s in zip(rates[DRIP], rates[SOURCE], strict=True)]
-
-    def of(r: Round, part: str) -> Sched:
-        return r.client if part == "client" else r.sink
-
-    def us(path: str, part: str) -> float:
-        """Median CPU microseconds per message of the client or the sink."""
-        return statistics.median(1e6 * of(r, part).cpu / r.count for r in rounds[path])
-
-    def share(path: str, part: str, *, waited: bool = False) -> float:
-        """Median share of the wall time the client or the sink was on a CPU (or waited)."""
-        return statistics.median(
-            (of(r, part).waited if waited else of(r, part).cpu) / r.seconds for r in rounds[path]
-        )
-
-    print()
-    print(f"{'':<40}{'':>9}   {'':<15}{'--------- client ---------':>27}{'----- sink -----':>18}")
-    print(
-        f"{'path':<40}{'msgs/s':>9}   {'min-max':<15}{'CPU/msg':>9}{'busy':>8}{'waited':>10}"
-        f"{'CPU/msg':>9}{'waited':>9}{'sessions':>10}"
-    )
-    for path in (SOURCE, DRIP, SOURCE_ONE_RUN):
-        low, high = min(rates[path]), max(rates[path])
-        sessions = statistics.median(r.sessions for r in rounds[path])
-        print(
-            f"{LABELS[path]:<40}{median[path]:>9,.0f}   {f'{low:,.0f}-{high:,.0f}':<15}"
-            f"{us(path, 'client'):>6.0f} us{share(path, 'client'):>8.0%}"
-            f"{share(path, 'client', waited=True):>10.0%}{us(path, 'sink'):>6.0f} us"
-            f"{share(path, 'sink', waited=True):>9.0%}{sessions:>10.0f}"
-        )
-    opened = [r.connections_opened or 0 for r in rounds[DRIP]]
-    expected = max(
-        math.ceil(args.messages / args.per_connection), min(args.concurrency, args.messages)
-    )
-    ratio = median[DRIP] / median[SOURCE]
-    print()
-    print(
-        f"median of {args.rounds} rounds of {args.messages} messages ({size:,} bytes each) per "
-        f"path; N = {args.concurrency} concurrent sessions, K = {args.per_connection} messages "
-        "per connection"
-    )
-    print(f"placement: {pinned}; rounds interleaved, order alternating; sink counts checked")
-    print(
-        "client = drip's asyncio thread or the smtp-source processes; busy = its CPU time over "
-        "the wall time; waited = time it was ready to run but other work had the CPU (noise)"
-    )
-    print(
-        f"drip's pool opened {min(opened)}-{max(opened)} connections per round "
-        f"(the least possible is {expected})"
-    )
-    cpu_x = us(DRIP, "client") / us(SOURCE, "client")
-    print(
-        f"drip's client spends {cpu_x:.1f}x the CPU per message smtp-source does: the figure "
-        "least moved by other work on the machine; 1 / that is the ratio drip would reach if "
-        "both were CPU-bound"
-    )
-    print(
-        "batching smtp-source to K messages per session costs it "
-        f"{100 * (1 - median[SOURCE] / median[SOURCE_ONE_RUN]):.0f}% "
-        "next to never recycling sessions"
-    )
-    print(
-        f"ratio drip/smtp-source: {ratio:.2f} (rounds {min(per_round):.2f}-{max(per_round):.2f}); "
-        "goal >= 0.5"
-    )
-    return {
-        "ratio": round(ratio, 3),
-        "ratio_rounds": [round(r, 3) for r in per_round],
-        "drip_per_s": round(median[DRIP], 1),
-        "baseline_per_s": round(median[SOURCE], 1),
-        "baseline_never_recycled_per_s": round(median[SOURCE_ONE_RUN], 1),
-        "drip_client_cpu_us_per_message": round(us(DRIP, "client"), 1),
-        "baseline_client_cpu_us_per_message": round(us(SOURCE, "client"), 1),
-        "client_cpu_x": round(cpu_x, 2),
-        "waited_for_cpu_rounds": {
-            path: [round(r.waited, 3) for r in found] for path, found in rounds.items()
-        },
-        "connections_opened": opened,
-        "sink_messages": {path: sum(r.received for r in found) for path, found in rounds.items()},
-        "sink_sessions": {path: [r.sessions for r in found] for path, found in rounds.items()},
-        "messages": args.messages,
-        "rounds": args.rounds,
-        "concurrency": args.concurrency,
-        "per_connection": args.per_connection,
-        "message_bytes": size,
-        "pinned": pinned,
-    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
