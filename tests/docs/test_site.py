@@ -8,6 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
+from campaigns.conditions import parse_condition
 from tests.docs._blocks import marked_blocks
 from tests.support import EXAMPLES, ROOT, venv_binary
 
@@ -31,15 +34,24 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
 
 
 def test_the_yaml_the_docs_show_validates(tmp_path: Path) -> None:
-    blocks = marked_blocks("validate")
+    blocks = [b for b in marked_blocks("validate") if b.name != "conditions"]
     names = {b.name for b in blocks}
     assert {"campaigns/welcome.yaml", "broadcasts/black-friday.yaml"} <= names
     workspace = tmp_path / "acme"
     shutil.copytree(EXAMPLES, workspace)
-    for block in blocks:
+    yaml = YAML(typ="safe")
+    # whole files first, then the parts shown of them
+    for block in sorted(blocks, key=lambda b: b.name.endswith("+")):
         # each shown file replaces the example of that name, so a reference to another
-        # example file (a template, a form, a topic) resolves as it does for a reader
-        (workspace / block.name).write_text(block.body)
+        # example file (a template, a form, a topic) resolves as it does for a reader; a part
+        # of a file (PATH+) replaces the top-level keys it shows
+        if block.name.endswith("+"):
+            path = workspace / block.name[:-1]
+            merged = {**yaml.load(path.read_text()), **yaml.load(block.body)}
+            with path.open("w") as out:
+                yaml.dump(merged, out)
+        else:
+            (workspace / block.name).write_text(block.body)
     checked = subprocess.run(
         [venv_binary("drip"), "campaigns", "validate", str(workspace)],
         cwd=tmp_path,
@@ -55,6 +67,13 @@ def test_the_yaml_the_docs_show_validates(tmp_path: Path) -> None:
     shown = "\n".join(b.where for b in blocks)
     assert checked.returncode == 0, f"{checked.stdout}\n{checked.stderr}\nblocks:\n{shown}"
     for block in blocks:
-        assert f"ok {workspace / block.name}" in checked.stdout or block.name.startswith(
-            ("forms/", "sales.yaml")
-        ), checked.stdout
+        if block.name.startswith(("campaigns/", "broadcasts/")):
+            assert f"ok {workspace / block.name.rstrip('+')}" in checked.stdout, checked.stdout
+
+
+def test_the_conditions_the_docs_show_parse() -> None:
+    blocks = [b for b in marked_blocks("validate") if b.name == "conditions"]
+    assert blocks
+    for block in blocks:
+        for line in YAML(typ="safe").load_all(block.body.replace("\nwhen:", "\n---\nwhen:")):
+            parse_condition(line["when"])
