@@ -56,6 +56,7 @@ from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from bench._bare import BareInput, BareResult, BareWorkflow
+from bench._cli import add_quick, positive, with_defaults
 from bench._report import Breakdown, Bulk, Memory, Round, report
 from bench._stack import (
     BARE,
@@ -485,13 +486,6 @@ async def measure(
     return report(rounds, breakdown, histories, memory, bulk, concurrency=CONCURRENCY)
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.journeys",
@@ -512,19 +506,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bulk", type=positive, help=f"journeys entered at once (default {d['bulk']})"
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smaller defaults for a check in about a minute: "
-        + ", ".join(f"--{k} {v}" for k, v in QUICK.items()),
+    add_quick(parser, QUICK, "about a minute")
+    return with_defaults(
+        parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, min_rounds=MIN_ROUNDS
     )
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.rounds < MIN_ROUNDS:
-        parser.error(f"--rounds must be at least {MIN_ROUNDS}: one round on a shared box is noise")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:

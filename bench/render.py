@@ -46,6 +46,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from bench._cli import positive
 from bench._stdlib_message import build_message_stdlib
 from campaigns.workspace import Workspace, load_workspace
 from contacts.models import Contact
@@ -245,13 +246,6 @@ def dkim_signer(kind: str, folder: Path) -> Callable[[bytes], bytes]:
     signer = DkimSigner.from_settings(settings)
     assert signer is not None
     return signer.sign
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

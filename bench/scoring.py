@@ -41,6 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bench._cli import positive
 from campaigns.sales import SalesPlan, load_sales_plan
 from contacts.db import create_db_engine, migrate, session_scope
 from contacts.models import utcnow
@@ -280,13 +281,6 @@ def report(rounds: list[Round], events: int, contacts: int, backend: str) -> Non
     )
     if not ok:
         raise SystemExit(1)
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -67,6 +67,9 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+# The same step, contacts and fixed date as bench.render, so both benchmarks send the same email.
+from bench._cli import add_quick, positive, with_defaults
+
 # The sink and the report live beside this module; their names stay importable from here
 # (``bench.broadcast`` and its helpers use DRIP, SOURCE, Counters, Sink and find_tool).
 from bench._send_report import DRIP as DRIP
@@ -81,8 +84,6 @@ from bench._smtp_sink import Sink as Sink
 from bench._smtp_sink import find_tool as find_tool
 from bench._smtp_sink import this_thread as this_thread
 from bench._stack import free_port as free_port
-
-# The same step, contacts and fixed date as bench.render, so both benchmarks send the same email.
 from bench.render import DATE, PUBLIC_BASE_URL, SECRET_KEY, WORKSPACE, find_send, make_contacts
 from bench.render import message_id as make_message_id
 from campaigns.workspace import load_workspace
@@ -373,13 +374,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(rounds, args, len(typical.data), pinned)
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.send",
@@ -409,12 +403,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="messages per connection: drip's smtp_messages_per_connection, smtp-source's batch "
         "of N*K (default: the setting's default, %(default)s)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smaller defaults for a check in seconds: "
-        + ", ".join(f"--{k} {v}" for k, v in QUICK.items()),
-    )
+    add_quick(parser, QUICK, "seconds")
     parser.add_argument(
         "--no-pin", action="store_true", help="leave CPU placement to the scheduler"
     )
@@ -423,13 +412,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after the rounds, profile one more drip batch and print where its time goes",
     )
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.rounds < MIN_ROUNDS:
-        parser.error(f"--rounds must be at least {MIN_ROUNDS}: one round on a shared box is noise")
-    return args
+    return with_defaults(
+        parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, min_rounds=MIN_ROUNDS
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
