@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import format_datetime
 
+from emails.message import message_date
 from emails.render import RenderedEmail
 
 __all__ = ["build_message_stdlib"]
 
-_ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")  # RFC 5322 dot-atom text
 _URI_LIST = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>(?:, <[\x21-\x3b\x3d\x3f-\x7e]+>)*")
 _MAX_LINE = 998
 
@@ -63,12 +63,9 @@ def build_message_stdlib(
     unsubscribe_mailto: str | None,
     date: datetime | None = None,
 ) -> bytes:
-    """The message as CRLF bytes, ready for SMTP DATA."""
-    if not _ID_PART.fullmatch(message_id) or not _ID_PART.fullmatch(domain):
-        raise ValueError(f"cannot form a Message-ID from {message_id!r} and {domain!r}")
-    when = date or datetime.now(UTC)
-    if when.tzinfo is None:
-        raise ValueError("date must be timezone-aware")
+    """The message as CRLF bytes, ready for SMTP DATA; the same checks as drip's (shared, they
+    are not what is measured)."""
+    when = message_date(message_id, domain, date)
 
     msg = EmailMessage(policy=_POLICY)
     msg["Date"] = format_datetime(when)

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from emails.render import RenderedEmail
 
-__all__ = ["build_message", "domain_of"]
+__all__ = ["build_message", "domain_of", "message_date"]
 
 _ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")  # RFC 5322 dot-atom text
 _URI = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
@@ -167,6 +167,17 @@ def _quoted_printable(body: str) -> bytes:
     return encoded.replace(b"\n", b"\r\n")
 
 
+def message_date(message_id: str, domain: str, date: datetime | None) -> datetime:
+    """The ``Date`` of a message (``date``, or now), once ``message_id`` and ``domain`` are
+    known to form a Message-ID; ValueError for either, or for a date without a time zone."""
+    if not _ID_PART.fullmatch(message_id) or not _ID_PART.fullmatch(domain):
+        raise ValueError(f"cannot form a Message-ID from {message_id!r} and {domain!r}")
+    when = date or datetime.now(UTC)
+    if when.tzinfo is None:
+        raise ValueError("date must be timezone-aware")
+    return when
+
+
 def build_message(
     rendered: RenderedEmail,
     *,
@@ -179,11 +190,7 @@ def build_message(
     date: datetime | None = None,
 ) -> bytes:
     """The message as CRLF bytes, ready for SMTP DATA (and for DKIM signing)."""
-    if not _ID_PART.fullmatch(message_id) or not _ID_PART.fullmatch(domain):
-        raise ValueError(f"cannot form a Message-ID from {message_id!r} and {domain!r}")
-    when = date or datetime.now(UTC)
-    if when.tzinfo is None:
-        raise ValueError("date must be timezone-aware")
+    when = message_date(message_id, domain, date)
     # Derived from the id, not random, so a retried send is byte-for-byte the same message. It
     # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D"),
     # and a 7bit body could only by quoting a hash of this message's id it cannot know.
