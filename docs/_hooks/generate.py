@@ -53,7 +53,7 @@ def schema_markdown(kind: str) -> str:
 def _object_table(kind: str, node: dict[str, Any]) -> list[str]:
     lines = []
     if node.get("description"):
-        lines += [_oneline(node["description"]), ""]
+        lines += [_text(node["description"]), ""]
     if "oneOf" in node:
         kinds = [f"`{c['required'][0]}`" for c in node["oneOf"] if c.get("required")]
         lines += [f"Exactly one of {', '.join(kinds)}.", ""]
@@ -68,9 +68,7 @@ def _object_table(kind: str, node: dict[str, Any]) -> list[str]:
             else ""
         )
         meaning = prop.get("description") or _inner_description(prop)
-        lines.append(
-            f"| `{field}` | {_type(kind, prop)} | {default} | {_cell(_oneline(meaning))} |"
-        )
+        lines.append(f"| `{field}` | {_type(kind, prop)} | {default} | {_text(meaning)} |")
     return lines
 
 
@@ -110,6 +108,12 @@ def _oneline(text: str) -> str:
     return " ".join(text.replace("``", "`").split())
 
 
+def _text(text: str) -> str:
+    """Prose from a schema, on one line of a table or paragraph, never HTML."""
+    # a brace would be read as attr_list's {: ...} attributes and vanish
+    return _cell(_oneline(html.escape(text, quote=False))).replace("{", "&#123;")
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -145,9 +149,9 @@ def openapi_markdown() -> str:
                 continue
             out += ["", f"### `{method.upper()} {path}`", ""]
             if op.get("summary"):
-                out += [f"**{op['summary']}**", ""]
+                out += [f"**{_text(op['summary'])}**", ""]
             if op.get("description"):
-                out += [_oneline(op["description"]), ""]
+                out += [_text(op["description"]), ""]
             security = [next(iter(s)) for s in op.get("security", []) if s]
             if security:
                 out += [f"Authentication: {', '.join(f'`{s}`' for s in security)}", ""]
@@ -157,14 +161,14 @@ def openapi_markdown() -> str:
                 for p in params:
                     out.append(
                         f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else ''} "
-                        f"| {_cell(_oneline(p.get('description', '')))} |"
+                        f"| {_text(p.get('description', ''))} |"
                     )
                 out.append("")
             body = op.get("requestBody", {}).get("content", {})
             if body:
                 out += [f"Body: {', '.join(f'`{t}`' for t in body)}", ""]
             answers = ", ".join(
-                f"`{status}` {_cell(_oneline(r.get('description', '')))}"
+                f"`{status}` {_text(r.get('description', ''))}"
                 for status, r in op.get("responses", {}).items()
             )
             out += [f"Answers: {answers}", ""]
