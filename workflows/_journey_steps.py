@@ -184,7 +184,7 @@ class JourneySteps:
                 "send_email",
                 SendEmailInput(
                     message_id=message_id,
-                    key=f"{info.workflow_id}/{step.id}/{visit}",
+                    key=_key(step, visit),
                     workflow_id=info.workflow_id,
                     contact_id=inp.contact_id,
                     campaign_id=plan.campaign_id,
@@ -231,7 +231,7 @@ class JourneySteps:
                 set_fields=step.set_fields,
                 unset_fields=step.unset_fields,
                 add_score=step.add_score,
-                key=f"{workflow.info().workflow_id}/{step.id}/{visit}",
+                key=_key(step, visit),
                 goal_when=plan.goal_when,
                 exit_when=plan.exit_when,
             ),
@@ -294,7 +294,6 @@ class JourneySteps:
         return _variant(step, inp.contact_id, inp.plan.campaign_id)
 
     async def _notify_sales(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
-        key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
             step.id,
             "notify_sales",
@@ -304,7 +303,7 @@ class JourneySteps:
                 step_id=step.id,
                 message=step.message,
                 via=step.via,
-                key=key,
+                key=_key(step, visit),
             ),
             NotifySalesResult,
         )
@@ -312,7 +311,6 @@ class JourneySteps:
             workflow.logger.warning("step %s: %s", step.id, problem)
 
     async def _webhook(self, inp: JourneyInput, step: PlanStep, visit: int) -> None:
-        key = f"{workflow.info().workflow_id}/{step.id}/{visit}"
         result = await self._outbound(
             step.id,
             "call_webhook",
@@ -322,7 +320,7 @@ class JourneySteps:
                 step_id=step.id,
                 url=step.url,
                 body=step.body,
-                key=key,
+                key=_key(step, visit),
             ),
             WebhookResult,
         )
@@ -382,6 +380,12 @@ class JourneySteps:
         finally:
             self._waiting = ""
             self._mark = len(self._events)
+
+
+def _key(step: PlanStep, visit: int) -> str:
+    """The idempotency key of a step's activity: this journey, the step, which visit of it (a
+    loop's second send is another email; a retried one is the same)."""
+    return f"{workflow.info().workflow_id}/{step.id}/{visit}"
 
 
 def _variant(step: PlanStep, contact_id: int, campaign_id: str) -> str:
