@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
+from drip.settings import Settings
 from emails.mailbox import MailboxError, list_messages, read_message, read_raw
 from webhooks.deps import SettingsDep
 from webhooks.problems import PROBLEM_JSON, problem
@@ -84,7 +86,7 @@ dl{grid-template-columns:minmax(0,1fr)}dd{margin-bottom:.6rem}
 """
 
 
-def _mailbox_dir(settings: SettingsDep) -> Path:
+def _mailbox_dir(settings: Settings) -> Path:
     return settings.mailbox_dir
 
 
@@ -101,6 +103,25 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 def _not_found(name: str) -> Response:
     return problem(404, "Message not found", f"no message {name!r} in the dev mailbox")
+
+
+def _message(settings: Settings, name: str) -> EmailMessage | Response:
+    """The stored message, or the 404 for a name the mailbox has not (or could not have)."""
+    try:
+        return read_message(_mailbox_dir(settings), name)
+    except MailboxError:
+        return _not_found(name)
+
+
+def _part(settings: Settings, name: str, subtype: str, label: str) -> str | Response:
+    """The message's ``text/<subtype>`` part, or the 404 if it has none (or is not there)."""
+    msg = _message(settings, name)
+    if isinstance(msg, Response):
+        return msg
+    part = msg.get_body((subtype,))
+    if part is None:
+        return problem(404, f"No {label} part", f"message {name!r} has no {label} part")
+    return str(part.get_content())
 
 
 def _rows(cells: Iterable[tuple[str, str]]) -> str:
@@ -156,10 +177,9 @@ def list_page(settings: SettingsDep) -> Response:
     responses=_MISSING,
 )
 def message_page(name: str, settings: SettingsDep) -> Response:
-    try:
-        msg = read_message(_mailbox_dir(settings), name)
-    except MailboxError:
-        return _not_found(name)
+    msg = _message(settings, name)
+    if isinstance(msg, Response):
+        return msg
     subject = str(msg.get("Subject", "")) or "(no subject)"
     shown = "".join(
         f"<dt>{h}</dt><dd>{html.escape(str(msg[h]))}</dd>" for h in _SHOWN_HEADERS if h in msg
@@ -199,26 +219,18 @@ def message_page(name: str, settings: SettingsDep) -> Response:
     responses=_MISSING,
 )
 def html_part(name: str, settings: SettingsDep) -> Response:
-    try:
-        part = read_message(_mailbox_dir(settings), name).get_body(("html",))
-    except MailboxError:
-        return _not_found(name)
-    if part is None:
-        return problem(404, "No HTML part", f"message {name!r} has no HTML part")
-    return HTMLResponse(str(part.get_content()), headers=_EMAIL_HEADERS)
+    part = _part(settings, name, "html", "HTML")
+    return part if isinstance(part, Response) else HTMLResponse(part, headers=_EMAIL_HEADERS)
 
 
 @router.get(
     "/{name}/text", response_class=Response, summary="The plain-text part", responses=_MISSING
 )
 def text_part(name: str, settings: SettingsDep) -> Response:
-    try:
-        part = read_message(_mailbox_dir(settings), name).get_body(("plain",))
-    except MailboxError:
-        return _not_found(name)
-    if part is None:
-        return problem(404, "No text part", f"message {name!r} has no text part")
-    return Response(str(part.get_content()), media_type=_TEXT, headers=_PAGE_HEADERS)
+    part = _part(settings, name, "plain", "text")
+    if isinstance(part, Response):
+        return part
+    return Response(part, media_type=_TEXT, headers=_PAGE_HEADERS)
 
 
 @router.get(
