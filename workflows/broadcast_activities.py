@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -48,12 +48,12 @@ from contacts import deploys, repository
 from contacts.broadcast_models import BroadcastSend, SendState, broadcast_campaign_id
 from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
-from contacts.models import Contact, ContactStatus, Event, Message, MessageState, utcnow
+from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
 from drip.settings import Settings
-from emails import Renderer, TemplateError, build_message, domain_of, open_token
-from emails.deployed import DeployedTemplate
+from emails import Renderer, domain_of, open_token
 from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
 from emails.sender import Transport
+from workflows.broadcast_render import RenderJob, RenderPool, RenderSpec
 from workflows.broadcast_types import (
     BATCH_ACTIVITY,
     PICK_WINNER_ACTIVITY,
@@ -81,8 +81,6 @@ INTERRUPTED = (
     "interrupted during the SMTP transaction; not resent, to avoid a duplicate "
     "(the relay may or may not have accepted it)"
 )
-#: emails rendered between two turns of the event loop (sends in flight keep moving)
-_RENDER_CHUNK = 20
 
 
 @dataclass
@@ -91,15 +89,8 @@ class _Send:
 
     plan: BroadcastPlan
     number: int
-    templates: dict[str, DeployedTemplate | None]
+    spec: RenderSpec
     variants: dict[str, dict[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Addressee:
-    id: int
-    email: str
-    fields: dict[str, Any]
 
 
 @dataclass
@@ -216,11 +207,11 @@ class _Ledger:
                 conn.execute(sql.sent, {"ids": sent, "now": now})
             for kind, message_id, error, _ in ops:
                 if kind == "failed":
-                    conn.execute(sql.failed, {"id": message_id, "error": error[:2000]})
+                    conn.execute(sql.failed, {"mid": message_id, "why": error[:2000]})
                 elif kind == "release":
-                    conn.execute(sql.release, {"id": message_id, "error": error[:2000]})
+                    conn.execute(sql.release, {"mid": message_id, "why": error[:2000]})
                 elif kind == "note":
-                    conn.execute(sql.note, {"id": message_id, "error": error[:2000]})
+                    conn.execute(sql.note, {"mid": message_id, "why": error[:2000]})
             if claims:
                 taken = set(conn.execute(sql.claim, {"ids": claims, "now": now}).scalars())
             return [
@@ -232,11 +223,11 @@ class _Ledger:
     def _not_taken(conn: sa.Connection, message_id: str) -> str:
         """Why a claim failed: ``done`` (not pending: another attempt has or had it), or the
         contact's suppression reason, with the row now ``suppressed``."""
-        found = conn.execute(_STATEMENTS.why, {"id": message_id}).first()
+        found = conn.execute(_STATEMENTS.why, {"mid": message_id}).first()
         if found is None or found[0] != MessageState.pending.value:
             return "done"
         reason = f"contact is {found[1]}" if found[1] != ContactStatus.subscribed else "paused"
-        conn.execute(_STATEMENTS.suppress, {"id": message_id, "error": reason})
+        conn.execute(_STATEMENTS.suppress, {"mid": message_id, "why": reason})
         return reason
 
 
@@ -248,8 +239,8 @@ class _Statements:
         contacts = SQLModel.metadata.tables["contacts"]
         m = messages.c
         state = m.state
-        by_id = m.id == sa.bindparam("id")
-        error: sa.BindParameter[str] = sa.bindparam("error", type_=sa.String())
+        by_id = m.id == sa.bindparam("mid")
+        error: sa.BindParameter[str] = sa.bindparam("why", type_=sa.String())
         now = sa.bindparam("now", type_=messages.c.sent_at.type)
         self.sent = (
             messages.update()
@@ -340,6 +331,8 @@ class BroadcastActivities:
         self._ledger: _Ledger | None = None
         #: the Message-ID domain, parsed once (an address parse per email shows in profiles)
         self.domain = domain_of(workspace.config.from_)
+        #: renders the emails: in render processes beside the worker, or in its event loop
+        self.render = RenderPool(settings, workspace, renderer, settings.broadcast_render_processes)
         #: sends this worker may have in flight at once (its SMTP pool's connections)
         self.connections = max(1, settings.smtp_max_connections)
 
@@ -542,10 +535,26 @@ class BroadcastActivities:
             )
             row.skip = None if state is not None else self._skip(row, plan, now, counts)
             (skipped if row.skip else todo).append(email)
-        for i, email in enumerate(todo):
-            self._compose(email, send)
-            if i % _RENDER_CHUNK == _RENDER_CHUNK - 1:
-                await asyncio.sleep(0)
+        jobs = []
+        for email in todo:
+            chosen = send.variants.get(email.step)
+            jobs.append(
+                RenderJob(
+                    message_id=email.message_id,
+                    contact_id=email.row.contact_id,
+                    email=email.row.email,
+                    fields=email.row.fields,
+                    step=email.step,
+                    template=email.template,
+                    subject=chosen["subject"] if chosen else plan.subject,
+                    preheader=chosen["preheader"] if chosen else plan.preheader,
+                )
+            )
+        for email, rendered in zip(todo, await self.render.compose(send.spec, jobs), strict=True):
+            email.subject = rendered.subject
+            email.data = rendered.data
+            email.links = rendered.links
+            email.error = rendered.error
         await self._db(lambda: self._record(inp.send_id, send, todo, skipped, interrupted, now))
         result.suppressed += len(skipped)
         result.interrupted += len(interrupted)
@@ -564,51 +573,6 @@ class BroadcastActivities:
         if plan.cap_max and counts.get(row.contact_id, 0) >= plan.cap_max:
             return "frequency cap"
         return None
-
-    def _compose(self, email: _Email, send: _Send) -> None:
-        plan = send.plan
-        chosen = send.variants.get(email.step)
-        subject = chosen["subject"] if chosen else plan.subject
-        preheader = chosen["preheader"] if chosen else plan.preheader
-        # What the renderer reads of a contact (id, email, fields), without building a table
-        # object: constructing a SQLModel row costs about a millisecond, more than the render.
-        contact = cast(
-            Contact,
-            _Addressee(id=email.row.contact_id, email=email.row.email, fields=email.row.fields),
-        )
-        utm = dict(plan.utm)
-        if utm and not utm.get("content"):
-            utm["content"] = email.step
-        config = self.workspace.config
-        try:
-            rendered = self.renderer.render(
-                template=email.template,
-                subject=subject,
-                preheader=preheader,
-                contact=contact,
-                message_id=email.message_id,
-                campaign_id=broadcast_campaign_id(plan.broadcast_id),
-                step_id=email.step,
-                track=plan.track,
-                utm=utm or None,
-                deployed=send.templates.get(email.template),
-            )
-        except TemplateError as exc:
-            email.error = f"template: {exc}"
-            email.subject = subject
-            return
-        sender = plan.from_addr or config.from_
-        email.subject = rendered.subject
-        email.links = rendered.links
-        email.data = build_message(
-            rendered,
-            from_addr=sender,
-            to_addr=email.row.email,
-            reply_to=plan.reply_to or config.reply_to,
-            message_id=email.message_id,
-            domain=self.domain,
-            unsubscribe_mailto=config.unsubscribe_mailto,
-        )
 
     def _record(
         self,
@@ -804,7 +768,7 @@ class BroadcastActivities:
                 hashes = {h for files in plan.templates.values() for h in files.values() if h}
                 texts = deploys.template_sources(session, hashes)
                 number = row.number
-            templates: dict[str, DeployedTemplate | None] = {}
+            templates: dict[str, dict[str, str | None]] = {}
             for name, files in plan.templates.items():
                 missing = sorted(p for p, h in files.items() if h and h not in texts)
                 if missing:
@@ -812,11 +776,20 @@ class BroadcastActivities:
                         f"template files {', '.join(missing)} of {name} not in the database",
                         non_retryable=True,
                     )
-                templates[name] = DeployedTemplate(
-                    name=name, files={p: texts[h] if h else None for p, h in files.items()}
-                )
+                templates[name] = {p: texts[h] if h else None for p, h in files.items()}
             variants = {v["id"]: v for v in plan.variants}
-            return _Send(plan=plan, number=number, templates=templates, variants=variants)
+            config = self.workspace.config
+            spec = RenderSpec(
+                campaign_id=broadcast_campaign_id(plan.broadcast_id),
+                track=plan.track,
+                utm=plan.utm,
+                from_addr=plan.from_addr or config.from_,
+                reply_to=plan.reply_to or config.reply_to,
+                domain=self.domain,
+                unsubscribe_mailto=config.unsubscribe_mailto,
+                templates=templates,
+            )
+            return _Send(plan=plan, number=number, spec=spec, variants=variants)
 
         found = await self._db(load)
         self._sends[send_id] = found

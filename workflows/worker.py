@@ -28,6 +28,7 @@ from workflows.alerts import SalesActivities
 from workflows.assignment import sync_sales_directory
 from workflows.broadcast import BroadcastWorkflow
 from workflows.broadcast_activities import BroadcastActivities
+from workflows.broadcast_render import RenderPool
 from workflows.broadcast_spread import SpreadBatches
 from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
@@ -82,12 +83,15 @@ class JourneyWorker(Worker):
         *,
         transport: SmtpTransport | None,
         shutdown_seconds: float = 0.0,
+        render_pool: RenderPool | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
             client, graceful_shutdown_timeout=timedelta(seconds=shutdown_seconds), **options
         )
         self._owned_transport = transport
+        #: the broadcast render processes, stopped with the worker
+        self.render_pool = render_pool
         self._shutdown_seconds = shutdown_seconds
         self._stop_begun = False
         self._stop_reported = False
@@ -119,6 +123,8 @@ class JourneyWorker(Worker):
         self._stop_sending()
         await super().shutdown()
         self._report_stop()
+        if self.render_pool is not None:
+            self.render_pool.close()
         if self._owned_transport is not None:
             await self._owned_transport.close()
 
@@ -208,7 +214,7 @@ def build_worker(
     ).all()
     activities.extra += SegmentActivities(engine=engine, router=router, metrics=metrics).all()
     activities.extra += ResendActivities(activities).all()
-    activities.extra += BroadcastActivities(
+    broadcasts = BroadcastActivities(
         settings=settings,
         engine=engine,
         workspace=workspace,
@@ -216,7 +222,8 @@ def build_worker(
         renderer=activities.renderer,
         router=router,
         metrics=metrics,
-    ).all()
+    )
+    activities.extra += broadcasts.all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
     activities.extra += SalesActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, client=client
@@ -226,6 +233,7 @@ def build_worker(
         workflow_runner=_RUNNER,
         transport=owned,
         shutdown_seconds=settings.worker_shutdown_seconds,
+        render_pool=broadcasts.render,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities.all(),

@@ -480,3 +480,35 @@ async def test_a_send_paused_before_it_starts_stays_paused_until_resumed(
         await resume_broadcast(time_env.client, engine, "simple")
         await wait_state(engine, send.id, {"completed"})
     assert len(smtp.mailbox.messages) == 6
+
+
+async def test_render_processes_render_it_and_one_killed_midway_loses_and_doubles_nothing(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    add_contacts(engine, 60)
+    smtp.mailbox.delay = 0.02
+    settings = small_batches(settings, 10, 1).model_copy(
+        update={"broadcast_render_processes": 1, "smtp_max_connections": 2}
+    )
+    async with build_worker(
+        time_env.client, settings=settings, engine=engine, workspace=workspace
+    ) as running:
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        await smtp.mailbox.wait_for(lambda m: len(m.messages) >= 5)
+        pool = running.render_pool
+        assert pool is not None and pool._pool is not None, (
+            "the emails were not rendered in a render process"
+        )
+        for process in list(pool._pool._processes.values()):
+            process.kill()
+        await wait_state(engine, send.id, {"completed"})
+    received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
+    assert received == sorted(f"c{i}@example.com" for i in range(60))
+    assert {m.subject for m in smtp.mailbox.messages} == {f"Hi C{i}" for i in range(60)}
