@@ -78,9 +78,9 @@ class Settings(BaseSettings):
     #: its history bounded however large the audience
     broadcast_batches_per_run: int = Field(default=400, ge=1, le=2000)
     #: processes a worker renders broadcast emails in, beside its event loop (which keeps the
-    #: SMTP connections and the database busy meanwhile); 0 renders in the event loop. One is
-    #: right for a worker on two cores; started at the first broadcast batch
-    broadcast_render_processes: int = Field(default=1, ge=0, le=32)
+    #: SMTP connections and the database busy meanwhile); 0 renders in the event loop. Worth it
+    #: only with idle cores: on a busy 2-core machine it measured no gain (bench/README.md)
+    broadcast_render_processes: int = Field(default=0, ge=0, le=32)
 
     #: DKIM signing (RFC 6376) of every email, on when a domain, selector and key are set; the
     #: public key goes in DNS at ``{selector}._domainkey.{domain}``. Most relays sign for you.

@@ -38,9 +38,6 @@ def settings(tmp_path: Path, smtp: SmtpServer) -> Settings:
         temporal_task_queue=f"test-{uuid.uuid4()}",
         # tests open their emails the moment they arrive, faster than the bot rule allows people
         tracking_min_seconds_after_send=0.0,
-        # broadcasts render in the worker's event loop: a render process per test would cost
-        # each test a process start; tests/workflows/test_broadcast.py runs them with one
-        broadcast_render_processes=0,
     )
 
 
