@@ -17,6 +17,7 @@ from email.utils import parseaddr
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -56,7 +57,7 @@ from workflows.types import (
     UpdateContactResult,
 )
 
-__all__ = ["JourneyActivities"]
+__all__ = ["JourneyActivities", "record_refusal"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -387,23 +388,14 @@ class JourneyActivities:
         recorded: list[int] = []
         with session_scope(self.engine) as session:
             outbox.finish_send(session, inp.message_id, MessageState.failed, str(exc))
-            if exc.bounce is not None:
-                repository.record_bounce(
-                    session,
-                    contact_id=inp.contact_id,
-                    kind=exc.bounce,
-                    message_id=inp.message_id,
-                    source="smtp",
-                    properties={
-                        "code": exc.code,
-                        "status": exc.status,
-                        "reason": exc.reason,
-                        "during": "smtp",
-                    },
-                    dedupe_key=f"bounce:{inp.message_id}",
-                    soft_limit=self.settings.soft_bounce_limit,
-                    recorded=recorded,
-                )
+            record_refusal(
+                session,
+                contact_id=inp.contact_id,
+                message_id=inp.message_id,
+                exc=exc,
+                soft_limit=self.settings.soft_bounce_limit,
+                recorded=recorded,
+            )
         return recorded
 
     def _release(self, message_id: str, error: str, *, claimed: bool = True) -> None:
@@ -561,6 +553,33 @@ class JourneyActivities:
                     )
 
         await self._db(work)
+
+
+def record_refusal(
+    session: Session,
+    *,
+    contact_id: int,
+    message_id: str,
+    exc: PermanentSendError,
+    soft_limit: int,
+    recorded: list[int],
+) -> None:
+    """Count a relay's permanent refusal of one email against its contact, if it was about the
+    address (a hard or soft bounce; ``repository.record_bounce`` decides the suppression), once
+    per email. Journey and broadcast sends alike."""
+    if exc.bounce is None:
+        return
+    repository.record_bounce(
+        session,
+        contact_id=contact_id,
+        kind=exc.bounce,
+        message_id=message_id,
+        source="smtp",
+        properties={"code": exc.code, "status": exc.status, "reason": exc.reason, "during": "smtp"},
+        dedupe_key=f"bounce:{message_id}",
+        soft_limit=soft_limit,
+        recorded=recorded,
+    )
 
 
 def _moment(iso: str) -> datetime:

@@ -44,7 +44,7 @@ from campaigns.broadcasts import BroadcastPlan
 from campaigns.conditions import parse_condition, to_sql
 from campaigns.workspace import Workspace
 from contacts import broadcasts as rows_of
-from contacts import deploys, repository
+from contacts import deploys
 from contacts.broadcast_models import BroadcastSend, SendState, broadcast_campaign_id
 from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
@@ -53,6 +53,7 @@ from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
 from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
 from emails.sender import Transport
+from workflows.activities import record_refusal
 from workflows.broadcast_render import RenderJob, RenderPool, RenderSpec
 from workflows.broadcast_types import (
     BATCH_ACTIVITY,
@@ -728,20 +729,11 @@ class BroadcastActivities:
             recorded: list[int] = []
             with session_scope(self.engine) as session:
                 for email, exc in bounces:
-                    assert exc.bounce is not None
-                    repository.record_bounce(
+                    record_refusal(
                         session,
                         contact_id=email.row.contact_id,
-                        kind=exc.bounce,
                         message_id=email.message_id,
-                        source="smtp",
-                        properties={
-                            "code": exc.code,
-                            "status": exc.status,
-                            "reason": exc.reason,
-                            "during": "smtp",
-                        },
-                        dedupe_key=f"bounce:{email.message_id}",
+                        exc=exc,
                         soft_limit=self.settings.soft_bounce_limit,
                         recorded=recorded,
                     )

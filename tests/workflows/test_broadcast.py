@@ -25,7 +25,7 @@ from campaigns.workspace import Workspace, load_workspace
 from contacts import outbox, repository
 from contacts.broadcast_models import BroadcastSend
 from contacts.db import session_scope
-from contacts.models import Contact, ContactStatus, Message, MessageState
+from contacts.models import Contact, ContactStatus, Event, Message, MessageState
 from drip.settings import Settings
 from tests.support import SmtpServer, copy_workspace
 from tests.workflows.recording import maybe_record
@@ -512,3 +512,28 @@ async def test_render_processes_render_it_and_one_killed_midway_loses_and_double
     received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
     assert received == sorted(f"c{i}@example.com" for i in range(60))
     assert {m.subject for m in smtp.mailbox.messages} == {f"Hi C{i}" for i in range(60)}
+
+
+async def test_a_refused_address_fails_its_email_and_bounces_the_contact(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, SIMPLE)
+    ids = add_contacts(engine, 5)
+    smtp.mailbox.refuse["c2@example.com"] = "550 5.1.1 no such user"
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "simple", settings=settings
+        )
+        await wait_state(engine, send.id, {"completed"})
+    assert progress(engine, send.id).by_state == {"sent": 4, "failed": 1}
+    with session_scope(engine) as s:
+        contact = s.get(Contact, ids[2])
+        assert contact is not None and contact.status == ContactStatus.bounced
+        [bounce] = s.exec(select(Event).where(Event.type == "bounce")).all()
+        assert bounce.contact_id == ids[2]
+        assert bounce.properties["broadcast"] == "simple"
+        assert bounce.properties["status"] == "5.1.1"
