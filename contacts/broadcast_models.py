@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from contacts._types import UTCDateTime, utcnow
+from contacts.broadcast_events import BROADCAST_PREFIX
 
 __all__ = ["BroadcastRecipient", "BroadcastSend", "SendState", "broadcast_campaign_id"]
 
@@ -42,8 +43,8 @@ FINISHED = frozenset({SendState.completed, SendState.cancelled, SendState.failed
 
 def broadcast_campaign_id(broadcast_id: str) -> str:
     """The ``campaign_id`` a broadcast's outbox rows, events and rollups are filed under: never
-    a campaign's id, since those cannot contain ':'."""
-    return f"broadcast:{broadcast_id}"
+    a campaign's id, since those cannot contain ':' (``contacts.broadcast_events``)."""
+    return f"{BROADCAST_PREFIX}{broadcast_id}"
 
 
 class BroadcastSend(SQLModel, table=True):
