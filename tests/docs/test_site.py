@@ -4,13 +4,18 @@ and every whole workspace file it shows is one ``drip campaigns validate`` accep
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import typer
 from ruamel.yaml import YAML
 
 from campaigns.conditions import parse_condition
+from drip.cli import app
+from drip.settings import Settings
 from tests.docs._blocks import marked_blocks
 from tests.support import EXAMPLES, ROOT, venv_binary
 
@@ -77,3 +82,26 @@ def test_the_conditions_the_docs_show_parse() -> None:
     for block in blocks:
         for line in YAML(typ="safe").load_all(block.body.replace("\nwhen:", "\n---\nwhen:")):
             parse_condition(line["when"])
+
+
+def test_every_setting_is_documented_and_every_documented_one_exists() -> None:
+    page = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    documented = set(re.findall(r"`(DRIP_[A-Z0-9_]+)`", page))
+    settings = {f"DRIP_{name.upper()}" for name in Settings.model_fields}
+    assert settings - documented == set(), "add them to docs/reference/configuration.md"
+    assert documented - settings == set(), "no such settings in drip/settings.py"
+
+
+def test_every_command_in_the_cli_overview_exists() -> None:
+    page = (ROOT / "docs" / "reference" / "cli.md").read_text().split("## Every command")[0]
+    rows = re.findall(r"^\| `drip ([a-z][a-z |\\-]*)", page, re.M)
+    assert len(rows) > 20
+    for row in rows:
+        command: Any = typer.main.get_command(app)
+        for word in row.replace("\\|", "|").split():
+            if not hasattr(command, "commands") or word.startswith(("-", "[")):
+                break
+            names = word.split("|")  # pause|resume|cancel: each of them
+            for name in names:
+                assert name in command.commands, f"drip {row}: no command {name!r}"
+            command = command.commands[names[0]]
