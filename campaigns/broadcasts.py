@@ -264,19 +264,7 @@ def plan_version(values: dict[str, Any]) -> str:
 
 
 def _utm(broadcast: Broadcast) -> dict[str, Any]:
-    """As a campaign's: ``campaign`` defaults to the broadcast's id; ``content`` stays empty
-    here and defaults to the variant at send time (``BroadcastPlan.utm_for``)."""
-    utm = broadcast.utm
-    if utm is None:
-        return {}
-    return {
-        "source": utm.source,
-        "medium": utm.medium,
-        "campaign": utm.campaign or broadcast.id,
-        "content": utm.content or "",
-        "term": utm.term or "",
-        "domains": [d.lower() for d in utm.domains],
-    }
+    return broadcast.utm.plan_values(broadcast.id) if broadcast.utm is not None else {}
 
 
 def compile_broadcast(

@@ -18,17 +18,7 @@ def _seconds(value: timedelta | None) -> float:
 
 
 def _utm(campaign: Campaign) -> dict[str, Any]:
-    utm = campaign.utm
-    if utm is None:
-        return {}
-    return {
-        "source": utm.source,
-        "medium": utm.medium,
-        "campaign": utm.campaign or campaign.id,
-        "content": utm.content or "",
-        "term": utm.term or "",
-        "domains": [d.lower() for d in utm.domains],
-    }
+    return campaign.utm.plan_values(campaign.id) if campaign.utm is not None else {}
 
 
 def _step(step: Step, following: str | None) -> PlanStep:

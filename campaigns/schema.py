@@ -440,6 +440,18 @@ class Utm(_Strict):
         description="only links to these hosts (and their subdomains); default: every web link",
     )
 
+    def plan_values(self, default_campaign: str) -> dict[str, Any]:
+        """As a compiled plan keeps them: ``campaign`` defaults to the campaign's (or
+        broadcast's) id; an empty ``content`` means the sending step's (or variant's) id."""
+        return {
+            "source": self.source,
+            "medium": self.medium,
+            "campaign": self.campaign or default_campaign,
+            "content": self.content or "",
+            "term": self.term or "",
+            "domains": [d.lower() for d in self.domains],
+        }
+
 
 class Campaign(_Strict):
     """A campaign file: who enters (trigger, audience) and what happens to them (steps, top to
