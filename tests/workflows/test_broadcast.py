@@ -537,3 +537,46 @@ async def test_a_refused_address_fails_its_email_and_bounces_the_contact(
         assert bounce.contact_id == ids[2]
         assert bounce.properties["broadcast"] == "simple"
         assert bounce.properties["status"] == "5.1.1"
+
+
+CAPPED = """\
+id: capped
+name: Capped
+email: {template: welcome, subject: "Hi"}
+frequency_cap: {max: 2, per: 7d}
+"""
+
+
+async def test_a_frequency_cap_skips_who_had_enough_email_lately(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    smtp: SmtpServer,
+) -> None:
+    workspace = broadcast_workspace(tmp_path, CAPPED)
+    ids = add_contacts(engine, 3)
+    with session_scope(engine) as s:  # two journey emails to c0 this week, one to c1
+        for n, contact_id in enumerate([ids[0], ids[0], ids[1]]):
+            s.add(
+                Message(
+                    id=f"j{n}",
+                    key=f"journey/welcome/{contact_id}/1:hello:{n}",
+                    contact_id=contact_id,
+                    campaign_id="welcome",
+                    step_id="hello",
+                    workflow_id=f"journey/welcome/{contact_id}/1",
+                    template="welcome",
+                    state=MessageState.sent,
+                    open_token=f"tok{n}",
+                    created_at=datetime.now(UTC) - timedelta(days=1),
+                )
+            )
+    async with worker(time_env, settings, engine, workspace):
+        send = await start_broadcast(
+            time_env.client, engine, workspace, "capped", settings=settings
+        )
+        await wait_state(engine, send.id, {"completed"})
+    received = sorted(r for m in smtp.mailbox.messages for r in m.recipients)
+    assert received == ["c1@example.com", "c2@example.com"]
+    assert progress(engine, send.id).suppressed_by_reason == {"frequency cap": 1}
