@@ -22,7 +22,7 @@ from typing import Any
 from temporalio.client import Client
 
 from bench._population import insert_people, people
-from bench._procs import WorkerProcess, cpu_seconds, memory_mb
+from bench._procs import WorkerProcess, cpu_seconds
 from bench._sink import RecipientSink
 from bench._stack import EMAIL, build_workspace, free_port
 from bench.render import PUBLIC_BASE_URL, SECRET_KEY, Paths, Send
@@ -49,6 +49,9 @@ WARMUP_JOURNEYS = 5
 #: ``drip journeys enrol``'s default
 ENROL_CONCURRENCY = 20
 POLL = 0.1
+#: seconds between progress reads until the relay has every email: each counts the send's
+#: outbox rows by state, which costs the database more as the send grows
+PROGRESS_EVERY = 5.0
 #: the broadcast is given up when nothing moved for this long
 STALL_SECONDS = 180.0
 
@@ -98,6 +101,8 @@ class BroadcastRun:
         self.pg_data = pg_data
         self.workers: list[WorkerProcess] = []
         self.profile_text = ""
+        #: which engine the workers run (``bench.broadcast.engine_version``)
+        self.engine_info: dict[str, Any] = {}
         self.message_bytes = 0
         self.server: TemporalDevServer | None = None
         self.client: Client | None = None
@@ -225,7 +230,8 @@ class BroadcastRun:
         ids = [p.number for p in people(self.args.contacts) if p.eligible][-needed:]
         if len(ids) < needed:
             raise SystemExit(f"--contacts too small for {needed} journeys")
-        emails = {p.number: p.email for p in people(self.args.contacts) if p.number in set(ids)}
+        wanted = set(ids)
+        emails = {p.number: p.email for p in people(self.args.contacts) if p.number in wanted}
         self.journey_contacts = [(i, emails[i]) for i in ids]
 
     async def close(self) -> None:
@@ -237,14 +243,15 @@ class BroadcastRun:
     # -- measuring ---------------------------------------------------------------------------
 
     def worker_rss(self) -> float:
-        return max(memory_mb(w.pid) for w in self.workers)
+        """The largest worker's resident memory, with the processes it started."""
+        return max(w.memory_mb() for w in self.workers)
 
     def drip_cpu(self) -> float:
-        """CPU seconds of the worker processes and this one so far."""
-        return sum(cpu_seconds(w.pid) for w in self.workers) + cpu_seconds("self")
+        """CPU seconds of the workers (with their render processes) and this one so far."""
+        return sum(w.cpu_seconds() for w in self.workers) + cpu_seconds("self")
 
     def cpu(self) -> dict[str, float]:
-        parts = {f"worker {n}": cpu_seconds(w.pid) for n, w in enumerate(self.workers, 1)}
+        parts = {f"worker {n}": w.cpu_seconds() for n, w in enumerate(self.workers, 1)}
         assert self.server is not None and self.server.process is not None
         parts["temporal server"] = cpu_seconds(self.server.process.pid)
         assert self.sink.process is not None and self.sink.reader is not None
@@ -426,7 +433,7 @@ def machine_busy() -> float:
 
 class Watch:
     """Follows one broadcast: the sink's count (cheap, every 0.1 s), the worker's memory
-    (every second) and the engine's progress (every 2 s, then at every poll once the relay
+    (every second) and the engine's progress (every 5 s, then at every poll once the relay
     has every email), until every recipient has its final outbox row."""
 
     def __init__(self, run: BroadcastRun, start: int, expected: int) -> None:
@@ -456,7 +463,7 @@ class Watch:
                 next_rss = now + 1.0
             if received >= self.expected or now >= next_progress:
                 state = await read()
-                next_progress = now + 2.0
+                next_progress = now + PROGRESS_EVERY
                 if state.audience and state.done >= state.audience:
                     return state
             if now >= next_line and now - t0 > 5:

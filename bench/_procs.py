@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["WorkerProcess", "cpu_seconds", "memory_mb"]
+__all__ = ["WorkerProcess", "cpu_seconds", "descendants", "memory_mb"]
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -35,6 +35,23 @@ def memory_mb(pid: int | str, key: str = "VmRSS") -> float:
     except OSError:
         pass
     return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes started by ``pid``, at any depth (a worker's render processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class WorkerProcess:
@@ -71,6 +88,14 @@ class WorkerProcess:
                 command, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         return self
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the worker and the processes it started (render processes)."""
+        return sum(cpu_seconds(p) for p in (self.pid, *descendants(self.pid)))
+
+    def memory_mb(self) -> float:
+        """Resident memory of the worker and the processes it started, in MB."""
+        return sum(memory_mb(p) for p in (self.pid, *descendants(self.pid)))
 
     def wait_ready(self, within: float = 120.0) -> None:
         deadline = time.monotonic() + within

@@ -51,6 +51,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -60,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._broadcast_run import BroadcastRun, Phase
-from bench._procs import WorkerProcess, memory_mb
+from bench._procs import WorkerProcess
 from bench._sink import RecipientSink
 from bench.send import find_tool
 
@@ -260,6 +261,38 @@ def report(args: argparse.Namespace, run: BroadcastRun, summary: Summary) -> dic
         "baseline_messages": args.baseline_messages,
         "message_bytes": run.message_bytes,
         "goals_met": {k: figures[k] >= v for k, v in GOALS.items()},
+        "engine": run.engine_info,
+    }
+
+
+SMTP_SETTINGS = ("smtp_pool_size", "smtp_max_connections", "smtp_messages_per_connection")
+ENGINE_FILES = (
+    "workflows/broadcast.py",
+    "workflows/broadcast_activities.py",
+    "workflows/broadcasts.py",
+    "contacts/broadcasts.py",
+    "emails/sender.py",
+    "emails/render.py",
+)
+
+
+def engine_version(run: BroadcastRun) -> dict[str, Any]:
+    """Which engine was measured: the commit, the engine files changed since (the figures of
+    a work in progress say so), and the broadcast settings the worker ran with."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "changed_files": git("status", "--porcelain", "--", *ENGINE_FILES).splitlines(),
+        "settings": {
+            name: getattr(run.settings, name)
+            for name in type(run.settings).model_fields
+            if name.startswith("broadcast_") or name in SMTP_SETTINGS
+        },
     }
 
 
@@ -294,6 +327,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(sink.stop)
         bench = BroadcastRun(args, directory, url, sink, source_binary, pg_data)
         await bench.prepare()
+        bench.engine_info = engine_version(bench)  # before the workers import it
         try:
             workers = [
                 WorkerProcess(
@@ -309,7 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.workers = workers
                 print(
                     f"  {args.workers} worker process(es) ready, "
-                    f"{', '.join(f'{memory_mb(w.pid):.0f}' for w in workers)} MB RSS",
+                    f"{', '.join(f'{w.memory_mb():.0f}' for w in workers)} MB RSS",
                     flush=True,
                 )
                 summary = await measure(bench, args)
