@@ -39,8 +39,6 @@ __all__ = [
     "set_state",
     "slots",
     "snapshot",
-    "state_counts",
-    "suppressed_reasons",
 ]
 
 #: Statuses a snapshot takes in: everyone who was ever subscribed, so those who are not any more
@@ -352,28 +350,6 @@ def insert_messages(
 ) -> None:
     bulk_insert_ignore(session, Message, messages, ["key"])
     bulk_insert_ignore(session, Link, links, ["token"])
-
-
-def state_counts(session: Session, send_id: str) -> dict[str, int]:
-    """The send's outbox rows by state."""
-    rows = session.execute(
-        sa.select(col(Message.state), sa.func.count())
-        .where(col(Message.workflow_id) == send_id)
-        .group_by(col(Message.state))
-    ).all()
-    return {str(s): int(n) for s, n in rows}
-
-
-def suppressed_reasons(session: Session, send_id: str) -> dict[str, int]:
-    rows = session.execute(
-        sa.select(col(Message.error), sa.func.count())
-        .where(
-            col(Message.workflow_id) == send_id,
-            col(Message.state) == MessageState.suppressed.value,
-        )
-        .group_by(col(Message.error))
-    ).all()
-    return {str(e or "suppressed"): int(n) for e, n in rows}
 
 
 def audience_counts(session: Session, where: sa.ColumnElement[bool]) -> dict[str, int]:
