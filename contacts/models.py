@@ -304,6 +304,7 @@ class Hit(SQLModel, table=True):
 
 # the sales tables live in their own module; importing it here puts them on the metadata
 # (so do the dashboard's users and sessions)
+from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401
 from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
 from contacts.ratelimits import RateLimitCounter  # noqa: E402, F401
 from contacts.rollup_models import CampaignCounter, CampaignReach  # noqa: E402
@@ -316,4 +317,3 @@ from contacts.sales_models import (  # noqa: E402
     StageChange,
 )
 from contacts.webhook_tokens import WebhookToken  # noqa: E402
-from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401

@@ -203,10 +203,7 @@ class BroadcastWorkflow:
                     return False
                 if inp.next_seq > last:
                     return True
-                if (
-                    started >= inp.batches_per_run
-                    or workflow.info().is_continue_as_new_suggested()
-                ):
+                if started >= inp.batches_per_run or workflow.info().is_continue_as_new_suggested():
                     return None
                 # paused, nothing running: say so, and wait for resume or cancel
                 if not paused_shown:

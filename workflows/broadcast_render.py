@@ -7,9 +7,9 @@ to ``DRIP_BROADCAST_RENDER_PROCESSES`` processes of its own (``spawn``ed once, e
 workspace and compiling each template once) while its event loop keeps the SMTP connections
 and the database busy. Off by default: on a 2-core machine whose other core already runs the
 relay, Temporal and the database it measured no gain (1,145-1,401 emails/s without, 1,087-1,413
-with, 20,000 emails, in turns). Rendering is pure: nothing in it writes anywhere, so a render process
-that dies loses nothing (the batch is retried) and can never send twice. With 0 the worker
-renders in its event loop, a few emails between turns.
+with, 20,000 emails, in turns). Rendering is pure: nothing in it writes anywhere, so a render
+process that dies loses nothing (the batch is retried) and can never send twice. With 0 the
+worker renders in its event loop, a few emails between turns.
 
 The jobs and results are small picklable dataclasses: the template texts travel once per chunk
 (a few KB, compiled once per process by content), the rendered message back as its bytes.
