@@ -105,3 +105,23 @@ def test_every_command_in_the_cli_overview_exists() -> None:
             for name in names:
                 assert name in command.commands, f"drip {row}: no command {name!r}"
             command = command.commands[names[0]]
+
+
+def _lines(text: str) -> list[str]:
+    """A block's lines as the docs may show them: indented, or as a ``$`` command."""
+    return [line.strip().removeprefix("$ ") for line in text.strip().splitlines()]
+
+
+def test_the_readme_fits_on_two_screens_and_shows_only_checked_things() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 200
+    # CI runs exactly the README's test command
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+    assert re.search(r"^make test\s", readme, re.M)
+    # every block the README shows is one of the docs' (where the tests check it)
+    pages = ["\n".join(_lines(p.read_text())) for p in sorted((ROOT / "docs").rglob("*.md"))]
+    for block in re.findall(r"^ *```\w*\n(.*?)^ *```$", readme, re.M | re.S):
+        shown = "\n".join(_lines(block))
+        assert any(shown in page for page in pages), f"not in docs/:\n{shown}"
+    for target in re.findall(r"\]\(((?!https?:)[^)#]+)", readme):
+        assert (ROOT / target).exists(), target
