@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     #: batches one run of a send's workflow starts before it continues as new, which keeps
     #: its history bounded however large the audience
     broadcast_batches_per_run: int = Field(default=400, ge=1, le=2000)
+    #: a batch whose worker stops heartbeating (killed, lost) for this long is retried by
+    #: another worker; the batches heartbeat every 5 s
+    broadcast_heartbeat_seconds: float = Field(default=30.0, ge=10.0, le=600.0)
     #: processes a worker renders broadcast emails in, beside its event loop (which keeps the
     #: SMTP connections and the database busy meanwhile); 0 renders in the event loop. Worth it
     #: only with idle cores: on a busy 2-core machine it measured no gain (bench/README.md)

@@ -53,8 +53,6 @@ _RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
 )
-#: a killed worker's batch moves to another worker within this
-_HEARTBEAT = timedelta(seconds=30)
 
 
 def _parse(iso: str) -> datetime | None:
@@ -109,7 +107,7 @@ class BroadcastWorkflow:
                 SnapshotInput(send_id=inp.send_id),
                 result_type=SnapshotResult,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=_HEARTBEAT,
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds),
                 retry_policy=_RETRY,
             )
         snapshot = inp.snapshot
@@ -192,7 +190,7 @@ class BroadcastWorkflow:
                             start_to_close_timeout=timedelta(
                                 seconds=max(600.0, 3 * size / rate if rate else 0.0)
                             ),
-                            heartbeat_timeout=_HEARTBEAT,
+                            heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds),
                             retry_policy=_RETRY,
                         )
                     )

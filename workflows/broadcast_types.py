@@ -118,6 +118,8 @@ class BroadcastInput:
     parallel: int = 4
     #: batches per run of the workflow before it continues as new (its history stays bounded)
     batches_per_run: int = 400
+    #: a batch whose worker is silent this long is retried elsewhere (a killed worker)
+    heartbeat_seconds: float = 30.0
     snapshot: SnapshotResult | None = None
     #: the first recipient (seq) no batch has been given yet
     next_seq: int = 1

@@ -142,6 +142,7 @@ async def start_broadcast(
         batch_size=settings.broadcast_batch_size,
         parallel=settings.broadcast_parallel_batches,
         batches_per_run=settings.broadcast_batches_per_run,
+        heartbeat_seconds=settings.broadcast_heartbeat_seconds,
     )
     try:
         await client.start_workflow(
