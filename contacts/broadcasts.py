@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ __all__ = [
     "audience_counts",
     "bulk_insert_ignore",
     "create_send",
+    "insert_messages",
     "load_batch",
     "message_id_for",
     "message_key",
@@ -260,7 +261,7 @@ class BatchRow:
     paused_until: datetime | None
     #: the recipient's outbox row, if an earlier attempt wrote it
     message_state: str | None = None
-    #: contact_id: why the recipient is skipped (set by the caller)
+    #: why the recipient is skipped at send time (set by the caller); None: send
     skip: str | None = field(default=None)
 
 
@@ -361,7 +362,3 @@ def audience_counts(session: Session, where: sa.ColumnElement[bool]) -> dict[str
         .group_by(contacts.c.status)
     ).all()
     return {str(s): int(n) for s, n in rows}
-
-
-def window_start(now: datetime, seconds: float) -> datetime:
-    return now - timedelta(seconds=seconds)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OnConnection",
+    "Pace",
     "SmtpTransport",
     "StopTally",
     "Transport",
@@ -219,7 +220,7 @@ def _message(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-class _Pace:
+class Pace:
     """Hands out send times at most ``per_second`` apart: each caller books the next free slot
     and sleeps until it (or until ``stop`` is set), so bursts queue up instead of hitting the
     relay at once."""
@@ -349,7 +350,7 @@ class SmtpTransport:
         self.idle_seconds = settings.smtp_idle_seconds
         self.max_connections = settings.smtp_max_connections
         self._slots = asyncio.Semaphore(settings.smtp_max_connections)
-        self._pace = _Pace(settings.smtp_rate_per_second)
+        self._pace = Pace(settings.smtp_rate_per_second)
         self._idle: list[_Pooled] = []
         #: signs every message when DKIM is configured; built (and its key checked) here, so a
         #: bad key stops the worker at start-up rather than failing sends

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +51,7 @@ from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
 from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
 from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
-from emails.sender import Transport
+from emails.sender import Pace, Transport
 from workflows.activities import record_refusal
 from workflows.broadcast_render import RenderJob, RenderPool, RenderSpec
 from workflows.broadcast_types import (
@@ -285,24 +284,6 @@ class _Statements:
 
 
 _STATEMENTS = _Statements()
-
-
-class _Pace:
-    """At most ``per_second`` starts a second for this batch (its share of the broadcast's
-    rate); 0 means no limit."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        at = max(now, self._next)
-        self._next = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
 
 
 class BroadcastActivities:
@@ -651,7 +632,8 @@ class BroadcastActivities:
         if not emails:
             return
         ledger = self.ledger
-        pace = _Pace(inp.rate)
+        pace = Pace(inp.rate)  # this batch's share of the broadcast's rate; 0: no limit
+        never = asyncio.Event()  # the pace's stop: a batch is stopped by its trouble instead
         queue = iter(emails)
         trouble: list[BaseException] = []
         bounces: list[tuple[_Email, PermanentSendError]] = []
@@ -701,7 +683,7 @@ class BroadcastActivities:
                 email = next(queue, None)
                 if email is None:
                     return
-                await pace.wait()
+                await pace.wait(never)
                 if trouble:
                     return
                 await one(email)
