@@ -152,6 +152,9 @@ class SendEmailInput:
     now: str = ""
     #: the campaign's UTM parameters for this step's links (empty: none)
     utm: dict[str, Any] = field(default_factory=dict)
+    #: marketing mail (the default) needs consent and skips suppressed role addresses; a
+    #: transactional campaign's does not (``kind: transactional`` in the campaign language)
+    marketing: bool = True
 
 
 @dataclass
