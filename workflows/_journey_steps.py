@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -297,14 +297,7 @@ class JourneySteps:
         result = await self._outbound(
             step.id,
             "notify_sales",
-            NotifySalesInput(
-                contact_id=inp.contact_id,
-                campaign_id=inp.plan.campaign_id,
-                step_id=step.id,
-                message=step.message,
-                via=step.via,
-                key=_key(step, visit),
-            ),
+            NotifySalesInput(**_call_ids(inp, step, visit), message=step.message, via=step.via),
             NotifySalesResult,
         )
         for problem in result.problems if result else ["sales were not notified"]:
@@ -314,14 +307,7 @@ class JourneySteps:
         result = await self._outbound(
             step.id,
             "call_webhook",
-            WebhookInput(
-                contact_id=inp.contact_id,
-                campaign_id=inp.plan.campaign_id,
-                step_id=step.id,
-                url=step.url,
-                body=step.body,
-                key=_key(step, visit),
-            ),
+            WebhookInput(**_call_ids(inp, step, visit), url=step.url, body=step.body),
             WebhookResult,
         )
         if result is None or result.error:
@@ -386,6 +372,24 @@ def _key(step: PlanStep, visit: int) -> str:
     """The idempotency key of a step's activity: this journey, the step, which visit of it (a
     loop's second send is another email; a retried one is the same)."""
     return f"{workflow.info().workflow_id}/{step.id}/{visit}"
+
+
+class _CallIds(TypedDict):
+    contact_id: int
+    campaign_id: str
+    step_id: str
+    key: str
+
+
+def _call_ids(inp: JourneyInput, step: PlanStep, visit: int) -> _CallIds:
+    """What every call to the outside carries, whatever it says: who and where in which
+    campaign, for the receiver's record, and the key it dedupes a retried call on."""
+    return {
+        "contact_id": inp.contact_id,
+        "campaign_id": inp.plan.campaign_id,
+        "step_id": step.id,
+        "key": _key(step, visit),
+    }
 
 
 def _variant(step: PlanStep, contact_id: int, campaign_id: str) -> str:
