@@ -183,94 +183,55 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/track",
-    summary="Record what a user did (Segment track)",
-    response_model=Success,
-    responses=_ERRORS,
-)
 async def track(message: Track, engine: EngineDep, gateway: GatewayDep) -> Response:
     return await _ingest([message], None, engine, gateway)
 
 
-@router.post(
-    "/identify",
-    summary="Say who a user is (Segment identify)",
-    response_model=Success,
-    responses=_ERRORS,
-)
 async def identify(message: Identify, engine: EngineDep, gateway: GatewayDep) -> Response:
     return await _ingest([message], None, engine, gateway)
 
 
-@router.post(
-    "/page", summary="Record a page view (Segment page)", response_model=Success, responses=_ERRORS
-)
 async def page(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
     message.type = "page"
     return await _ingest([message], None, engine, gateway)
 
 
-@router.post(
-    "/screen",
-    summary="Record an app screen view (Segment screen)",
-    response_model=Success,
-    responses=_ERRORS,
-)
 async def screen(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
     message.type = "screen"
     return await _ingest([message], None, engine, gateway)
 
 
-@router.post(
-    "/batch",
-    summary="Many messages in one call (Segment batch)",
-    response_model=Success,
-    responses=_ERRORS,
-)
 async def batch(body: Batch, engine: EngineDep, gateway: GatewayDep) -> Response:
     return await _ingest(body.batch, body, engine, gateway)
 
 
-@router.post(
-    "/group",
-    summary="Put a user in a group (Segment group; accepted and ignored)",
-    response_model=Success,
-    responses=_ERRORS,
-)
-async def group(message: IgnoredCall) -> Response:
+async def ignored(message: IgnoredCall) -> Response:
     return _success()
 
 
-@router.post(
-    "/alias",
-    summary="Merge two user ids (Segment alias; accepted and ignored)",
-    response_model=Success,
-    responses=_ERRORS,
-)
-async def alias(message: IgnoredCall) -> Response:
-    return _success()
-
-
-# analytics.js's short paths: /v1/ and the call type's first letter, /v1/b for a batch
-_SHORT_PATHS: dict[str, Callable[..., Coroutine[Any, Any, Response]]] = {
-    "t": track,
-    "i": identify,
-    "p": page,
-    "s": screen,
-    "g": group,
-    "a": alias,
-    "b": batch,
-}
-for _short, _endpoint in _SHORT_PATHS.items():
-    router.add_api_route(
-        f"/{_short}",
-        _endpoint,
-        methods=["POST"],
-        response_model=Success,
-        responses=_ERRORS,
-        include_in_schema=False,
-    )
+#: every call once: its path, analytics.js's short path (``/v1/`` and the call type's first
+#: letter, ``/v1/b`` for a batch; left out of the OpenAPI document), its summary, its handler
+_CALLS: list[tuple[str, str, str, Callable[..., Coroutine[Any, Any, Response]]]] = [
+    ("track", "t", "Record what a user did (Segment track)", track),
+    ("identify", "i", "Say who a user is (Segment identify)", identify),
+    ("page", "p", "Record a page view (Segment page)", page),
+    ("screen", "s", "Record an app screen view (Segment screen)", screen),
+    ("batch", "b", "Many messages in one call (Segment batch)", batch),
+    ("group", "g", "Put a user in a group (Segment group; accepted and ignored)", ignored),
+    ("alias", "a", "Merge two user ids (Segment alias; accepted and ignored)", ignored),
+]
+for _long, _short, _summary, _endpoint in _CALLS:
+    for _path, _shown in ((_long, True), (_short, False)):
+        router.add_api_route(
+            f"/{_path}",
+            _endpoint,
+            name=_long,
+            methods=["POST"],
+            summary=_summary if _shown else None,
+            response_model=Success,
+            responses=_ERRORS,
+            include_in_schema=_shown,
+        )
 
 
 async def _guard(request: Request, limit: int) -> Response | None:
