@@ -14,13 +14,15 @@ alerts follow the rules' own moves (``workflows.lifecycle``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from campaigns.sales import Stage
@@ -55,6 +57,7 @@ Capacity = Annotated[
     int | None, Field(ge=0, le=100_000, description="most open leads (mql, sql); null: no limit")
 ]
 RepEmail = Annotated[str, Path(min_length=3, max_length=254, description="the rep's email")]
+T = TypeVar("T")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -185,12 +188,18 @@ def _team_or_422(session: Session, team_id: str) -> SalesTeam:
     return team
 
 
-def _open_contact(session: Session, contact_id: int) -> Contact:
-    """The contact, locked for a read-then-write; 404, or 409 when erased."""
-    contact = contact_or_404(session, contact_id)
-    if erasure.is_erased(contact):
-        raise AdminProblem(409, "Conflict", f"contact {contact_id} was erased")
-    return repository.get_contact(session, contact_id, lock=True)
+async def _override(engine: Engine, contact_id: int, decide: Callable[[Session, Contact], T]) -> T:
+    """A person's decision about a lead, in one transaction on the contact, locked for the
+    read-then-write (404 when there is none, 409 when erased), off the event loop."""
+
+    def run() -> T:
+        with session_scope(engine) as session:
+            contact = contact_or_404(session, contact_id)
+            if erasure.is_erased(contact):
+                raise AdminProblem(409, "Conflict", f"contact {contact_id} was erased")
+            return decide(session, repository.get_contact(session, contact_id, lock=True))
+
+    return await run_in_threadpool(run)
 
 
 @router.get(
@@ -350,25 +359,23 @@ def _flush_or_409(session: Session, message: str) -> None:
 async def set_owner(
     contact_id: ContactId, body: OwnerRequest, _: SalesWrite, engine: EngineDep
 ) -> OwnerResult:
-    def put() -> OwnerResult:
-        with session_scope(engine) as session:
-            contact = _open_contact(session, contact_id)
-            rep = None
-            if body.owner is not None:
-                rep = find_rep(session, body.owner)
-                if rep is None:
-                    raise _invalid("owner", f"no sales rep {body.owner}; add them first")
-            contact.owner = rep.email if rep else None
-            contact.updated_at = utcnow()
-            session.add(contact)
-            return OwnerResult(
-                id=contact_id,
-                owner=contact.owner,
-                team=rep.team_id if rep else None,
-                stage=contact.stage,
-            )
+    def put(session: Session, contact: Contact) -> OwnerResult:
+        rep = None
+        if body.owner is not None:
+            rep = find_rep(session, body.owner)
+            if rep is None:
+                raise _invalid("owner", f"no sales rep {body.owner}; add them first")
+        contact.owner = rep.email if rep else None
+        contact.updated_at = utcnow()
+        session.add(contact)
+        return OwnerResult(
+            id=contact_id,
+            owner=contact.owner,
+            team=rep.team_id if rep else None,
+            stage=contact.stage,
+        )
 
-    return await run_in_threadpool(put)
+    return await _override(engine, contact_id, put)
 
 
 @router.post(
@@ -380,27 +387,25 @@ async def set_owner(
 async def set_stage(
     contact_id: ContactId, body: StageRequest, caller: SalesWrite, engine: EngineDep
 ) -> StageResult:
-    def post() -> StageResult:
-        with session_scope(engine) as session:
-            contact = _open_contact(session, contact_id)
-            before, change = contact.stage, None
-            if before != body.stage:
-                change = StageChange(
-                    contact_id=contact_id,
-                    from_stage=before,
-                    to_stage=body.stage,
-                    reason=body.reason.strip(),
-                    by=f"api:{caller.name}",
-                )
-                contact.stage, contact.updated_at = body.stage, change.at
-                session.add_all([change, contact])
-                session.flush()
-            return StageResult(
-                id=contact_id,
-                stage=body.stage,
+    def post(session: Session, contact: Contact) -> StageResult:
+        before, change = contact.stage, None
+        if before != body.stage:
+            change = StageChange(
+                contact_id=contact_id,
                 from_stage=before,
-                changed=change is not None,
-                stage_change_id=change.id if change else None,
+                to_stage=body.stage,
+                reason=body.reason.strip(),
+                by=f"api:{caller.name}",
             )
+            contact.stage, contact.updated_at = body.stage, change.at
+            session.add_all([change, contact])
+            session.flush()
+        return StageResult(
+            id=contact_id,
+            stage=body.stage,
+            from_stage=before,
+            changed=change is not None,
+            stage_change_id=change.id if change else None,
+        )
 
-    return await run_in_threadpool(post)
+    return await _override(engine, contact_id, post)
