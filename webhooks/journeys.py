@@ -52,6 +52,19 @@ class JourneyGateway:
                 self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
             return self._client
 
+    async def client_for(self, action: str, kind: str, name: str) -> Client | str:
+        """The client for a change a person asked for on a page (pause a campaign, cancel a
+        broadcast), or, when Temporal cannot be reached, what the page says instead: nothing
+        was changed, so the page is shown again with it rather than an error screen."""
+        try:
+            return await self.client()
+        except Exception as exc:  # unreachable, refused, timed out: the page stays usable
+            log.warning("dashboard %s of %s: Temporal unreachable: %s", action, name, exc)
+            return (
+                f"Could not {action} the {kind}: {UNREACHABLE} "
+                "right now. Nothing was changed; try again in a moment."
+            )
+
     async def router(self) -> EventRouter:
         """One router for the app's life, so its cache of deployed plans is kept."""
         client = await self.client()

@@ -19,7 +19,6 @@ cannot be reached nothing changes and the page says so with a 503.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -56,8 +55,6 @@ from workflows.broadcasts import (
 )
 
 __all__ = ["POLL_SECONDS", "duration", "router"]
-
-log = logging.getLogger(__name__)
 
 router = APIRouter()
 Marketer = Annotated[SignedIn, Depends(require(Role.marketer))]
@@ -257,15 +254,9 @@ async def control_broadcast(
     page = await run_in_threadpool(_load, engine, broadcast_id, name, None)
     if page is None or page.report is None:
         return _not_found(viewer, broadcast_id)
-    try:
-        client = await gateway.client()
-    except Exception as exc:  # unreachable, refused, timed out: the page stays usable
-        log.warning("dashboard %s of %s: Temporal unreachable: %s", action, broadcast_id, exc)
-        error = (
-            f"Could not {action} the broadcast: the workflow server (Temporal) cannot be reached "
-            "right now. Nothing was changed; try again in a moment."
-        )
-        return _page(viewer, page, status_code=503, error=error)
+    client = await gateway.client_for(action, "broadcast", broadcast_id)
+    if isinstance(client, str):
+        return _page(viewer, page, status_code=503, error=client)
     try:
         await _CONTROLS[action](client, engine, broadcast_id, by=f"dashboard ({viewer.email})")
     except BroadcastError as exc:

@@ -20,7 +20,6 @@ shown again with the reason and a 503, so a marketer is never left on an error s
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -44,8 +43,6 @@ from workflows.operations import control_campaign
 from workflows.positions import PositionsUnavailable
 
 __all__ = ["router"]
-
-log = logging.getLogger(__name__)
 
 router = APIRouter()
 Marketer = Annotated[SignedIn, Depends(require(Role.marketer))]
@@ -145,15 +142,9 @@ async def _control(
     loaded = await _load(engine, gateway, campaign_id, tz)
     if loaded is None:
         return _not_found(viewer, campaign_id)
-    try:
-        client = await gateway.client()
-    except Exception as exc:  # unreachable, refused, timed out: the page stays usable
-        log.warning("dashboard %s of %s: Temporal unreachable: %s", action, campaign_id, exc)
-        error = (
-            f"Could not {action} the campaign: the workflow server (Temporal) cannot be reached "
-            "right now. Nothing was changed; try again in a moment."
-        )
-        return _page(viewer, loaded, status_code=503, error=error)
+    client = await gateway.client_for(action, "campaign", campaign_id)
+    if isinstance(client, str):
+        return _page(viewer, loaded, status_code=503, error=client)
     source = f"dashboard {action} ({viewer.email})"
     try:
         results = await control_campaign(client, engine, campaign_id, action, source=source)
@@ -174,27 +165,24 @@ async def _control(
     return RedirectResponse(target, status_code=303)
 
 
-@router.post("/campaigns/{campaign_id}/pause")
-async def pause_campaign(
-    campaign_id: CampaignId,
-    viewer: Marketer,
-    _: CsrfChecked,
-    engine: EngineDep,
-    gateway: GatewayDep,
-    workspace: WorkspaceDep,
-) -> Response:
-    tz = ZoneInfo(workspace.config.timezone)
-    return await _control("pause", campaign_id, viewer, engine, gateway, tz)
+def _control_route(action: Literal["pause", "resume"]) -> None:
+    """The pause or the resume button's POST: a path each (any other stays a 404), one
+    handler."""
+
+    async def control(
+        campaign_id: CampaignId,
+        viewer: Marketer,
+        _: CsrfChecked,
+        engine: EngineDep,
+        gateway: GatewayDep,
+        workspace: WorkspaceDep,
+    ) -> Response:
+        tz = ZoneInfo(workspace.config.timezone)
+        return await _control(action, campaign_id, viewer, engine, gateway, tz)
+
+    path = f"/campaigns/{{campaign_id}}/{action}"
+    router.add_api_route(path, control, methods=["POST"], name=f"{action}_campaign")
 
 
-@router.post("/campaigns/{campaign_id}/resume")
-async def resume_campaign(
-    campaign_id: CampaignId,
-    viewer: Marketer,
-    _: CsrfChecked,
-    engine: EngineDep,
-    gateway: GatewayDep,
-    workspace: WorkspaceDep,
-) -> Response:
-    tz = ZoneInfo(workspace.config.timezone)
-    return await _control("resume", campaign_id, viewer, engine, gateway, tz)
+_control_route("pause")
+_control_route("resume")
