@@ -30,7 +30,7 @@ This module is pure (pydantic models and validation); ``campaigns.scoring`` comp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import EmailStr, Field, field_validator, model_validator
@@ -60,24 +60,10 @@ __all__ = [
 ]
 
 #: The lifecycle, in order. A contact only ever moves forward by itself.
-STAGES = ("subscriber", "lead", "mql", "sql", "customer")
 Stage = Literal["subscriber", "lead", "mql", "sql", "customer"]
+STAGES: tuple[str, ...] = get_args(Stage)
 
 #: Event types a behaviour rule can score (``Event.type``).
-EVENT_TYPES = (
-    "open",
-    "click",
-    "page",
-    "screen",
-    "form",
-    "event",
-    "tag_added",
-    "field_changed",
-    "unsubscribe",
-    "bounce",
-    "complaint",
-    "conversion",
-)
 EventType = Literal[
     "open",
     "click",
@@ -92,6 +78,7 @@ EventType = Literal[
     "complaint",
     "conversion",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 Points = Annotated[int, Field(ge=-1000, le=1000)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 AlertChannel = Literal["email", "chat", "crm"]
