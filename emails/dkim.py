@@ -11,9 +11,10 @@ Why it is built the way it is:
   message naming the setting instead of failing every send.
 - Relaxed/relaxed canonicalisation survives the whitespace changes relays make. ``h=`` always
   lists the same headers, including ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` (RFC 8058
-  section 4 requires them signed), whether or not the message has them: a listed header that is
-  absent is signed as empty, so nobody can add a ``Reply-To`` or an unsubscribe link to a
-  replayed copy (RFC 6376 section 5.4.2). ``From`` is listed twice, so adding a second ``From``
+  section 4 requires them signed), ``List-Id`` and ``Feedback-ID`` (Gmail ignores an unsigned
+  Feedback-ID), whether or not the message has them: a listed header that is absent is signed
+  as empty, so nobody can add a ``Reply-To``, an unsubscribe link or a list to a replayed copy
+  (RFC 6376 section 5.4.2). ``From`` is listed twice, so adding a second ``From``
   breaks the signature.
 - dkimpy does all of DKIM, but computes RSA signatures in pure Python: about 6 ms per message
   with a 2048-bit key, six times the whole per-message budget of the send path. For RSA keys
@@ -58,6 +59,8 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"content-type",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    b"list-id",
+    b"feedback-id",
     b"from",
 )
 

@@ -146,6 +146,24 @@ def _list_unsubscribe(url: str, mailto: str | None) -> str:
     )
 
 
+def _list_header(name: str, value: str) -> str:
+    """``List-Id`` or ``Feedback-ID``, folded at spaces: the values come cleaned from
+    ``emails.list_headers``; this refuses anything that could still break the header (a line
+    break, a control character, non-ASCII) or a line SMTP would cut."""
+    _one_line(name, value)
+    if not _PRINTABLE_ASCII.fullmatch(value) or len(value) + len(name) + 2 > _MAX_LINE:
+        raise ValueError(f"cannot write {value!r} as the {name} header")
+    lines: list[str] = []
+    line = f"{name}:"
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) > _FOLD_AT and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}"
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
 def _part(subtype: str, body: str) -> bytes:
     """A text part: as it is (7bit) when it is ASCII with lines SMTP accepts, which is the
     common case and costs nothing, else quoted-printable. 7bit also never needs the 8BITMIME
@@ -188,8 +206,13 @@ def build_message(
     domain: str,
     unsubscribe_mailto: str | None,
     date: datetime | None = None,
+    list_id: str | None = None,
+    feedback_id: str | None = None,
 ) -> bytes:
-    """The message as CRLF bytes, ready for SMTP DATA (and for DKIM signing)."""
+    """The message as CRLF bytes, ready for SMTP DATA (and for DKIM signing).
+
+    ``list_id`` and ``feedback_id`` are the values ``emails.list_headers`` builds for marketing
+    mail (a campaign's or a broadcast's); without them the message has neither header."""
     when = message_date(message_id, domain, date)
     # Derived from the id, not random, so a retried send is byte-for-byte the same message. It
     # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D"),
@@ -206,6 +229,10 @@ def build_message(
     head.append(_unstructured("Subject", rendered.subject))
     if rendered.unsubscribe_url:
         head.append(_list_unsubscribe(rendered.unsubscribe_url, unsubscribe_mailto))
+    if list_id:
+        head.append(_list_header("List-Id", list_id))
+    if feedback_id:
+        head.append(_list_header("Feedback-ID", feedback_id))
     # Text first: clients pick the last alternative they can show (RFC 2046), so the HTML.
     head.append(
         "MIME-Version: 1.0\r\n"

@@ -38,6 +38,7 @@ from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.deployed import DeployedTemplates
 from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
+from emails.list_headers import campaign_mailing
 from emails.sender import Transport
 from workflows.facts import contact_facts
 from workflows.heartbeat import heartbeating
@@ -309,14 +310,19 @@ class JourneyActivities:
             return str(exc)
         config = self.workspace.config
         sender = inp.from_addr or config.from_
+        domain = domain_of(config.from_)
+        # List-Id (marketing only) and Feedback-ID: which stream this is, for receivers
+        mailing = campaign_mailing(config.name, domain, inp.campaign_id, marketing=inp.marketing)
         data = build_message(
             rendered,
             from_addr=sender,
             to_addr=contact.email,
             reply_to=inp.reply_to or config.reply_to,
             message_id=inp.message_id,
-            domain=domain_of(config.from_),
+            domain=domain,
             unsubscribe_mailto=config.unsubscribe_mailto,
+            list_id=mailing.list_id,
+            feedback_id=mailing.feedback_id(inp.step_id),
         )
         return _Composed(
             data=data, sender=_address(sender), links=rendered.links, subject=rendered.subject

@@ -51,6 +51,7 @@ from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
 from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
 from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
+from emails.list_headers import broadcast_mailing
 from emails.sender import Pace, Transport
 from workflows.activities import record_refusal
 from workflows.broadcast_render import RenderJob, RenderPool, RenderSpec
@@ -762,6 +763,7 @@ class BroadcastActivities:
                 domain=self.domain,
                 unsubscribe_mailto=config.unsubscribe_mailto,
                 templates=templates,
+                mailing=broadcast_mailing(config.name, self.domain, plan.broadcast_id),
             )
             return _Send(plan=plan, number=number, spec=spec, variants=variants)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from emails import Renderer, TemplateError, build_message
 from emails.deployed import DeployedTemplate
+from emails.list_headers import Mailing
 
 if TYPE_CHECKING:
     from campaigns.workspace import Workspace
@@ -57,6 +58,8 @@ class RenderSpec:
     #: template name -> {path under emails/: text} as the send recorded them (empty: the
     #: workspace's files)
     templates: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    #: the broadcast's List-Id and Feedback-ID (``emails.list_headers``); None: neither
+    mailing: Mailing | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class Composer:
             message_id=job.message_id,
             domain=spec.domain,
             unsubscribe_mailto=spec.unsubscribe_mailto,
+            list_id=spec.mailing.list_id if spec.mailing else None,
+            feedback_id=spec.mailing.feedback_id(job.step) if spec.mailing else None,
         )
         return Rendered(job.message_id, rendered.subject, data, rendered.links)
 
