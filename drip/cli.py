@@ -32,6 +32,7 @@ from drip import (
     cli_broadcasts,
     cli_campaigns,
     cli_contacts,
+    cli_dkim,
     cli_emails,
     cli_journeys,
     cli_messages,
@@ -40,6 +41,7 @@ from drip import (
     cli_users,
 )
 from drip._runtime import ApiServer, run_with_temporal, shared_metrics, stop_on_signals
+from drip.preflight import warn_at_start
 from drip.settings import Settings, SettingsError
 
 __all__ = ["app"]
@@ -64,6 +66,7 @@ app.add_typer(cli_apikeys.app, name="apikeys")
 app.add_typer(cli_scores.app, name="scores")
 app.add_typer(cli_sales.app, name="sales")
 app.add_typer(cli_users.app, name="users")
+app.add_typer(cli_dkim.app, name="dkim")
 
 console = Console()
 err = Console(stderr=True)
@@ -183,6 +186,7 @@ def dev(workspace: WorkspaceOption = None) -> None:
             "drip dev is for development (DRIP_ENV=dev); in production run `drip worker` "
             "and `drip api`"
         )
+    warn_at_start(settings, err, "drip dev")  # silent in dev: see drip/preflight.py
     try:
         run_with_temporal(run_dev(settings, console=console))
     except DevError as exc:
@@ -230,6 +234,7 @@ def worker(workspace: WorkspaceOption = None) -> None:
     # its start and stop lines, whatever the level: a worker that says nothing looks dead
     logging.getLogger("workflows.worker").setLevel(logging.INFO)
     _check_dkim(settings)
+    warn_at_start(settings, err, "drip worker")  # once per start, never per send
     ws = _workspace(settings)
     _migrate(settings)
     _warn_if_undeployed(settings, ws)

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     dkim_selector: str = ""
     #: a PEM file: RSA (2048 bits or more) or Ed25519 private key
     dkim_private_key: Path | None = None
+    #: the relay signs every message with DKIM for the From domain (Amazon SES, Postmark,
+    #: SendGrid, a Postfix with OpenDKIM): drip then does not warn at start that it does not
+    #: sign (``drip worker`` warns in production when nobody is said to sign)
+    dkim_signed_by_relay: bool = False
 
     #: soft bounces (mailbox full, message refused) before an address is suppressed; hard
     #: bounces and spam complaints suppress at the first one
