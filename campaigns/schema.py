@@ -567,6 +567,16 @@ class SalesConfig(_Strict):
     )
 
 
+class SuppressionConfig(_Strict):
+    """What is suppressed besides the addresses and domains on the list (``drip suppressions``)."""
+
+    role_addresses: bool = Field(
+        default=True,
+        description="no marketing email to role addresses (abuse@, postmaster@, noreply@ ...); "
+        "transactional email still reaches them",
+    )
+
+
 class WorkspaceConfig(_Strict):
     """``workspace.yaml``: who the emails come from and the postal address every email carries."""
 
@@ -597,6 +607,7 @@ class WorkspaceConfig(_Strict):
         default=None,
         description="the default email layout: emails/layouts/NAME.mjml (default: built in)",
     )
+    suppressions: SuppressionConfig = Field(default_factory=SuppressionConfig)
 
     @field_validator("timezone")
     @classmethod

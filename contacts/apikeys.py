@@ -52,6 +52,8 @@ SCOPES: dict[str, str] = {
     "messages:resend": "resend an interrupted email (its recipient may get it twice)",
     "broadcasts:read": "list broadcasts and their sends' progress and figures",
     "broadcasts:send": "dry-run, send, pause, resume and cancel broadcasts",
+    "suppressions:read": "list and export the suppression list",
+    "suppressions:write": "add, remove and import suppressed addresses and domains",
     "sales:read": "list sales teams and reps",
     "sales:write": "manage sales teams and reps; set a contact's owner and stage",
 }

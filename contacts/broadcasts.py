@@ -261,6 +261,8 @@ class BatchRow:
     paused_until: datetime | None
     #: the recipient's outbox row, if an earlier attempt wrote it
     message_state: str | None = None
+    #: ``suppressed: <reason>`` when the suppression lists stop the email (set by the caller)
+    suppressed: str | None = None
     #: why the recipient is skipped at send time (set by the caller); None: send
     skip: str | None = field(default=None)
 

@@ -38,6 +38,7 @@ from drip import (
     cli_messages,
     cli_sales,
     cli_scores,
+    cli_suppressions,
     cli_users,
 )
 from drip._runtime import ApiServer, run_with_temporal, shared_metrics, stop_on_signals
@@ -66,6 +67,7 @@ app.add_typer(cli_apikeys.app, name="apikeys")
 app.add_typer(cli_scores.app, name="scores")
 app.add_typer(cli_sales.app, name="sales")
 app.add_typer(cli_users.app, name="users")
+app.add_typer(cli_suppressions.app, name="suppressions")
 app.add_typer(cli_dkim.app, name="dkim")
 
 console = Console()

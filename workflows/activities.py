@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
-from contacts import outbox, repository, splits
+from contacts import outbox, repository, splits, suppressions
 from contacts.db import session_scope
 from contacts.models import (
     Contact,
@@ -288,6 +288,16 @@ class JourneyActivities:
                     session, row.id, MessageState.suppressed, f"contact is {contact.status}"
                 )
                 return SendEmailResult(message_id=row.id, state="suppressed")
+            # the suppression lists: an address or domain on them stops every email; a role
+            # address (abuse@, noreply@ ...) only marketing mail, unless the workspace says not
+            listed = suppressions.reason_for(
+                session,
+                contact.email,
+                roles=inp.marketing and self.workspace.config.suppressions.role_addresses,
+            )
+            if listed is not None:
+                outbox.finish_send(session, row.id, MessageState.suppressed, listed)
+                return SendEmailResult(message_id=row.id, state="suppressed", error=listed)
             return contact
 
     def _compose(self, inp: SendEmailInput, contact: Contact) -> str | _Composed:

@@ -43,7 +43,7 @@ from campaigns.broadcasts import BroadcastPlan
 from campaigns.conditions import parse_condition, to_sql
 from campaigns.workspace import Workspace
 from contacts import broadcasts as rows_of
-from contacts import deploys
+from contacts import deploys, suppressions
 from contacts.broadcast_models import BroadcastSend, SendState, broadcast_campaign_id
 from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
@@ -493,6 +493,14 @@ class BroadcastActivities:
                         since=now - timedelta(seconds=plan.cap_seconds),
                         exclude_prefix=f"{inp.send_id}:",
                     )
+                # the suppression lists: one query for the batch's addresses and their domains
+                listed = suppressions.reasons_for(
+                    session,
+                    (r.email for r in batch if r.message_state is None),
+                    roles=self.workspace.config.suppressions.role_addresses,
+                )
+                for r in batch:
+                    r.suppressed = listed.get(r.email)
                 return batch, counts
 
         batch, counts = await self._db(load)
@@ -553,6 +561,8 @@ class BroadcastActivities:
             return "paused"
         if plan.topic and f"{TOPIC_LEFT_TAG}{plan.topic}" in row.tags:
             return f"left topic {plan.topic}"
+        if row.suppressed:
+            return row.suppressed
         if plan.cap_max and counts.get(row.contact_id, 0) >= plan.cap_max:
             return "frequency cap"
         return None

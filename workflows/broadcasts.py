@@ -25,7 +25,7 @@ from campaigns.broadcasts import BroadcastPlan
 from campaigns.conditions import parse_condition, to_sql
 from campaigns.workspace import Workspace
 from contacts import broadcasts as rows_of
-from contacts import deploys
+from contacts import deploys, suppressions
 from contacts.broadcast_models import FINISHED, BroadcastSend, SendState
 from contacts.broadcast_reports import send_progress
 from contacts.consent import TOPIC_LEFT_TAG
@@ -337,10 +337,11 @@ def dry_run(engine: Engine, workspace: Workspace, broadcast_id: str, sample: int
             eligible = sa.and_(eligible, sa.not_(left))
         audience = sum(by_status.values())
         would = int(session.execute(sa.select(sa.func.count()).where(eligible)).scalar_one())
-        emails = [
-            str(e)
-            for e in session.execute(
-                sa.select(contacts.c.email).where(eligible).order_by(contacts.c.id).limit(sample)
-            ).scalars()
-        ]
+        # the suppression lists, by the batches' own check, a page of the audience at a time
+        listed = suppressions.tally_audience(
+            session, eligible, roles=workspace.config.suppressions.role_addresses, sample=sample
+        )
+        reasons.update(listed.by_reason)
+        would -= listed.by_reason.total()
+        emails = listed.sample
     return DryRun(audience=audience, would_send=would, suppressed_by_reason=reasons, sample=emails)

@@ -153,6 +153,11 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("POST", "/api/broadcasts/{broadcast_id}/pause"),
         ("POST", "/api/broadcasts/{broadcast_id}/resume"),
         ("POST", "/api/broadcasts/{broadcast_id}/cancel"),
+        ("GET", "/api/suppressions"),
+        ("POST", "/api/suppressions"),
+        ("DELETE", "/api/suppressions/{entry}"),
+        ("POST", "/api/suppressions/import"),
+        ("GET", "/api/suppressions/export"),
     }
     for key, op in operations.items():
         assert op["security"] == [{"ApiKey": []}], key

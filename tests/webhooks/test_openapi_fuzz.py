@@ -52,6 +52,9 @@ STATE_DEPENDENT: dict[str, tuple[list[str], str]] = {
     "/api/sales/reps": (["422"], "the rep's team must exist"),
     "/api/contacts/{contact_id}/owner": (["422"], "the owner must be a sales rep"),
     "/api/contacts/import": (["422"], "a CSV needs an 'email' column; no schema says so"),
+    "/api/suppressions": (["422"], "an entry must be an address or a domain (e-mail syntax)"),
+    "/api/suppressions/{entry}": (["422"], "an entry must be an address or a domain"),
+    "/api/suppressions/import": (["422"], "a CSV needs an email_or_domain column"),
     "/api/sales/alerts": (["422"], "its cursor (time|id, base64) has no pattern to say it"),
     "/forms/{form_id}/confirm/{token}": (["400"], "a link's token is signed by us"),
     # values are checked for what drip can store (control characters, e-mail syntax): a rule

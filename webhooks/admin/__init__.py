@@ -22,6 +22,7 @@ from webhooks.admin import (
     merge,
     messages,
     sales,
+    suppressions,
 )
 from webhooks.admin._common import AdminProblem, Problem
 
@@ -40,3 +41,4 @@ router.include_router(sales.router)
 router.include_router(alerts.router)
 router.include_router(messages.router)
 router.include_router(broadcasts.router)
+router.include_router(suppressions.router)

@@ -34,6 +34,8 @@ __all__ = [
     "MessagesRead",
     "MessagesResend",
     "RequireScope",
+    "SuppressionsRead",
+    "SuppressionsWrite",
     "bearer",
 ]
 
@@ -134,3 +136,5 @@ MessagesRead = Annotated[Caller, _scope("messages:read")]
 MessagesResend = Annotated[Caller, _scope("messages:resend")]
 BroadcastsRead = Annotated[Caller, _scope("broadcasts:read")]
 BroadcastsSend = Annotated[Caller, _scope("broadcasts:send")]
+SuppressionsRead = Annotated[Caller, _scope("suppressions:read")]
+SuppressionsWrite = Annotated[Caller, _scope("suppressions:write")]
