@@ -74,8 +74,14 @@ class Mailing:
 
     def feedback_id(self, step: str) -> str:
         """``Feedback-ID`` for an email of ``step`` (a journey's step, a broadcast's variant)."""
-        part = _field(f"{self.what}/{_label(step) or 'step'}")
-        return f"{self.what}:{part}:{self.kind}:{self.sender}"
+        return _feedback_id(self.what, step, self.kind, self.sender)
+
+
+@lru_cache(maxsize=4096)
+def _feedback_id(what: str, step: str, kind: str, sender: str) -> str:
+    """Cached: a broadcast writes the same few values on every one of its emails."""
+    part = _field(f"{what}/{_label(step) or 'step'}")
+    return f"{what}:{part}:{kind}:{sender}"
 
 
 def _shorten(value: str, limit: int) -> str:
