@@ -166,6 +166,8 @@ def compile_campaign(
             for name in sorted({s.template for s in steps.values() if s.kind == "send_email"})
             if templates is not None and name in templates
         },
+        marketing=campaign.kind == "marketing",
+        consent_required=campaign.kind == "marketing" and campaign.without_consent is None,
     )
     content = asdict(plan)
     content.pop("version")
@@ -173,4 +175,7 @@ def compile_campaign(
         content.pop("utm")  # plans without UTM keep the version they had before it existed
     if not content["templates"]:
         content.pop("templates")  # likewise plans that send no email, or compiled without files
+    for flag in ("marketing", "consent_required"):
+        if content[flag]:
+            content.pop(flag)  # likewise marketing campaigns that ask for consent (the default)
     return replace(plan, version=plan_hash(content))

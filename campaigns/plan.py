@@ -129,6 +129,11 @@ class Plan:
     #: so a journey's history stays small; the texts are in the deploy's database. Empty in a
     #: plan deployed before templates were recorded: its emails render from the workspace files.
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``kind: marketing`` (the default; also every plan compiled before the field existed):
+    #: its emails go only to contacts with marketing consent, unless ``consent_required`` is
+    #: False (``without_consent: allowed``); ``kind: transactional`` is False
+    marketing: bool = True
+    consent_required: bool = True
 
     def step(self, step_id: str) -> PlanStep:
         return self.steps[step_id]

@@ -62,6 +62,13 @@ def check_campaign(
     if form is not None and form not in forms:
         check.add(("trigger", "form"), f"form '{form}' does not exist{hint(form, forms)}")
 
+    if campaign.kind == "transactional" and campaign.without_consent is not None:
+        check.add(
+            ("without_consent",),
+            "a transactional campaign needs no consent anyway: remove without_consent "
+            "(it lets a marketing campaign email contacts without consent)",
+        )
+
     send_steps = {s.id for s in campaign.steps if s.send_email is not None}
     for i, step in enumerate(campaign.steps):
         _check_step(check, i, step, send_steps, templates, webhook_hosts)

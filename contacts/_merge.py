@@ -46,6 +46,7 @@ from contacts.models import (
     EnrolmentState,
     Event,
     LeadAlert,
+    MarketingConsent,
     Message,
     ScoreChange,
     SegmentMember,
@@ -65,6 +66,17 @@ _RANK = {
     ContactStatus.unsubscribed: 3,
     ContactStatus.complained: 4,
 }
+
+
+_CONSENT_LEVEL = {MarketingConsent.given: 2, MarketingConsent.implied: 1}
+
+
+def _consent_rank(contact: Contact) -> tuple[int, float]:
+    """Which consent record the merged contact keeps: given before implied, then the earliest
+    (a contact without a record keeps its own state)."""
+    level = _CONSENT_LEVEL.get(MarketingConsent(contact.marketing_consent), 0)
+    at = contact.consent_at
+    return (level, -at.timestamp() if level and at is not None else 0.0)
 
 
 class MergeRefused(ContactError, ValueError):
@@ -132,13 +144,13 @@ def merge_contacts(session: Session, keep_id: int, merge_id: int, *, actor: str)
     fields.update({k: gone.fields[k] for k in filled})
     added = [t for t in dict.fromkeys(gone.tags) if t not in keep.tags]
     status = max(keep.status, gone.status, key=lambda s: _RANK.get(ContactStatus(s), 0))
-    keep_consent = keep.consent_at
-    if gone.consent_at is not None and (keep_consent is None or gone.consent_at < keep_consent):
+    if _consent_rank(gone) > _consent_rank(keep):  # given, then implied, earliest first
         keep.consent_source, keep.consent_at, keep.consent_ip = (
             gone.consent_source,
             gone.consent_at,
             gone.consent_ip,
         )
+        keep.marketing_consent = gone.marketing_consent
     keep.fields, keep.tags = fields, [*keep.tags, *added]
     keep.score += gone.score
     keep.status = ContactStatus(status)

@@ -20,7 +20,8 @@ from sqlmodel import Session, select
 from contacts import repository
 from contacts._sql import insert_ignore
 from contacts.errors import NotFound
-from contacts.models import Contact, ContactStatus, Event, utcnow
+from contacts.marketing_consent import record_consent
+from contacts.models import Contact, ContactStatus, Event, MarketingConsent, utcnow
 
 __all__ = [
     "TOPIC_LEFT_TAG",
@@ -70,6 +71,7 @@ def request_opt_in(
             "tags": [],
             "score": 0,
             "status": ContactStatus.pending.value,
+            "marketing_consent": MarketingConsent.none.value,
             "created_at": now,
             "updated_at": now,
         },
@@ -134,12 +136,16 @@ def confirm_opt_in(
     )
     if not created:
         return None
-    if contact.status != ContactStatus.subscribed or contact.consent_at is None:
-        # the confirmation is the consent: record it (an earlier consent, given before an
-        # unsubscribe, no longer holds)
-        contact.consent_source = f"form:{form_id} (double opt-in, submitted from {submitted_ip})"
-        contact.consent_source = contact.consent_source[:200]
-        contact.consent_at, contact.consent_ip = now, ip
+    # the confirmation is the consent: record it (an earlier consent, given before an
+    # unsubscribe, no longer holds)
+    record_consent(
+        session,
+        contact,
+        source=f"form:{form_id} (double opt-in, submitted from {submitted_ip})",
+        ip=ip,
+        at=now,
+        renew=contact.status != ContactStatus.subscribed,
+    )
     contact.status = ContactStatus.subscribed
     contact.fields = {**contact.fields, **submitted}
     contact.updated_at = now

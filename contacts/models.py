@@ -30,6 +30,7 @@ __all__ = [
     "Hit",
     "LeadAlert",
     "Link",
+    "MarketingConsent",
     "Message",
     "MessageState",
     "Role",
@@ -54,6 +55,24 @@ class ContactStatus(enum.StrEnum):
     #: signed up on a double opt-in form and not confirmed yet: never enrolled, never emailed
     #: (except the confirmation itself, which the API sends directly)
     pending = "pending"
+
+
+class MarketingConsent(enum.StrEnum):
+    """What drip knows about a contact's consent to marketing email (``contacts.marketing_consent``
+    records it, with the record itself in ``consent_source``/``consent_at``/``consent_ip``)."""
+
+    #: a form, a double opt-in confirmation, an import or an API call recorded it
+    given = "given"
+    #: the events API created the contact in a workspace whose shop collects consent itself
+    #: (``consent: {events_api: shop_collects_consent}`` in workspace.yaml)
+    implied = "implied"
+    #: the events API created the contact and nobody recorded consent since: marketing
+    #: campaigns skip it unless they say ``without_consent: allowed``
+    none = "none"
+    #: it came in without a consent record through a door that does not decide (an operator's
+    #: import or API call without a source, or it existed before migration 0020): mailed as
+    #: before, shown as unrecorded
+    unrecorded = "unrecorded"
 
 
 class MessageState(enum.StrEnum):
@@ -92,6 +111,12 @@ class Contact(SQLModel, table=True):
     consent_source: str | None = Field(default=None, max_length=200)
     consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     consent_ip: str | None = Field(default=None, max_length=64)
+    #: may it get marketing email (``contacts.marketing_consent``); transactional mail ignores it
+    marketing_consent: MarketingConsent = Field(
+        default=MarketingConsent.unrecorded,
+        sa_type=sa.String(16),
+        sa_column_kwargs={"server_default": MarketingConsent.none.value},
+    )
     owner: str | None = Field(default=None, max_length=200)
     #: the lifecycle stage (``campaigns.sales.STAGES``); moves are recorded in stage_changes
     stage: str = Field(default="subscriber", max_length=16, index=True)

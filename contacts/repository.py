@@ -19,12 +19,14 @@ from contacts._sql import insert_ignore
 from contacts.broadcast_events import with_broadcast
 from contacts.cleaning import normalise_email
 from contacts.errors import InvalidValue, NotFound
+from contacts.marketing_consent import record_consent
 from contacts.models import (
     Contact,
     ContactStatus,
     Enrolment,
     EnrolmentState,
     Event,
+    MarketingConsent,
     Message,
     utcnow,
 )
@@ -73,11 +75,14 @@ def upsert_contact(
     *,
     consent_source: str | None = None,
     consent_ip: str | None = None,
+    created_consent: MarketingConsent = MarketingConsent.unrecorded,
 ) -> tuple[Contact, bool]:
     """Create the contact or merge new field values into it; returns (contact, created).
 
-    Consent is recorded the first time it is given and never overwritten, so the audit trail
-    shows when and where the person first agreed.
+    Consent (``consent_source``) is recorded the first time it is given and never overwritten,
+    so the audit trail shows when and where the person first agreed
+    (``contacts.marketing_consent``). A contact created here without it gets
+    ``created_consent``: the events API says ``none``, other doors leave it ``unrecorded``.
     """
     address = normalise_email(email)
     cleaning.check_json(dict(fields or {}), "fields")
@@ -91,6 +96,7 @@ def upsert_contact(
             "tags": [],
             "score": 0,
             "status": "subscribed",
+            "marketing_consent": created_consent.value,
             "created_at": now,
             "updated_at": now,
         },
@@ -103,13 +109,8 @@ def upsert_contact(
         if merged != contact.fields:
             contact.fields = merged
             changed = True
-    if consent_source and contact.consent_at is None:
-        contact.consent_source, contact.consent_at, contact.consent_ip = (
-            consent_source,
-            now,
-            consent_ip,
-        )
-        changed = True
+    if consent_source:
+        record_consent(session, contact, source=consent_source, ip=consent_ip, at=now)
     if changed:
         contact.updated_at = now
         session.add(contact)

@@ -200,6 +200,8 @@ class JourneySteps:
                     cap_seconds=plan.cap_seconds,
                     now=workflow.now().isoformat(),
                     utm=plan.utm_for(step.id),
+                    marketing=plan.marketing,
+                    consent_required=plan.consent_required,
                 ),
                 result_type=SendEmailResult,
                 start_to_close_timeout=timedelta(minutes=2),

@@ -115,6 +115,8 @@ def _send_input(row: Message, version: CampaignVersion) -> SendEmailInput:
         from_addr=step.from_addr,
         reply_to=step.reply_to,
         utm=plan.utm_for(step.id),
+        marketing=plan.marketing,
+        consent_required=plan.consent_required,
     )
 
 

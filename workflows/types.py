@@ -155,6 +155,9 @@ class SendEmailInput:
     #: marketing mail (the default) needs consent and skips suppressed role addresses; a
     #: transactional campaign's does not (``kind: transactional`` in the campaign language)
     marketing: bool = True
+    #: False for a marketing campaign that says ``without_consent: allowed``: its email also
+    #: goes to contacts without marketing consent (``contacts.marketing_consent``)
+    consent_required: bool = True
 
 
 @dataclass

@@ -44,11 +44,13 @@ async def test_create_records_consent_and_change_events(
         types = sorted((e.type, e.name) for e in s.exec(select(Event)))
         contact = s.get(Contact, body["id"])
     assert types == [
+        ("consent", "given"),
         ("field_changed", "age"),
         ("field_changed", "first_name"),
         ("tag_added", "b2b-lead"),
     ]
     assert contact is not None and contact.consent_ip == "192.0.2.7"
+    assert body["marketing_consent"] == "given" and body["consent_ip"] == "192.0.2.7"
     again = await http.post("/api/contacts", json={"email": "ann@example.com"}, headers=auth)
     assert again.status_code == 409 and again.json()["contact_id"] == body["id"]
 
@@ -165,7 +167,8 @@ async def test_erase_removes_personal_data_and_keeps_an_audit_event(
         )
     r = await http.delete(f"/api/contacts/{cid}", headers=auth)
     assert r.status_code == 200, r.text
-    assert r.json()["erased_now"] is True and r.json()["events_scrubbed"] == 3
+    # the consent record's event (with its IP), the open, two change events
+    assert r.json()["erased_now"] is True and r.json()["events_scrubbed"] == 4
     body = (await http.get(f"/api/contacts/{cid}", headers=auth)).json()
     assert body["erased"] is True and body["email"] == f"erased-{cid}@invalid"
     assert body["fields"] == {} and body["tags"] == [] and body["status"] == "unsubscribed"

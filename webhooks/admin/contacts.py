@@ -1,4 +1,4 @@
-"""``/api/contacts``: search, create, read, change and erase contacts.
+"""``/api/contacts``: search, create, read, change and erase contacts, and record consent.
 
 Changes go through ``contacts.repository.update_contact``, so each is an event
 (``tag_added``, ``field_changed``) routed at once like ``drip contacts update``: adding a tag
@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,10 +29,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
 from campaigns.conditions import ConditionError, HasTag, parse_condition, to_sql
-from contacts import cleaning, erasure, repository
+from contacts import cleaning, erasure, marketing_consent, repository
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail, NotFound
-from contacts.models import Contact, ContactStatus
+from contacts.models import Contact, ContactStatus, MarketingConsent, utcnow
 from webhooks.admin._common import (
     AdminProblem,
     CappedRoute,
@@ -98,8 +99,12 @@ class ContactPublic(BaseModel):
     stage: str
     #: the sales rep who owns the lead (an email), if assigned
     owner: str | None
+    #: may it get marketing email: given, implied (events API, the shop collects consent),
+    #: none (events API: marketing campaigns skip it) or unrecorded (came in without a record)
+    marketing_consent: MarketingConsent
     consent_source: str | None
     consent_at: datetime | None
+    consent_ip: str | None
     created_at: datetime
     updated_at: datetime
     #: the personal data was erased on request; ``email`` is a tombstone
@@ -117,8 +122,10 @@ class ContactPublic(BaseModel):
             score=contact.score,
             stage=contact.stage,
             owner=contact.owner,
+            marketing_consent=contact.marketing_consent,
             consent_source=contact.consent_source,
             consent_at=contact.consent_at,
+            consent_ip=contact.consent_ip,
             created_at=contact.created_at,
             updated_at=contact.updated_at,
             erased=erasure.is_erased(contact),
@@ -148,6 +155,21 @@ class ContactCreate(BaseModel):
     ) = None
     #: documented as IPv4 or IPv6 (pydantic's own "ipvanyaddress" is no format a client knows)
     consent_ip: (
+        Annotated[IPvAnyAddress, BeforeValidator(_address_text), WithJsonSchema(_IP_SCHEMA)] | None
+    ) = None
+
+
+class ConsentRecord(BaseModel):
+    """Marketing consent the person gave somewhere drip cannot see (a shop's checkout box, a
+    call, a paper form): recorded with its source, time and IP, and on the timeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: how and where it was given, e.g. ``checkout:newsletter-box``
+    source: Annotated[str, StringConstraints(min_length=1, max_length=200), OneLine]
+    #: when (ISO 8601 with a time zone, not in the future); default: now
+    at: AwareDatetime | None = None
+    ip: (
         Annotated[IPvAnyAddress, BeforeValidator(_address_text), WithJsonSchema(_IP_SCHEMA)] | None
     ) = None
 
@@ -380,6 +402,36 @@ async def update_contact(
     contact = await run_in_threadpool(update)
     await route_events(gateway, recorded)
     return ContactPublic.of(contact)
+
+
+@router.post(
+    "/{contact_id:int}/consent",
+    summary="Record the contact's marketing consent (kept if it was given before)",
+    response_model=ContactPublic,
+    responses=problems(404, 409),
+)
+async def record_consent(
+    contact_id: ContactId, body: ConsentRecord, caller: ContactsWrite, engine: EngineDep
+) -> ContactPublic:
+    if body.at is not None and body.at > utcnow():
+        raise _invalid("at", "consent cannot be given in the future")
+
+    def record() -> Contact:
+        with session_scope(engine) as session:
+            contact_or_404(session, contact_id)
+            contact = repository.get_contact(session, contact_id, lock=True)
+            if erasure.is_erased(contact):
+                raise AdminProblem(409, "Conflict", f"contact {contact_id} was erased")
+            marketing_consent.record_consent(
+                session,
+                contact,
+                source=body.source,
+                ip=str(body.ip) if body.ip is not None else None,
+                at=body.at,
+            )
+            return contact
+
+    return ContactPublic.of(await run_in_threadpool(record))
 
 
 @router.delete(

@@ -55,6 +55,7 @@ BUILT_IN_COLUMNS = [
     "status",
     "score",
     "tags",
+    "marketing_consent",
     "consent_source",
     "consent_at",
     "created_at",
@@ -111,7 +112,8 @@ async def import_contacts(
         Query(
             min_length=1,
             max_length=200,
-            description="record consent from this source for contacts that have none",
+            description="record marketing consent from this source for contacts that have "
+            "none (it is kept where it was given before), with a consent event on each",
         ),
     ] = None,
 ) -> ImportReport:
@@ -224,6 +226,7 @@ def _rows(
             str(contact.status),
             contact.score,
             ";".join(contact.tags),
+            str(contact.marketing_consent),
             contact.consent_source,
             contact.consent_at.isoformat() if contact.consent_at else "",
             contact.created_at.isoformat(),

@@ -64,7 +64,7 @@ _SOMEONE: JsonDict = {
 
 
 class Context(BaseModel):
-    """Segment's ``context``: only ``traits`` (for the email) is read."""
+    """Segment's ``context``: ``traits`` (for the email) and ``ip`` (an implied consent's)."""
 
     model_config = ConfigDict(extra="allow")
     traits: dict[str, Any] = {}

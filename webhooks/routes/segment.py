@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -62,13 +63,15 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.types import Message, Receive, Scope, Send
 
+from campaigns.workspace import Workspace
 from contacts import cleaning, repository
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail
 from contacts.identities import ANONYMOUS_ID_FIELD, USER_ID_FIELD, find_by_identity
-from contacts.models import Contact, utcnow
+from contacts.marketing_consent import record_consent
+from contacts.models import Contact, MarketingConsent, utcnow
 from drip.settings import Settings
-from webhooks.deps import EngineDep, GatewayDep
+from webhooks.deps import EngineDep, GatewayDep, WorkspaceDep
 from webhooks.problems import problem
 from webhooks.routes._segment_payloads import (
     AnyMessage,
@@ -105,6 +108,8 @@ _HEADER_LIST = re.compile(
 )
 #: Segment's reserved traits in camelCase -> the field names drip's templates use.
 _TRAIT_FIELDS = {"firstName": "first_name", "lastName": "last_name", "createdAt": "created_at"}
+#: how a contact's implied consent is recorded (``consent: {events_api: shop_collects_consent}``)
+IMPLIED_SOURCE = "events API (workspace: shop collects consent)"
 
 
 class Success(BaseModel):
@@ -183,26 +188,41 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def track(message: Track, engine: EngineDep, gateway: GatewayDep) -> Response:
-    return await _ingest([message], None, engine, gateway)
+async def track(
+    message: Track, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
+) -> Response:
+    return await _ingest([message], None, engine, gateway, _implied(workspace))
 
 
-async def identify(message: Identify, engine: EngineDep, gateway: GatewayDep) -> Response:
-    return await _ingest([message], None, engine, gateway)
+async def identify(
+    message: Identify, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
+) -> Response:
+    return await _ingest([message], None, engine, gateway, _implied(workspace))
 
 
-async def page(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
+async def page(
+    message: Page, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
+) -> Response:
     message.type = "page"
-    return await _ingest([message], None, engine, gateway)
+    return await _ingest([message], None, engine, gateway, _implied(workspace))
 
 
-async def screen(message: Page, engine: EngineDep, gateway: GatewayDep) -> Response:
+async def screen(
+    message: Page, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
+) -> Response:
     message.type = "screen"
-    return await _ingest([message], None, engine, gateway)
+    return await _ingest([message], None, engine, gateway, _implied(workspace))
 
 
-async def batch(body: Batch, engine: EngineDep, gateway: GatewayDep) -> Response:
-    return await _ingest(body.batch, body, engine, gateway)
+async def batch(
+    body: Batch, engine: EngineDep, gateway: GatewayDep, workspace: WorkspaceDep
+) -> Response:
+    return await _ingest(body.batch, body, engine, gateway, _implied(workspace))
+
+
+def _implied(workspace: Workspace) -> bool:
+    """The workspace says its shop collects marketing consent before it sends us a contact."""
+    return workspace.config.consent.events_api == "shop_collects_consent"
 
 
 async def ignored(message: IgnoredCall) -> Response:
@@ -323,7 +343,11 @@ class _Outcome:
 
 
 async def _ingest(
-    messages: Sequence[AnyMessage], batch: Batch | None, engine: Engine, gateway: GatewayDep
+    messages: Sequence[AnyMessage],
+    batch: Batch | None,
+    engine: Engine,
+    gateway: GatewayDep,
+    implied: bool,
 ) -> Response:
     unclean = _unclean(messages, batch)
     if unclean:
@@ -338,7 +362,7 @@ async def _ingest(
         outcome = _Outcome()
         with session_scope(engine) as session:
             for message in messages:
-                _store_one(session, message, batch, outcome)
+                _store_one(session, message, batch, outcome, implied)
         return outcome
 
     try:
@@ -386,11 +410,11 @@ def _success() -> Response:
 
 
 def _store_one(
-    session: Session, message: AnyMessage, batch: Batch | None, outcome: _Outcome
+    session: Session, message: AnyMessage, batch: Batch | None, outcome: _Outcome, implied: bool
 ) -> None:
     if isinstance(message, Ignored):
         return
-    contact = _contact(session, message, batch)
+    contact = _contact(session, message, batch, implied)
     if contact is None or contact.id is None:
         outcome.ignored += 1
         return
@@ -420,9 +444,16 @@ def _store_one(
         outcome.route.append(event.id)
 
 
-def _contact(session: Session, message: AnyMessage, batch: Batch | None) -> Contact | None:
+def _contact(
+    session: Session, message: AnyMessage, batch: Batch | None, implied: bool
+) -> Contact | None:
     """The contact the message is about: by email if it carries one (created if new), else by
-    ``userId``/``anonymousId``."""
+    ``userId``/``anonymousId``.
+
+    A contact created here has no marketing consent (``none``): a shop's events say what
+    someone bought or left in a basket, not that they agreed to marketing email. When the
+    workspace says its shop collects consent (``implied``), the new contact's consent is
+    recorded as implied, with the caller's ``context.ip`` when it sends one."""
     traits = dict(batch.context.traits) if batch else {}
     traits.update(message.context.traits)
     if isinstance(message, Identify):
@@ -432,11 +463,33 @@ def _contact(session: Session, message: AnyMessage, batch: Batch | None) -> Cont
         ids = {USER_ID_FIELD: message.user_id, ANONYMOUS_ID_FIELD: message.anonymous_id}
         fields = _fields(message.traits) if isinstance(message, Identify) else {}
         try:
-            contact, _ = repository.upsert_contact(session, email, {**fields, **ids})
+            contact, created = repository.upsert_contact(
+                session, email, {**fields, **ids}, created_consent=MarketingConsent.none
+            )
+            if created and implied:
+                record_consent(
+                    session,
+                    contact,
+                    source=IMPLIED_SOURCE,
+                    ip=_context_ip(message, batch),
+                    kind=MarketingConsent.implied,
+                )
             return contact
         except InvalidEmail:
             log.info("events API: invalid email in traits ignored")
     return find_by_identity(session, user_id=message.user_id, anonymous_id=message.anonymous_id)
+
+
+def _context_ip(message: AnyMessage, batch: Batch | None) -> str | None:
+    """The end user's IP as the caller states it (Segment's ``context.ip``), if it is one."""
+    for context in (message.context, batch.context if batch else None):
+        value = (context.model_extra or {}).get("ip") if context is not None else None
+        if isinstance(value, str):
+            try:
+                return str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                return None
+    return None
 
 
 def _fields(traits: dict[str, Any]) -> dict[str, Any]:
