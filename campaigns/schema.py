@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from campaigns.consent import ConsentConfig
 from campaigns.durations import DurationError, format_duration, parse_duration
 
 __all__ = [
@@ -462,6 +463,17 @@ class Campaign(_Strict):
     description: str = ""
     tags: list[Identifier] = Field(default_factory=list)
     status: Literal["active", "paused", "draft", "archived"] = "active"
+    kind: Literal["marketing", "transactional"] = Field(
+        default="marketing",
+        description="marketing email goes only to contacts with marketing consent (contacts "
+        "the events API created have none until it is recorded); transactional email (an "
+        "order confirmation, a receipt: what the contact asked for) needs none",
+    )
+    without_consent: Literal["allowed"] | None = Field(
+        default=None,
+        description="'allowed': this marketing campaign may also email contacts without "
+        "marketing consent (a deliberate decision: say why in a comment)",
+    )
     trigger: Trigger
     audience: Condition | None = Field(
         default=None, description="only contacts for whom this holds may enter"
@@ -606,6 +618,10 @@ class WorkspaceConfig(_Strict):
     layout: Identifier | None = Field(
         default=None,
         description="the default email layout: emails/layouts/NAME.mjml (default: built in)",
+    )
+    consent: ConsentConfig = Field(
+        default_factory=ConsentConfig,
+        description="what contacts created by the events API get: marketing consent or not",
     )
     suppressions: SuppressionConfig = Field(default_factory=SuppressionConfig)
 

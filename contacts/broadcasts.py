@@ -261,6 +261,8 @@ class BatchRow:
     paused_until: datetime | None
     #: the recipient's outbox row, if an earlier attempt wrote it
     message_state: str | None = None
+    #: ``contacts.marketing_consent``: a broadcast is marketing, ``none`` is skipped
+    marketing_consent: str = ""
     #: ``suppressed: <reason>`` when the suppression lists stop the email (set by the caller)
     suppressed: str | None = None
     #: why the recipient is skipped at send time (set by the caller); None: send
@@ -284,6 +286,7 @@ def load_batch(session: Session, send_id: str, first: int, last: int) -> list[Ba
             contacts.c.status,
             contacts.c.paused_until,
             messages.c.state,
+            contacts.c.marketing_consent,
         )
         .select_from(
             recipients.join(contacts, contacts.c.id == recipients.c.contact_id).outerjoin(
@@ -309,6 +312,7 @@ def load_batch(session: Session, send_id: str, first: int, last: int) -> list[Ba
                 status=r.status,
                 paused_until=paused,
                 message_state=r.state,
+                marketing_consent=r.marketing_consent,
             )
         )
     return out

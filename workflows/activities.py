@@ -25,6 +25,7 @@ from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
 from contacts import outbox, repository, splits, suppressions
 from contacts.db import session_scope
+from contacts.marketing_consent import consent_refusal
 from contacts.models import (
     Contact,
     ContactStatus,
@@ -288,6 +289,14 @@ class JourneyActivities:
                     session, row.id, MessageState.suppressed, f"contact is {contact.status}"
                 )
                 return SendEmailResult(message_id=row.id, state="suppressed")
+            refused = consent_refusal(
+                contact.marketing_consent,
+                marketing=inp.marketing,
+                consent_required=inp.consent_required,
+            )
+            if refused is not None:
+                outbox.finish_send(session, row.id, MessageState.suppressed, refused)
+                return SendEmailResult(message_id=row.id, state="suppressed", error=refused)
             # the suppression lists: an address or domain on them stops every email; a role
             # address (abuse@, noreply@ ...) only marketing mail, unless the workspace says not
             listed = suppressions.reason_for(

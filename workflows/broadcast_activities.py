@@ -47,6 +47,7 @@ from contacts import deploys, suppressions
 from contacts.broadcast_models import BroadcastSend, SendState, broadcast_campaign_id
 from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
+from contacts.marketing_consent import consent_refusal
 from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
 from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
@@ -561,6 +562,8 @@ class BroadcastActivities:
             return "paused"
         if plan.topic and f"{TOPIC_LEFT_TAG}{plan.topic}" in row.tags:
             return f"left topic {plan.topic}"
+        if refused := consent_refusal(row.marketing_consent, marketing=True):
+            return refused
         if row.suppressed:
             return row.suppressed
         if plan.cap_max and counts.get(row.contact_id, 0) >= plan.cap_max:

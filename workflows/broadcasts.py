@@ -30,6 +30,8 @@ from contacts.broadcast_models import FINISHED, BroadcastSend, SendState
 from contacts.broadcast_reports import send_progress
 from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
+from contacts.marketing_consent import NO_CONSENT
+from contacts.models import MarketingConsent
 from drip.settings import Settings
 from workflows.broadcast import BroadcastWorkflow
 from workflows.broadcast_types import (
@@ -335,6 +337,12 @@ def dry_run(engine: Engine, workspace: Workspace, broadcast_id: str, sample: int
             if count:
                 reasons[f"left topic {plan.topic}"] = int(count)
             eligible = sa.and_(eligible, sa.not_(left))
+        # a broadcast is marketing: contacts without marketing consent are skipped
+        lacking = contacts.c.marketing_consent == MarketingConsent.none.value
+        count = session.execute(sa.select(sa.func.count()).where(eligible, lacking)).scalar_one()
+        if count:
+            reasons[NO_CONSENT] = int(count)
+        eligible = sa.and_(eligible, sa.not_(lacking))
         audience = sum(by_status.values())
         would = int(session.execute(sa.select(sa.func.count()).where(eligible)).scalar_one())
         # the suppression lists, by the batches' own check, a page of the audience at a time
