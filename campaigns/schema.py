@@ -8,24 +8,25 @@ optional ``next``; without ``next`` a step continues with the one below it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from campaigns._base import Duration as Duration
+from campaigns._base import Identifier as Identifier
+from campaigns._base import Strict
 from campaigns.consent import ConsentConfig
-from campaigns.durations import DurationError, format_duration, parse_duration
+from campaigns.deliverability import Deliverability
 
 __all__ = [
     "FORM_RESERVED_NAMES",
@@ -60,32 +61,7 @@ __all__ = [
     "WorkspaceConfig",
 ]
 
-Identifier = Annotated[
-    str,
-    Field(
-        pattern=r"^[a-z][a-z0-9_-]{0,79}$",
-        description="lower-case letters, digits, '-' and '_', starting with a letter",
-    ),
-]
-
-
-def _duration(value: object) -> timedelta:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise PydanticCustomError("duration", str(exc)) from None
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str),
-    Field(json_schema_extra={"type": "string", "examples": ["2d", "36h", "P2D"]}),
-]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 Condition = Annotated[
@@ -619,11 +595,15 @@ class WorkspaceConfig(_Strict):
         default=None,
         description="the default email layout: emails/layouts/NAME.mjml (default: built in)",
     )
+    suppressions: SuppressionConfig = Field(default_factory=SuppressionConfig)
+    deliverability: Deliverability = Field(
+        default_factory=Deliverability,
+        description="pacing by receiving domain, deferral backoff and warm-up",
+    )
     consent: ConsentConfig = Field(
         default_factory=ConsentConfig,
         description="what contacts created by the events API get: marketing consent or not",
     )
-    suppressions: SuppressionConfig = Field(default_factory=SuppressionConfig)
 
     @field_validator("timezone")
     @classmethod

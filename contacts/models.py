@@ -331,6 +331,7 @@ class Hit(SQLModel, table=True):
 # (so do the dashboard's users and sessions)
 from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401
 from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
+from contacts.pacing import DomainDay, DomainPace, DomainSlot  # noqa: E402, F401
 from contacts.ratelimits import RateLimitCounter  # noqa: E402, F401
 from contacts.rollup_models import CampaignCounter, CampaignReach  # noqa: E402
 from contacts.sales_models import (  # noqa: E402

@@ -13,9 +13,11 @@
         ├── TransientSendError   SMTP 4xx, connection refused or dropped, timeout, TLS or
         │   │                    authentication trouble: retry later with backoff, because a relay
         │   │                    outage or a misconfiguration should delay mail, never drop it.
-        │   └── SendWithdrawn    given up before any of it went on a connection: the worker is
-        │                        stopping (another worker sends it), or the caller's last check
-        │                        just before MAIL FROM said no. Nothing reached the relay.
+        │   ├── SendWithdrawn    given up before any of it went on a connection: the worker is
+        │   │                    stopping (another worker sends it), or the caller's last check
+        │   │                    just before MAIL FROM said no. Nothing reached the relay.
+        │   └── DomainDeferred   held back for the recipient's domain (its backoff, pace or
+        │                        warm-up cap): send it at ``retry_at``; other domains go on.
         └── PermanentSendError   SMTP 5xx for this message or recipient: do not retry; count it
                                  as a hard or soft bounce (``bounce``), see below.
 
@@ -31,10 +33,12 @@ table is ``emails.sender.bounce_kind``; ``contacts.repository.record_bounce`` ap
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 __all__ = [
     "Bounce",
+    "DomainDeferred",
     "EmailError",
     "PermanentSendError",
     "SendError",
@@ -82,13 +86,33 @@ class SendError(EmailError):
 
 
 class TransientSendError(SendError):
-    """Worth retrying later: the same message may well be accepted then."""
+    """Worth retrying later: the same message may well be accepted then.
+
+    ``deferral`` marks the receiving side asking us to slow down (``421 4.7.0 Try again
+    later``, a relay's ``454`` quota): the recipient's domain group backs off
+    (``emails.pacing``), the other domains do not."""
+
+    deferral: bool = False
 
 
 class SendWithdrawn(TransientSendError):
     """Not sent, and nothing of the message reached the relay, so sending it again later (here
     or on another worker) cannot make a duplicate. A caller unaware of it sees a transient
     error and retries, which is right."""
+
+
+class DomainDeferred(TransientSendError):
+    """Not sent now because of the recipient's domain group (``emails.pacing``): it is backing
+    off after a deferral, its pace has no slot within the caller's horizon, or its warm-up cap
+    for the day is reached. Send it again at ``retry_at``; mail to other domains goes on."""
+
+    def __init__(
+        self, message: str, *, retry_at: datetime, group: str, code: int | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_at = retry_at
+        self.group = group
+        self.deferral = True
 
 
 class PermanentSendError(SendError):

@@ -35,6 +35,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiosmtplib
@@ -47,6 +48,7 @@ from emails.errors import (
     SendWithdrawn,
     TransientSendError,
 )
+from emails.pacing import DomainPacer, Ticket
 
 if TYPE_CHECKING:
     from drip.settings import Settings
@@ -60,6 +62,7 @@ __all__ = [
     "bounce_kind",
     "classify_smtp_error",
     "enhanced_status",
+    "is_deferral",
 ]
 
 #: The caller's last word before MAIL FROM: True sends, False gives up (``SendWithdrawn``).
@@ -74,6 +77,10 @@ class Transport(Protocol):
     message, just before MAIL FROM; one without calls it just before handing the message
     over. If it returns False, nothing is sent and ``SendWithdrawn`` is raised; whatever it
     raises propagates unchanged.
+
+    A transport that paces by receiving domain raises ``DomainDeferred`` (with ``retry_at``)
+    for a send its domain holds back; ``when`` is the caller's clock for a warm-up's day and
+    ``horizon`` how long the send may wait for its domain's pace.
     """
 
     async def send(
@@ -83,6 +90,8 @@ class Transport(Protocol):
         recipients: list[str],
         data: bytes,
         on_connection: OnConnection | None = None,
+        when: datetime | None = None,
+        horizon: float = 30.0,
     ) -> None: ...
 
 
@@ -153,7 +162,28 @@ def _by_code(code: int, message: str, stage: Stage | None = None) -> SendError:
             bounce=bounce_kind(code, message, stage=stage),
             status=enhanced_status(code, message),
         )
-    return TransientSendError(message, code=code)
+    return _transient(message, code, is_deferral(code, message, stage))
+
+
+def is_deferral(code: int, message: str, stage: Stage | None) -> bool:
+    """Whether a temporary refusal asks us to slow down for this recipient's domain, rather
+    than saying the relay or the connection is in trouble: a reply to RCPT TO or DATA (the
+    recipient is known by then) with an enhanced status ``4.7.x`` (Gmail's ``421 4.7.0 Try
+    again later``, Microsoft's ``451 4.7.500 Server busy``) or code ``454`` (a relay's sending
+    quota, SES's "Throttling failure"). The same at MAIL FROM or on connecting is about our
+    sender or connection, not a domain: the send is retried as any transient failure."""
+    if stage not in ("rcpt", "data"):
+        return False
+    if code == 454:
+        return True
+    status = enhanced_status(code, message)
+    return status is not None and status.startswith("4.7.")
+
+
+def _transient(message: str, code: int | None, deferral: bool) -> TransientSendError:
+    error = TransientSendError(message, code=code)
+    error.deferral = deferral
+    return error
 
 
 def _stage(exc: aiosmtplib.SMTPResponseException) -> Stage | None:
@@ -189,8 +219,10 @@ def classify_smtp_error(exc: BaseException) -> SendError:
                 bounce=bounce_kind(first.code, reply, stage="rcpt"),
                 status=enhanced_status(first.code, reply),
             )
-        code = next((r.code for r in refused if not 500 <= r.code <= 599), None)
-        return TransientSendError(f"recipient refused: {detail}", code=code)
+        waiting = next((r for r in refused if not 500 <= r.code <= 599), None)
+        deferral = waiting is not None and is_deferral(waiting.code, _message(waiting), "rcpt")
+        code = waiting.code if waiting is not None else None
+        return _transient(f"recipient refused: {detail}", code, deferral)
     if isinstance(
         exc,
         aiosmtplib.SMTPAuthenticationError
@@ -338,7 +370,7 @@ async def _transaction(
 class SmtpTransport:
     """Delivers through an SMTP relay configured in Settings (``DRIP_SMTP_*``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pacer: DomainPacer | None = None) -> None:
         self.host = settings.smtp_host
         self.port = settings.smtp_port
         self.tls = settings.smtp_tls
@@ -351,6 +383,8 @@ class SmtpTransport:
         self.max_connections = settings.smtp_max_connections
         self._slots = asyncio.Semaphore(settings.smtp_max_connections)
         self._pace = Pace(settings.smtp_rate_per_second)
+        #: paces by receiving domain, shared by every worker (``emails.pacing``); None: not
+        self.pacer = pacer
         self._idle: list[_Pooled] = []
         #: signs every message when DKIM is configured; built (and its key checked) here, so a
         #: bad key stops the worker at start-up rather than failing sends
@@ -390,11 +424,17 @@ class SmtpTransport:
         recipients: list[str],
         data: bytes,
         on_connection: OnConnection | None = None,
+        when: datetime | None = None,
+        horizon: float = 30.0,
     ) -> None:
+        """``when`` is the caller's clock for a warm-up's day (a journey's, which tests may
+        skip ahead; now if None); ``horizon`` how long the send may wait for its domain's pace
+        before ``DomainDeferred`` says when to try again instead."""
         if not recipients:
             raise PermanentSendError("no recipients")
         self._waiting += 1
         waiting = True
+        ticket: Ticket | None = None
         try:
             if self.dkim is not None:
                 # Signed here, last, so nothing changes the message after the signature; in a
@@ -403,22 +443,38 @@ class SmtpTransport:
                     data = await asyncio.to_thread(self.dkim.sign, data)
                 except ValueError as exc:
                     raise PermanentSendError(str(exc)) from exc
+            if self.pacer is not None:
+                # before the worker's own slot, so a send waiting for its domain's pace does
+                # not hold one that mail to other domains could use
+                ticket = await self.pacer.enter(
+                    recipients[0], when=when, horizon=horizon, stop=self._stop
+                )
             if not await _take_slot(self._slots, self._stop):
                 raise self._withdrawn()
             try:
                 await self._pace.wait(self._stop)
+                if ticket is not None and not await self.pacer.lease(ticket, self._stop):  # type: ignore[union-attr]
+                    raise self._withdrawn()
                 if self._stop.is_set():
                     raise self._withdrawn()
                 conn = await self._connection()
                 await self._hand_over(conn, on_connection)
                 self._waiting -= 1
                 waiting = False
-                await self._send(conn, sender, recipients, data)
+                try:
+                    await self._send(conn, sender, recipients, data)
+                except TransientSendError as exc:
+                    if ticket is not None and exc.deferral:
+                        assert self.pacer is not None
+                        raise await self.pacer.deferred(ticket, exc) from exc
+                    raise
             finally:
                 self._slots.release()
         finally:
             if waiting:
                 self._waiting -= 1
+            if ticket is not None and self.pacer is not None:
+                await self.pacer.leave(ticket)
 
     async def _connection(self, *, fresh: bool = False) -> _Pooled:
         try:

@@ -210,14 +210,15 @@ class JourneySteps:
             )
             if result.state != "deferred":
                 break
-            # the frequency cap is full: wait for the oldest counted email to leave the window
-            # (at least a minute, so clocks that disagree can never make this loop spin)
+            # the frequency cap is full (wait for the oldest counted email to leave the
+            # window), or the recipient's domain holds mail back (its backoff, its pace or a
+            # warm-up's cap for the day, named in ``error``): at least a minute, so clocks
+            # that disagree can never make this loop spin
             retry_at = max(
                 datetime.fromisoformat(result.retry_at), workflow.now() + timedelta(minutes=1)
             )
-            await self._sleep_until(
-                retry_at, f"the frequency cap, until {_shown(retry_at)}", step.id
-            )
+            why = result.error or "the frequency cap"
+            await self._sleep_until(retry_at, f"{why}, until {_shown(retry_at)}", step.id)
             if self._end is not None:
                 return
         self._sent[step.id] = result.message_id

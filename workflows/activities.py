@@ -38,7 +38,12 @@ from contacts.models import (
 from drip.settings import Settings
 from emails import Renderer, TemplateError, build_message, domain_of, open_token
 from emails.deployed import DeployedTemplates
-from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
+from emails.errors import (
+    DomainDeferred,
+    PermanentSendError,
+    SendWithdrawn,
+    TransientSendError,
+)
 from emails.list_headers import campaign_mailing
 from emails.sender import Transport
 from workflows.facts import contact_facts
@@ -215,11 +220,23 @@ class JourneyActivities:
                 recipients=[reserved.email],
                 data=composed.data,
                 on_connection=lambda: self._hand_over(inp.message_id, claim),
+                when=_moment(inp.now) if inp.now else None,
             )
         except SendWithdrawn:
             if claim.taken is not None:  # another attempt of this send has it, or it is done
                 return claim.taken
             raise
+        except DomainDeferred as exc:
+            # the recipient's domain holds it back (backoff, pace, warm-up): back to pending,
+            # and the journey sleeps until ``retry_at`` instead of Temporal retrying at once
+            why = str(exc)
+            await self._db(lambda: self._release(inp.message_id, why, claimed=claim.claimed))
+            return SendEmailResult(
+                message_id=inp.message_id,
+                state="deferred",
+                error=exc.reason,
+                retry_at=exc.retry_at.isoformat(),
+            )
         except TransientSendError as exc:
             reason = str(exc)
             await self._db(lambda: self._release(inp.message_id, reason, claimed=claim.claimed))

@@ -59,12 +59,15 @@ def _parse(iso: str) -> datetime | None:
     return datetime.fromisoformat(iso) if iso else None
 
 
-def _add(total: BatchResult, part: BatchResult) -> None:
+def _add(total: BatchResult, part: BatchResult, *, again: bool = False) -> None:
+    """Count a batch's outcomes; a later round's (``again``) recipients that were done before
+    are not counted twice."""
     total.sent += part.sent
     total.failed += part.failed
     total.suppressed += part.suppressed
     total.interrupted += part.interrupted
-    total.already += part.already
+    if not again:
+        total.already += part.already
 
 
 @workflow.defn(name="Broadcast")
@@ -150,12 +153,29 @@ class BroadcastWorkflow:
                 return await self._continue(inp)
             if not done:
                 return await self._finish(inp, "cancelled")
+        # Later rounds: the recipients whose domain held them back (a deferral's backoff, a
+        # pace with no slot soon, a warm-up's cap for the day), from the time it said.
+        while inp.retry or inp.round:
+            if not inp.round:
+                note = f"{inp.held} held back by their domain; next round at {inp.retry_at}"
+                await self._set_state(inp.send_id, self._unless_paused("sending"), note)
+                if not await self._sleep_until(_parse(inp.retry_at)):
+                    return await self._finish(inp, "cancelled")
+                await self._set_state(inp.send_id, self._unless_paused("sending"), "")
+                inp.round, inp.retry, inp.retry_at, inp.held = inp.retry, [], "", 0
+            done = await self._batches(inp, 0, variant=inp.winner, again=True)
+            if done is None:
+                return await self._continue(inp)
+            if not done:
+                return await self._finish(inp, "cancelled")
         return await self._finish(inp, "completed")
 
-    async def _batches(self, inp: BroadcastInput, last: int, *, variant: str) -> bool | None:
-        """Run batches over recipients ``inp.next_seq``..``last``, ``parallel`` at once: True
-        when all are done, False if cancelled, None when it is time to continue as new (no
-        batch is left running then)."""
+    async def _batches(
+        self, inp: BroadcastInput, last: int, *, variant: str, again: bool = False
+    ) -> bool | None:
+        """Run batches over recipients ``inp.next_seq``..``last`` (``again``: over the round's
+        batches, ``inp.round``), ``parallel`` at once: True when all are done, False if
+        cancelled, None when it is time to continue as new (no batch is left running then)."""
         parallel = max(1, inp.parallel)
         size = max(1, inp.batch_size)
         rate = inp.rate / parallel if inp.rate else 0.0
@@ -163,43 +183,50 @@ class BroadcastWorkflow:
             # a batch at a low rate would run for hours: smaller batches keep pause/cancel
             # within about a minute
             size = max(1, min(size, int(rate * 60)))
-        running: set[asyncio.Task[BatchResult]] = set()
+        running: dict[asyncio.Task[BatchResult], tuple[int, int]] = {}
         started = 0
         paused_shown = False
+
+        def more() -> bool:
+            return bool(inp.round) if again else inp.next_seq <= last
+
         while True:
             while (
-                inp.next_seq <= last
+                more()
                 and len(running) < parallel
                 and not self._paused
                 and self._cancelled_by is None
                 and started < inp.batches_per_run
             ):
-                first, inp.next_seq = inp.next_seq, min(last, inp.next_seq + size - 1) + 1
-                running.add(
-                    asyncio.ensure_future(
-                        workflow.execute_activity(
-                            BATCH_ACTIVITY,
-                            BatchInput(
-                                send_id=inp.send_id,
-                                first=first,
-                                last=inp.next_seq - 1,
-                                variant=variant,
-                                rate=rate,
-                            ),
-                            result_type=BatchResult,
-                            start_to_close_timeout=timedelta(
-                                seconds=max(600.0, 3 * size / rate if rate else 0.0)
-                            ),
-                            heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds),
-                            retry_policy=_RETRY,
-                        )
+                if again:
+                    first, end = inp.round.pop(0)
+                else:
+                    first, inp.next_seq = inp.next_seq, min(last, inp.next_seq + size - 1) + 1
+                    end = inp.next_seq - 1
+                task = asyncio.ensure_future(
+                    workflow.execute_activity(
+                        BATCH_ACTIVITY,
+                        BatchInput(
+                            send_id=inp.send_id,
+                            first=first,
+                            last=end,
+                            variant=variant,
+                            rate=rate,
+                        ),
+                        result_type=BatchResult,
+                        start_to_close_timeout=timedelta(
+                            seconds=max(600.0, 3 * size / rate if rate else 0.0)
+                        ),
+                        heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds),
+                        retry_policy=_RETRY,
                     )
                 )
+                running[task] = (first, end)
                 started += 1
             if not running:
                 if self._cancelled_by is not None:
                     return False
-                if inp.next_seq > last:
+                if not more():
                     return True
                 if started >= inp.batches_per_run or workflow.info().is_continue_as_new_suggested():
                     return None
@@ -216,8 +243,13 @@ class BroadcastWorkflow:
                 continue
             done, _ = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                running.discard(task)
-                _add(inp.totals, task.result())
+                first, end = running.pop(task)
+                result = task.result()
+                _add(inp.totals, result, again=again)
+                if result.deferred:
+                    inp.held += result.deferred
+                    inp.retry.append([first, end])
+                    inp.retry_at = min(inp.retry_at or result.retry_at, result.retry_at)
 
     def _unless_paused(self, state: str) -> str:
         """The state to show: a pause asked for before this point stays shown (the batches

@@ -51,7 +51,7 @@ from contacts.marketing_consent import consent_refusal
 from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
 from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
-from emails.errors import PermanentSendError, SendWithdrawn, TransientSendError
+from emails.errors import DomainDeferred, PermanentSendError, SendWithdrawn, TransientSendError
 from emails.list_headers import broadcast_mailing
 from emails.sender import Pace, Transport
 from workflows.activities import record_refusal
@@ -78,6 +78,10 @@ __all__ = ["BroadcastActivities"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: How far ahead a broadcast email may book its domain's pace (the batch heartbeats while it
+#: waits); further than that, it is left pending for the broadcast's later round.
+_PACE_HORIZON_SECONDS = 300.0
 
 INTERRUPTED = (
     "interrupted during the SMTP transaction; not resent, to avoid a duplicate "
@@ -653,6 +657,8 @@ class BroadcastActivities:
         bounces: list[tuple[_Email, PermanentSendError]] = []
         plan = (await self._send(inp.send_id)).plan
         sender = parseaddr(plan.from_addr or self.workspace.config.from_)[1]
+        pacer = getattr(self.transport, "pacer", None)
+        paced: set[asyncio.Future[None]] = set()
 
         async def one(email: _Email) -> None:
             answer: list[str] = []
@@ -667,7 +673,19 @@ class BroadcastActivities:
                     recipients=[email.row.email],
                     data=email.data,
                     on_connection=on_connection,
+                    horizon=_PACE_HORIZON_SECONDS,
                 )
+            except DomainDeferred as exc:
+                # its domain holds it back: the row stays pending for the broadcast's later
+                # round (``retry_at``), and the batch goes on with the other domains
+                if answer and answer[-1] == "":
+                    ledger.release(email.message_id, str(exc))
+                else:
+                    ledger.note(email.message_id, str(exc))
+                result.deferred += 1
+                at = exc.retry_at.isoformat()
+                result.retry_at = min(result.retry_at or at, at)
+                return
             except SendWithdrawn as exc:
                 if not answer:  # the worker is stopping: the row stays pending for the retry
                     trouble.append(exc)
@@ -700,16 +718,22 @@ class BroadcastActivities:
                 await pace.wait(never)
                 if trouble:
                     return
+                if pacer is not None and pacer.books(email.row.email):
+                    # waits for its domain's booked slot beside the lanes, not in one: mail
+                    # to other domains is not held up behind it
+                    paced.add(asyncio.ensure_future(one(email)))
+                    continue
                 await one(email)
 
         lanes = [asyncio.ensure_future(lane()) for _ in range(min(self.connections, len(emails)))]
         try:
             await asyncio.gather(*lanes)
+            await asyncio.gather(*paced)
         finally:
-            for task in lanes:
+            for task in (*lanes, *paced):
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(*lanes, return_exceptions=True)
+                await asyncio.gather(*lanes, *paced, return_exceptions=True)
             await asyncio.shield(ledger.flush())
         if bounces:
             await self._bounces(bounces)

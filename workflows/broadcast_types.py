@@ -83,6 +83,10 @@ class BatchResult:
     interrupted: int = 0
     #: recipients an earlier attempt had already finished
     already: int = 0
+    #: recipients left pending because their domain held them back (backoff, pace, warm-up):
+    #: the broadcast sends them in a later round, from ``retry_at`` (ISO 8601)
+    deferred: int = 0
+    retry_at: str = ""
 
 
 @dataclass
@@ -130,6 +134,14 @@ class BroadcastInput:
     totals: BatchResult = field(default_factory=BatchResult)
     #: when the A/B test's sample went out (ISO 8601), so the wait survives continue-as-new
     tested_at: str = ""
+    #: batches (``[first, last]``) that left recipients pending because their domain held
+    #: them back, and the earliest time to try again (ISO 8601): the next round's work
+    retry: list[list[int]] = field(default_factory=list)
+    retry_at: str = ""
+    #: the recipients those batches left pending
+    held: int = 0
+    #: the round under way: the batches it has not started yet
+    round: list[list[int]] = field(default_factory=list)
 
 
 @dataclass

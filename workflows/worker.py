@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -22,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from campaigns.workspace import Workspace
 from contacts.db import create_db_engine, session_scope
 from drip.settings import Settings
+from emails.pacing import DomainPacer
 from emails.sender import SmtpTransport, Transport
 from workflows.activities import JourneyActivities
 from workflows.alerts import SalesActivities
@@ -173,6 +175,18 @@ class JourneyWorker(Worker):
         )
 
 
+def domain_pacer(engine: Engine, workspace: Workspace, settings: Settings) -> DomainPacer:
+    """The worker's pacing by receiving domain (the workspace's ``deliverability:``), shared
+    with every other worker through the database. A transaction slot's lease outlasts any
+    transaction (several SMTP timeouts), so only a dead worker's runs out."""
+    return DomainPacer(
+        engine,
+        workspace.config.deliverability,
+        zone=ZoneInfo(workspace.config.timezone),
+        lease_seconds=max(60.0, 4 * settings.smtp_timeout_seconds),
+    )
+
+
 def build_worker(
     client: Client,
     *,
@@ -186,7 +200,9 @@ def build_worker(
     """A worker for the journey task queue; tests pass their own task queue and transport."""
     with session_scope(engine) as session:  # sales.yaml's teams and reps, before any alert
         sync_sales_directory(session, workspace.sales)
-    owned = None if transport is not None else SmtpTransport(settings)
+    owned = None
+    if transport is None:
+        owned = SmtpTransport(settings, pacer=domain_pacer(engine, workspace, settings))
     transport = transport or owned
     assert transport is not None
     router = EventRouter(

@@ -33,6 +33,8 @@ def test_histories_are_recorded() -> None:
     assert {"welcome-opened", "welcome-not-opened"} <= names, names
     assert {"lead-alert-escalated", "lead-alert-acknowledged"} <= names, names
     assert {"broadcast-ab", "broadcast-continued"} <= names, names
+    # recorded by tests/e2e/test_domain_pacing.py: a later round, a warm-up's held journey
+    assert {"broadcast-held-round", "warm-up-held"} <= names, names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
