@@ -39,6 +39,7 @@ from campaigns.workspace import Workspace, load_workspace
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import Renderer, build_message, domain_of
+from emails.list_headers import campaign_mailing
 from tests.support import EXAMPLES, copy_workspace, missing_system_tool
 
 #: The acceptance threshold (SpamAssassin calls 5.0 spam; we want a wide margin below it).
@@ -257,14 +258,19 @@ def compose(
         track=send.track,
     )
     config = workspace.config
+    domain = domain_of(config.from_)
+    marketing = workspace.campaigns[campaign_id].kind == "marketing"
+    mailing = campaign_mailing(config.name, domain, campaign_id, marketing=marketing)
     return build_message(
         rendered,
         from_addr=send.from_ or config.from_,
         to_addr=contact.email,
         reply_to=send.reply_to or config.reply_to,
         message_id=message_id,
-        domain=domain_of(config.from_),
+        domain=domain,
         unsubscribe_mailto=config.unsubscribe_mailto,
+        list_id=mailing.list_id,
+        feedback_id=mailing.feedback_id(step_id),
     )
 
 
