@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiosmtplib
 
+from emails._smtp_wire import Transaction, ready
 from emails.dkim import DkimSigner
 from emails.errors import (
     Bounce,
@@ -340,8 +341,9 @@ async def _transaction(
 ) -> list[aiosmtplib.SMTPRecipientRefused]:
     """MAIL, RCPT per recipient, DATA; the refused recipients when some were accepted.
 
-    The commands are issued directly rather than through ``sendmail``, which parses every
-    address twice, rescans the message for its SIZE and sends a second RSET after a refusal.
+    The commands go through ``emails._smtp_wire`` rather than aiosmtplib's ``sendmail`` or
+    ``mail``/``rcpt``/``data``: pipelined where the relay offers PIPELINING, without a second
+    pass over the message for its SIZE, its line endings and its leading dots (``bench.send``).
     """
     client = conn.client
     options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
@@ -349,22 +351,14 @@ async def _transaction(
     if not (sender.isascii() and all(r.isascii() for r in recipients)):
         options.append("SMTPUTF8")  # refused by a relay without it: a permanent error
         encoding = "utf-8"
+    transaction = Transaction(client, sender, recipients, data, options=options, encoding=encoding)
     try:
-        await client.mail(sender, options=options, encoding=encoding)
+        await transaction.mail()  # pipelined, RCPT and DATA too, but never the message
     except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
         if not conn.checked:
             raise _Stale from exc
         raise
-    refused: list[aiosmtplib.SMTPRecipientRefused] = []
-    for recipient in recipients:
-        try:
-            await client.rcpt(recipient, encoding=encoding)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            refused.append(exc)
-    if len(refused) == len(recipients):
-        raise aiosmtplib.SMTPRecipientsRefused(refused)
-    await client.data(data)
-    return refused
+    return await transaction.finish()
 
 
 class SmtpTransport:
@@ -584,6 +578,7 @@ class SmtpTransport:
         client = self._client()
         try:
             await client.connect()
+            await ready(client)  # EHLO now, so MAIL FROM knows whether it may pipeline
         except BaseException:
             _close(client)  # connected, then TLS or AUTH failed
             raise

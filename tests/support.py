@@ -142,6 +142,12 @@ class Received:
         return str(part.get_content())  # type: ignore[attr-defined]
 
 
+def with_pipelining(responses: list[str]) -> list[str]:
+    """aiosmtpd's EHLO reply lines (for a ``handle_EHLO`` hook) with ``250-PIPELINING`` added
+    before the last one."""
+    return [*responses[:-1], "250-PIPELINING", *responses[-1:]]
+
+
 @dataclass
 class Mailbox:
     """What a real aiosmtpd server received; tests count emails here, never in our tables."""
@@ -152,6 +158,15 @@ class Mailbox:
     data_started: int = 0
     #: recipient -> the SMTP reply refusing it at RCPT TO, e.g. "550 5.1.1 no such user"
     refuse: dict[str, str] = field(default_factory=dict)
+    #: announce ESMTP PIPELINING (RFC 2920), as mainstream relays do; aiosmtpd does not by
+    #: itself, though it answers pipelined commands in order
+    pipelining: bool = False
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return with_pipelining(responses) if self.pipelining else responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]

@@ -29,7 +29,7 @@ from emails import (
     classify_smtp_error,
 )
 from tests.emails.conftest import RenderFn
-from tests.support import SmtpServer, free_port
+from tests.support import SmtpServer, free_port, with_pipelining
 
 SENDER = "hello@acme.example"
 DATA = (
@@ -41,9 +41,30 @@ DATA = (
 # --- servers -------------------------------------------------------------------------------------
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that talks to a server runs twice: the relay announcing ESMTP PIPELINING (the
+    transport sends MAIL, RCPT and DATA together) and not (one command at a time)."""
+    if "settings" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "pipelining", [False, True], indirect=True, ids=["one-by-one", "pipelined"]
+        )
+
+
+@pytest.fixture(autouse=True)
+def pipelining(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    on: bool = getattr(request, "param", False)
+    monkeypatch.setattr(Scripted, "pipelining", on)
+    if "smtp" in request.fixturenames:
+        request.getfixturevalue("smtp").mailbox.pipelining = on
+    return on
+
+
 class Scripted:
     """An aiosmtpd handler that answers RCPT per address and DATA with a fixed reply, and keeps
     what it accepted."""
+
+    #: announce PIPELINING (every test with a server runs with it off and on: ``pipelining``)
+    pipelining = False
 
     def __init__(
         self,
@@ -66,7 +87,7 @@ class Scripted:
         if self.helo is not None:
             return [self.helo]
         session.host_name = hostname
-        return responses
+        return with_pipelining(responses) if self.pipelining else responses
 
     async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
         if self.helo is not None:
