@@ -32,6 +32,7 @@ from drip import (
     cli_broadcasts,
     cli_campaigns,
     cli_contacts,
+    cli_deliverability,
     cli_dkim,
     cli_emails,
     cli_journeys,
@@ -67,6 +68,7 @@ app.add_typer(cli_apikeys.app, name="apikeys")
 app.add_typer(cli_scores.app, name="scores")
 app.add_typer(cli_sales.app, name="sales")
 app.add_typer(cli_users.app, name="users")
+app.add_typer(cli_deliverability.app, name="deliverability")
 app.add_typer(cli_suppressions.app, name="suppressions")
 app.add_typer(cli_dkim.app, name="dkim")
 

@@ -1,4 +1,11 @@
-"""``/dashboard/admin/delivery``: emails whose send was cut off mid-SMTP, and resending them.
+"""``/dashboard/admin/delivery``: how delivery is going, for whoever answers for the sending.
+
+Its first section is pacing by receiving domain (``emails.pacing_report``, the same figures as
+``drip deliverability status``): each group's limit, its pace now, whether a deferral has it
+backing off and until when, its deferrals with the relay's last reply, its transactions in
+flight and the warm-up's count for the day.
+
+Below, emails whose send was cut off mid-SMTP, and resending them.
 
 The same list as ``drip messages interrupted`` and the same action as ``drip messages resend``
 (``workflows.resend_activity.request_resends``: one resend workflow per email, run by the worker,
@@ -13,19 +20,23 @@ When Temporal cannot be reached nothing is resent, and the page says so with a 5
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.engine import Engine
 
+from campaigns.workspace import Workspace
 from contacts.db import session_scope
 from contacts.interrupted import InterruptedMessage, list_interrupted
 from contacts.users import SignedIn
+from emails.pacing_report import GroupStatus, group_statuses, in_words, local_time
 from webhooks.dashboard._auth import CsrfChecked, require
 from webhooks.dashboard._render import render
-from webhooks.deps import EngineDep, GatewayDep, SettingsDep
+from webhooks.deps import EngineDep, GatewayDep, SettingsDep, WorkspaceDep
 from workflows.resend_activity import DUPLICATE_WARNING, ResendOutcome, request_resends
 
 __all__ = ["SHOWN", "router"]
@@ -48,30 +59,54 @@ def _read(engine: Engine, ids: list[str] | None = None) -> tuple[int, list[Inter
     return len(every), every
 
 
-def _page(
+def _pacing(engine: Engine, workspace: Workspace) -> dict[str, Any]:
+    config = workspace.config
+    now = datetime.now(UTC)
+    return {
+        "groups": group_statuses(engine, config.deliverability, ZoneInfo(config.timezone), now),
+        "now": now,
+        "timezone": config.timezone,
+        "warmup": config.deliverability.warmup is not None,
+    }
+
+
+async def _page(
     viewer: SignedIn,
-    count: int,
-    rows: list[InterruptedMessage],
+    engine: Engine,
+    workspace: Workspace,
     status_code: int = 200,
     **notes: Any,
 ) -> Response:
+    """The page as it is now: the pacing of each domain group, then the interrupted emails."""
+    count, rows = await run_in_threadpool(_read, engine)
+    pacing = await run_in_threadpool(_pacing, engine, workspace)
     return render(
         "dashboard/delivery.html",
         viewer=viewer,
         status_code=status_code,
-        title="Delivery problems",
+        title="Delivery",
         count=count,
         rows=rows[:SHOWN],
         shown=SHOWN,
         warning=DUPLICATE_WARNING,
+        pacing=pacing,
+        backing_off=_backing_off,
         **notes,
     )
 
 
+def _backing_off(group: GroupStatus, now: datetime) -> str:
+    """The wait as "until 14:05:30 CET (in 2 min)": the workspace's time zone is the one the
+    marketer plans in, and the minutes left are what an operator decides by."""
+    until = group.backing_off_until
+    if until is None:
+        return ""
+    return f"until {local_time(until, now)} ({in_words(until.timestamp() - now.timestamp())})"
+
+
 @router.get("/delivery")
-async def delivery_page(viewer: Admin, engine: EngineDep) -> Response:
-    count, rows = await run_in_threadpool(_read, engine)
-    return _page(viewer, count, rows)
+async def delivery_page(viewer: Admin, engine: EngineDep, workspace: WorkspaceDep) -> Response:
+    return await _page(viewer, engine, workspace)
 
 
 @router.post("/delivery/resend")
@@ -79,6 +114,7 @@ async def resend(
     viewer: Admin,
     _csrf: CsrfChecked,
     engine: EngineDep,
+    workspace: WorkspaceDep,
     gateway: GatewayDep,
     settings: SettingsDep,
     message_id: Annotated[list[str] | None, Form(max_length=64)] = None,
@@ -88,11 +124,10 @@ async def resend(
     ids = None if every == "yes" else list(dict.fromkeys(message_id or []))
     _, chosen = await run_in_threadpool(_read, engine, ids)
     if not chosen:
-        count, rows = await run_in_threadpool(_read, engine)
-        return _page(
+        return await _page(
             viewer,
-            count,
-            rows,
+            engine,
+            workspace,
             status_code=409,
             error="Nothing to resend: none of these emails is interrupted any more "
             "(resent already, or never interrupted).",
@@ -109,12 +144,11 @@ async def resend(
         client = await gateway.client()
     except Exception as exc:  # unreachable, refused, timed out: nothing was resent
         log.warning("dashboard resend: Temporal unreachable: %s", exc)
-        count, rows = await run_in_threadpool(_read, engine)
         error = (
             "Nothing was resent: the workflow server (Temporal) cannot be reached right now. "
             "Try again in a moment."
         )
-        return _page(viewer, count, rows, status_code=503, error=error)
+        return await _page(viewer, engine, workspace, status_code=503, error=error)
     outcomes: list[ResendOutcome] = await request_resends(
         client,
         engine,
@@ -124,5 +158,4 @@ async def resend(
         wait=WAIT_SECONDS,
     )
     emails = {r.id: r.email for r in chosen}
-    count, rows = await run_in_threadpool(_read, engine)
-    return _page(viewer, count, rows, outcomes=outcomes, emails=emails)
+    return await _page(viewer, engine, workspace, outcomes=outcomes, emails=emails)
