@@ -245,14 +245,6 @@ class DomainPacer:
             ).all()
         return {g: (float(until), float(f), float(r)) for g, until, f, r in rows}
 
-    def views(self, now: float | None = None) -> list[pacing.PaceView]:
-        """Every group's state for the dashboard."""
-        when = datetime.now(UTC)
-        limits = {group: self.limits(group, when) for group in self.rules}
-        day = next((lim.day for lim in limits.values() if lim.day is not None), None)
-        with self.engine.connect() as conn:
-            return pacing.current(conn, limits, now=now or time.time(), day=day)
-
 
 def _deferred(reason: str, until: float, group: str, code: int | None = None) -> DomainDeferred:
     return DomainDeferred(
