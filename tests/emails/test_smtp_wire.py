@@ -7,6 +7,7 @@ scripted relays that behave as a strict pipelining relay or an old one would."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
@@ -270,6 +271,41 @@ async def test_on_connection_comes_before_mail_from(settings: Settings, pipelini
         await t.close()
     assert seen == [0, 1]
     assert len(handler.messages) == 2
+
+
+class Stalling(Mailbox):
+    """Takes the first message, then never answers the second one's end of data."""
+
+    def __init__(self, *, pipelining: bool) -> None:
+        super().__init__(pipelining=pipelining)
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.messages:
+            await asyncio.to_thread(self.release.wait)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@MODES
+async def test_a_relay_that_stops_answering_mid_session_times_out(
+    settings: Settings, pipelining: bool
+) -> None:
+    """Every reply has its own timeout, also on a connection that has answered before: the
+    timer the first message set fires while the second one waits, and moves to its deadline."""
+    handler = Stalling(pipelining=pipelining)
+    with aiosmtpd(handler) as port:
+        try:
+            t = _transport(settings, port, smtp_timeout_seconds=0.3)
+            await t.send(sender=SENDER, recipients=["ann@example.com"], data=_data("first"))
+            with pytest.raises(TransientSendError, match="timed out"):
+                await asyncio.wait_for(
+                    t.send(sender=SENDER, recipients=["ann@example.com"], data=_data("second")),
+                    10,
+                )
+            await t.close()
+        finally:
+            handler.release.set()
+    assert [m.subject for m in handler.messages][:1] == ["first"]
 
 
 # --- scripted relays: does the client pipeline exactly when it may? ------------------------------
