@@ -68,6 +68,12 @@ def test_the_migration_keeps_records_and_invents_none(empty_engine: Engine) -> N
             " 'subscriber', '2026-01-01', '2026-01-01')"
         )
     assert states()["raw@example.com"] == "none"
+    with empty_engine.begin() as c:  # the way back works with rows pointing at contacts
+        c.exec_driver_sql(
+            "INSERT INTO events (contact_id, type, name, properties, source, dedupe_key,"
+            " occurred_at, received_at) VALUES (1, 'consent', 'given', '{}', 'form:newsletter',"
+            " 'consent:1', '2026-01-01', '2026-01-01')"
+        )
     command.downgrade(alembic_config(empty_engine), "0019")
     with empty_engine.connect() as c:
         assert c.exec_driver_sql("SELECT count(*) FROM contacts").scalar_one() == 5

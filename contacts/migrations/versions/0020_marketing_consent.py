@@ -67,5 +67,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("contacts") as batch:
-        batch.drop_column("marketing_consent")
+    # a plain DROP COLUMN (SQLite 3.35+ has it): batch mode would copy and drop the contacts
+    # table, which SQLite refuses while events and messages point at it
+    op.drop_column("contacts", "marketing_consent")
