@@ -22,8 +22,11 @@ aiosmtplib's protocol drops a reply that arrives before the previous one was rea
 why it cannot pipeline; ``_PipeliningProtocol`` is the smallest change that fixes that (keep
 such replies while pipelined replies are expected) and is written to be proposed upstream
 together with a ``pipeline()`` call on ``SMTP``. Until then ``ready`` installs it on a
-connected client by changing the protocol object's class: it adds no state of its own but a
-counter, and behaves as aiosmtplib's own protocol whenever no pipelined replies are expected.
+connected client by changing the protocol object's class (it adds no state but a counter and a
+timer, as class defaults): whenever no pipelined replies are expected it reads replies as
+aiosmtplib's protocol does, only cheaper (one-line replies parsed directly, one timeout timer a
+connection instead of ``asyncio.wait_for`` for every reply). It relies on aiosmtplib 5.1's
+protocol internals (``_buffer``, ``_response_waiter``, ``_response_pending``), hence the pin.
 """
 
 from __future__ import annotations
