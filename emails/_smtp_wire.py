@@ -141,16 +141,29 @@ class _PipeliningProtocol(SMTPProtocol):
         return super()._read_response_from_buffer()
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._response_waiter
-        if self._expected and waiter is not None and (waiter.done() or not self._response_pending):
-            # a reply for a later read: keep it (aiosmtplib would drop it as unsolicited)
-            self._buffer.extend(data)
-            if len(self._buffer) > MAX_RESPONSE_LENGTH * self._expected:
-                del self._buffer[:]
-                if self.transport is not None:
-                    self.transport.close()  # the reads fail as "connection lost"
+        if not self._expected:
+            super().data_received(data)
             return
-        super().data_received(data)
+        # Pipelined replies: keep every one, also those that come before the previous one was
+        # read (aiosmtplib would drop them as unsolicited), and bound the buffer by how many
+        # are expected rather than by one reply's size.
+        waiter = self._response_waiter
+        if waiter is None:
+            return
+        self._buffer.extend(data)
+        if len(self._buffer) > MAX_RESPONSE_LENGTH * self._expected:
+            del self._buffer[:]
+            if self.transport is not None:
+                self.transport.close()  # the reads fail as "connection lost"
+            return
+        if self._response_pending and not waiter.done():
+            try:
+                reply = self._read_response_from_buffer()
+            except Exception as exc:
+                self._set_response_exception(waiter, exc)
+            else:
+                if reply is not None:
+                    waiter.set_result(reply)
 
     async def read_response(
         self,

@@ -427,3 +427,18 @@ async def test_a_354_for_no_recipient_gets_no_message(settings: Settings) -> Non
         await t.close()
     assert (info.value.code, info.value.bounce) == (550, "hard")
     assert r.messages == []
+
+
+async def test_a_large_pipelined_group_is_read_whole(settings: Settings) -> None:
+    """150 recipients answered with long replies, all at once: more than aiosmtplib takes as
+    one reply (32 KiB), which is no reason to give up on a group of 152."""
+    long_ok = b"250 2.1.5 " + b"recipient ok, " * 20
+    r = Relay(strict_pipelining=True, rcpt=long_ok)
+    recipients = [f"p{n}@example.com" for n in range(150)]
+    async with relay(r) as port:
+        t = _transport(settings, port, smtp_timeout_seconds=5)
+        await t.send(sender=SENDER, recipients=recipients, data=_data())
+        await t.close()
+    assert len(r.messages) == 1
+    assert len(r.groups[0]) == 152
+    assert len(long_ok) * 150 > 32 * 1024
