@@ -236,7 +236,7 @@ async def test_some_recipients_refused_among_several(settings: Settings, pipelin
 
 
 @MODES
-@pytest.mark.parametrize("stage", ["mail", "rcpt"])
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
 async def test_a_421_ends_the_session_and_is_transient(
     settings: Settings, pipelining: bool, stage: str
 ) -> None:
@@ -249,6 +249,8 @@ async def test_a_421_ends_the_session_and_is_transient(
         await t.send(sender=SENDER, recipients=["ann@example.com"], data=_data())
         await t.close()
     assert info.value.code == 421
+    # a slow-down for the recipient's domain once the recipient is known (emails.pacing)
+    assert info.value.deferral is (stage != "mail")
     assert t.connections_opened == 2  # the closing session was not reused
     assert [m.recipients for m in handler.messages] == [["ann@example.com"]]
 
