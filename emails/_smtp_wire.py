@@ -304,11 +304,12 @@ class Transaction:
 
     async def _reply(self) -> aiosmtplib.SMTPResponse:
         """The next reply; as aiosmtplib's ``execute_command``, a lost connection or a timeout
-        closes the client (its state is unknown) and so does a 421."""
+        closes the client (its state is unknown) and so does a 421; so does a reply that cannot
+        be parsed, after which the replies still due could be taken for the next commands'."""
         assert self._protocol is not None
         try:
             reply = await self._protocol.read_response(timeout=self.client.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        except aiosmtplib.SMTPException:
             self.client.close()
             raise
         if reply.code == _CLOSING:

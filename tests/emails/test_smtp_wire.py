@@ -323,14 +323,19 @@ class Relay:
       of whatever arrives at once and drops the rest (a client that pipelines anyway loses its
       RCPT and DATA and times out).
 
-    ``rcpt`` and ``data`` are its replies to RCPT TO and DATA.
+    ``mail``, ``rcpt`` and ``data`` are its replies to MAIL FROM, RCPT TO and DATA.
     """
 
     def __init__(
-        self, *, strict_pipelining: bool, rcpt: bytes = b"250 ok", data: bytes = b"354 go"
+        self,
+        *,
+        strict_pipelining: bool,
+        mail: bytes = b"250 ok",
+        rcpt: bytes = b"250 ok",
+        data: bytes = b"354 go",
     ) -> None:
         self.strict_pipelining = strict_pipelining
-        self.rcpt, self.data = rcpt, data
+        self.mail, self.rcpt, self.data = mail, rcpt, data
         self.messages: list[bytes] = []
         self.groups: list[list[bytes]] = []  # commands answered together
         self.ended = asyncio.Event()
@@ -369,7 +374,7 @@ class Relay:
                 writer.write(b"250 ok\r\n")
 
     async def _answer(self, writer: asyncio.StreamWriter, held: list[bytes]) -> None:
-        replies = {b"MAIL": b"250 ok", b"RCPT": self.rcpt, b"DATA": self.data}
+        replies = {b"MAIL": self.mail, b"RCPT": self.rcpt, b"DATA": self.data}
         writer.write(b"".join(replies[line[:4].upper()] + b"\r\n" for line in held))
         await writer.drain()
         self.groups.append(list(held))
@@ -444,3 +449,18 @@ async def test_a_large_pipelined_group_is_read_whole(settings: Settings) -> None
     assert len(r.messages) == 1
     assert len(r.groups[0]) == 152
     assert len(long_ok) * 150 > 32 * 1024
+
+
+async def test_a_garbled_reply_ends_the_session(settings: Settings) -> None:
+    """A reply that cannot be parsed leaves the replies still due unread: the session is
+    closed, never reused with them taken for the next message's."""
+    r = Relay(strict_pipelining=True, mail=b"garbage", data=b"503 no valid recipients")
+    async with relay(r) as port:
+        t = _transport(settings, port, smtp_timeout_seconds=5)
+        with pytest.raises(TransientSendError, match="Malformed"):
+            await t.send(sender=SENDER, recipients=["ann@example.com"], data=_data())
+        r.mail, r.data = b"250 ok", b"354 go"
+        await t.send(sender=SENDER, recipients=["ann@example.com"], data=_data())
+        await t.close()
+    assert len(r.messages) == 1
+    assert t.connections_opened == 2
