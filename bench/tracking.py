@@ -62,12 +62,14 @@ GOAL_RATIO = 0.5
 GOAL_P99_MS = 20.0
 MIN_ROUNDS = 3
 
-NGINX_CONF = """\
+#: nginx in the foreground with every path under ``{home}``, so it runs as any user from any
+#: folder (also tests/drip/test_behind_nginx.py's proxy); the ``http`` block is left open
+NGINX_PROLOGUE = """\
 worker_processes 1;
 daemon off;
 pid {home}/nginx.pid;
 error_log {home}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {home}/tmp-body;
@@ -75,6 +77,10 @@ http {{
     fastcgi_temp_path {home}/tmp-fastcgi;
     uwsgi_temp_path {home}/tmp-uwsgi;
     scgi_temp_path {home}/tmp-scgi;
+"""
+NGINX_CONF = (
+    NGINX_PROLOGUE
+    + """\
     server {{
         listen 127.0.0.1:{port};
         root {home}/www;
@@ -90,6 +96,7 @@ http {{
     }}
 }}
 """
+)
 
 MIX_LUA = """\
 local paths = {{{paths}}}
@@ -211,7 +218,7 @@ def start_nginx(home: Path, port: int) -> subprocess.Popen[bytes]:
     (home / "www").mkdir()
     (home / "www" / "pixel.gif").write_bytes(GIF)
     conf = home / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(home=home, port=port))
+    conf.write_text(NGINX_CONF.format(home=home, port=port, connections=4096))
     for path in (home, home / "www", home / "www" / "pixel.gif"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # nginx's worker may run as nobody
     command = [tool("nginx"), "-p", str(home), "-c", str(conf), "-e", str(home / "nginx.err")]

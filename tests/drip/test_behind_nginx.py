@@ -37,6 +37,7 @@ import sqlalchemy as sa
 import trustme
 from sqlalchemy.engine import Engine
 
+from bench.tracking import NGINX_PROLOGUE
 from contacts import repository, users
 from contacts.db import create_db_engine, session_scope
 from tests.support import (
@@ -89,19 +90,9 @@ FORWARDED_MAP = """\
         default  $remote_addr;
     }
 """
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {home}/nginx.pid;
-error_log {home}/nginx-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {home}/tmp-body;
-    proxy_temp_path {home}/tmp-proxy;
-    fastcgi_temp_path {home}/tmp-fastcgi;
-    uwsgi_temp_path {home}/tmp-uwsgi;
-    scgi_temp_path {home}/tmp-scgi;
+NGINX_CONF = (
+    NGINX_PROLOGUE
+    + """\
 {map}
     server {{
         listen 127.0.0.1:{https_port} ssl;
@@ -113,6 +104,7 @@ http {{
     }}
 }}
 """
+)
 
 
 def _nginx() -> str:
@@ -227,6 +219,7 @@ def behind_nginx(tmp_path: Path) -> Iterator[Start]:
         conf.write_text(
             NGINX_CONF.format(
                 home=home,
+                connections=64,
                 https_port=https_port,
                 http_port=http_port,
                 map=FORWARDED_MAP if forwarded else "",
