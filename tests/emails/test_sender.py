@@ -263,10 +263,10 @@ async def test_sends_are_spaced_to_the_configured_rate(settings: Settings) -> No
         await asyncio.gather(*(_send(t) for _ in range(6)))
         await t.close()
     assert len(handler.accepted) == 6
-    gaps = [b - a for a, b in zip(handler.arrivals, handler.arrivals[1:], strict=False)]
-    # five gaps of at least 1/20 s (a little less is the clocks of client and server loops)
+    # the six went out over five gaps of 1/20 s: together at least 0.25 s (a little less is
+    # the clocks of client and server loops). Each gap alone is not checked: a send delayed
+    # on a loaded machine arrives close to the next one, which the pace had spaced all right.
     assert handler.arrivals[-1] - handler.arrivals[0] >= 5 * 0.05 - 0.01
-    assert min(gaps) >= 0.04
 
 
 async def test_a_connection_is_retired_after_its_message_budget(
