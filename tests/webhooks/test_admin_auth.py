@@ -127,6 +127,7 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("PATCH", "/api/contacts/{contact_id}"),
         ("DELETE", "/api/contacts/{contact_id}"),
         ("POST", "/api/contacts/{contact_id}/merge"),
+        ("POST", "/api/contacts/{contact_id}/consent"),
         ("POST", "/api/contacts/import"),
         ("GET", "/api/contacts/export"),
         ("GET", "/api/contacts/{contact_id}/events"),
