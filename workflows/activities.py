@@ -82,6 +82,11 @@ class _AlreadyDone(SendEmailResult):
     not counted again in ``drip_worker_sends_total``."""
 
 
+class _RelayDeferred(SendEmailResult):
+    """The relay deferred the send for its domain (``421 4.7.0``): the journey waits for the
+    domain's backoff like any postponed send, but it is counted as the relay's deferral."""
+
+
 @dataclass
 class _Claim:
     """What this attempt found when its connection was ready: the row claimed (it sends), or
@@ -188,7 +193,9 @@ class JourneyActivities:
             raise
         if isinstance(result, _AlreadyDone) or result.message_id != inp.message_id:
             outcome = "already_done"
-        elif result.state == "deferred":  # paused contact or full cap: not a relay's deferral
+        elif isinstance(result, _RelayDeferred):
+            outcome = "deferred"
+        elif result.state == "deferred":  # paused, a full cap, its domain's wait: not the relay
             outcome = "postponed"
         else:
             outcome = result.state
@@ -231,7 +238,8 @@ class JourneyActivities:
             # and the journey sleeps until ``retry_at`` instead of Temporal retrying at once
             why = str(exc)
             await self._db(lambda: self._release(inp.message_id, why, claimed=claim.claimed))
-            return SendEmailResult(
+            answer = _RelayDeferred if exc.code is not None else SendEmailResult
+            return answer(
                 message_id=inp.message_id,
                 state="deferred",
                 error=exc.reason,

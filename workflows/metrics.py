@@ -21,9 +21,11 @@ drip's series (one registry per worker, so tests can build many):
 
 - ``drip_worker_sends_total{outcome}``: one per ``send_email`` attempt, by how it ended:
   ``sent``; ``failed`` (the relay refused for good, 5xx, or the template failed); ``deferred``
-  (4xx, timeout or relay away: Temporal retries it with backoff); ``suppressed`` (the contact
-  unsubscribed or bounced); ``interrupted`` (cut off mid-SMTP earlier, not resent);
-  ``postponed`` (paused contact or full frequency cap: the journey sends later);
+  (4xx, timeout or relay away: Temporal retries it with backoff; or a 4.7.x/454 deferral of
+  the recipient's domain: the journey waits for the domain's backoff); ``suppressed`` (the
+  contact unsubscribed or bounced, no consent, a suppression list); ``interrupted`` (cut off
+  mid-SMTP earlier, not resent); ``postponed`` (paused contact, full frequency cap, or the
+  recipient's domain holding mail back, its backoff, pace or warm-up: the journey sends later);
   ``withdrawn`` (a stopping worker gave it back before MAIL FROM: another worker sends it);
   ``already_done`` (a retried attempt found what an earlier one did); ``error`` (anything else,
   e.g. the database away: retried).

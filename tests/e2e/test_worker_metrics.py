@@ -79,7 +79,9 @@ async def test_the_metrics_port_counts_sends_by_outcome(
     }
     metrics = f"http://127.0.0.1:{port}/metrics"
     smtp.mailbox.refuse["gone@example.com"] = "550 5.1.1 <gone@example.com>: no such user"
-    smtp.mailbox.refuse["later@example.com"] = "451 4.7.1 <later@example.com>: try again later"
+    # a relay-wide "later" (4.3.0), retried by Temporal within seconds; a 4.7.x deferral would
+    # make example.com's group wait its backoff (tests/workflows/test_send_metrics.py)
+    smtp.mailbox.refuse["later@example.com"] = "451 4.3.0 <later@example.com>: try again later"
     async with httpx.AsyncClient(timeout=10) as http:
         try:
             worker.start()

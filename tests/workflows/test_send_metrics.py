@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from campaigns.workspace import Workspace
-from contacts import repository
+from contacts import outbox, repository
 from contacts.db import session_scope
 from contacts.models import ContactStatus, utcnow
 from drip.settings import Settings
@@ -28,6 +28,7 @@ from workflows.activities import JourneyActivities
 from workflows.deploy import deploy_workspace
 from workflows.metrics import OUTCOMES, WorkerMetrics
 from workflows.types import SendEmailInput
+from workflows.worker import domain_pacer
 
 NAMES = ("ok", "gone", "later", "away", "resting")
 
@@ -130,3 +131,63 @@ async def test_each_attempt_is_counted_once_by_outcome(
     )
     assert "451" in deferred and "<address>: try later" in deferred
     assert "@" not in failed + deferred
+
+
+async def test_a_domain_deferral_is_counted_as_deferred_and_its_wait_as_postponed(
+    settings: Settings,
+    engine: Engine,
+    workspace: Workspace,
+    smtp: SmtpServer,
+) -> None:
+    """With pacing by receiving domain, a ``451 4.7.1`` makes the recipient's group back off:
+    the send is the relay's deferral (counted ``deferred``) but the journey waits for the
+    group's backoff instead of Temporal retrying it at once; the next send to the group does
+    not reach the relay and is ``postponed`` until the same time."""
+    deploy_workspace(engine, workspace)
+    plan = workspace.plans["welcome"]
+    with session_scope(engine) as s:
+        ids = []
+        for name in ("later", "next"):
+            contact, _ = repository.upsert_contact(s, f"{name}@example.com", {"first_name": "A"})
+            assert contact.id is not None
+            ids.append(contact.id)
+    smtp.mailbox.refuse["later@example.com"] = "451 4.7.1 <later@example.com>: try later"
+
+    def send(contact_id: int) -> SendEmailInput:
+        workflow_id = f"journey/welcome/{contact_id}/1"
+        return SendEmailInput(
+            message_id=f"message-{contact_id}",
+            key=f"{workflow_id}/welcome/1",
+            workflow_id=workflow_id,
+            contact_id=contact_id,
+            campaign_id="welcome",
+            campaign_version=plan.version,
+            step_id="welcome",
+            template="welcome",
+            subject="Welcome",
+            now=utcnow().isoformat(),
+        )
+
+    metrics = WorkerMetrics()
+    transport = SmtpTransport(settings, pacer=domain_pacer(engine, workspace, settings))
+    activities = JourneyActivities(
+        settings=settings, engine=engine, workspace=workspace, transport=transport, metrics=metrics
+    )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, activity_type="send_email")
+    try:
+        first = await env.run(activities.send_email, send(ids[0]))
+        second = await env.run(activities.send_email, send(ids[1]))
+    finally:
+        await transport.close()
+    assert first.state == second.state == "deferred"
+    assert first.retry_at == second.retry_at  # the group's backoff: 1 min by default
+    assert "default deferred our mail" in (first.error or "")
+    assert smtp.mailbox.messages == []  # the second never reached the relay
+    assert _counts(metrics) == {"deferred": 1, "postponed": 1}
+    with session_scope(engine) as s:
+        rows = [outbox.get_message(s, f"message-{i}") for i in ids]
+    assert [r.state if r else None for r in rows] == [
+        "pending",
+        "pending",
+    ]  # sent when the journey wakes
