@@ -343,4 +343,5 @@ from contacts.sales_models import (  # noqa: E402
     StageChange,
 )
 from contacts.suppressions import Suppression  # noqa: E402, F401
+from contacts.webhook_events import WebhookEvent  # noqa: E402, F401
 from contacts.webhook_tokens import WebhookToken  # noqa: E402
