@@ -329,6 +329,7 @@ class Hit(SQLModel, table=True):
 
 # the sales tables live in their own module; importing it here puts them on the metadata
 # (so do the dashboard's users and sessions)
+from contacts.attachments import MessageAttachment  # noqa: E402, F401
 from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401
 from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
 from contacts.pacing import DomainDay, DomainPace, DomainSlot  # noqa: E402, F401

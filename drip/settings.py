@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     #: bounces and spam complaints suppress at the first one
     soft_bounce_limit: int = Field(default=3, ge=1)
 
+    #: The attachments of one transactional email (``POST /api/messages``) may add up to this
+    #: many bytes, decoded (``contacts.attachments``): they are stored in the database and sent
+    #: in every copy, and many relays refuse messages over 10-25 MB. The API's request body
+    #: carries them base64-encoded, so ``DRIP_MAX_BODY_BYTES`` (or the route's own limit) must
+    #: leave room for about 4/3 of this.
+    tx_attachments_max_bytes: int = Field(default=10_000_000, ge=0)
+
     #: Budget of one template render (subject, preheader, HTML or text part), so one careless
     #: template cannot wedge a worker: a render running longer is stopped, and one producing
     #: more characters (or building a string, number or list that large on the way) is refused;

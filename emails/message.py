@@ -19,8 +19,10 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.headerregistry import HeaderRegistry
+from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
@@ -43,6 +45,8 @@ _FOLD_AT = 78
 _WORD_PAYLOAD = 54
 #: Characters an RFC 2047 Q-encoded word may carry as they are (section 5, rule 3).
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+#: an RFC 2045 token (a content type's type or subtype)
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _HEADERS = HeaderRegistry()
 _POLICY = SMTP.clone(max_line_length=_FOLD_AT)
 _PART_HEAD = (
@@ -208,11 +212,14 @@ def build_message(
     date: datetime | None = None,
     list_id: str | None = None,
     feedback_id: str | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
 ) -> bytes:
     """The message as CRLF bytes, ready for SMTP DATA (and for DKIM signing).
 
     ``list_id`` and ``feedback_id`` are the values ``emails.list_headers`` builds for marketing
-    mail (a campaign's or a broadcast's); without them the message has neither header."""
+    mail (a campaign's or a broadcast's); without them the message has neither header.
+    ``attachments`` are (filename, content type, bytes) of a transactional email: the message
+    is then ``multipart/mixed``, the text and HTML alternatives first, each file after them."""
     when = message_date(message_id, domain, date)
     # Derived from the id, not random, so a retried send is byte-for-byte the same message. It
     # starts with "=_", which quoted-printable bodies can never contain (they write "=" as "=3D"),
@@ -234,17 +241,44 @@ def build_message(
     if feedback_id:
         head.append(_list_header("Feedback-ID", feedback_id))
     # Text first: clients pick the last alternative they can show (RFC 2046), so the HTML.
-    head.append(
-        "MIME-Version: 1.0\r\n"
+    head.append("MIME-Version: 1.0\r\n")
+    alternative = (
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'
-        f"--{boundary}\r\n"
+        f"--{boundary}\r\n".encode("ascii"),
+        _part("plain", rendered.text),
+        f"\r\n--{boundary}\r\n".encode("ascii"),
+        _part("html", rendered.html),
+        f"\r\n--{boundary}--\r\n".encode("ascii"),
     )
-    return b"".join(
-        (
-            "".join(head).encode("ascii"),
-            _part("plain", rendered.text),
-            f"\r\n--{boundary}\r\n".encode("ascii"),
-            _part("html", rendered.html),
-            f"\r\n--{boundary}--\r\n".encode("ascii"),
-        )
+    if not attachments:
+        return b"".join(("".join(head).encode("ascii"), *alternative))
+    mixed = boundary + "_mixed"
+    parts = [
+        "".join(head).encode("ascii"),
+        f'Content-Type: multipart/mixed;\r\n boundary="{mixed}"\r\n\r\n--{mixed}\r\n'.encode(
+            "ascii"
+        ),
+        *alternative,
+    ]
+    for filename, content_type, content in attachments:
+        parts.append(f"\r\n--{mixed}\r\n".encode("ascii"))
+        parts.append(_attachment(filename, content_type, content))
+    parts.append(f"\r\n--{mixed}--\r\n".encode("ascii"))
+    return b"".join(parts)
+
+
+def _attachment(filename: str, content_type: str, content: bytes) -> bytes:
+    """One attached file as a MIME part, base64 (lines of 76, never touched by a relay, so
+    the DKIM signature holds). The stdlib writes its headers: a filename may need RFC 2231
+    encoding, and a line break or control character in it is refused (ValueError), never
+    written into a header."""
+    _one_line("filename", filename)
+    maintype, slash, subtype = content_type.partition("/")
+    if not slash or not _TOKEN.fullmatch(maintype) or not _TOKEN.fullmatch(subtype):
+        raise ValueError(f"not a MIME content type: {content_type!r}")
+    part = EmailMessage(policy=_POLICY)
+    part.set_content(
+        content, maintype, subtype, disposition="attachment", filename=filename, cte="base64"
     )
+    del part["MIME-Version"]
+    return part.as_bytes()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from drip.settings import Settings
     from emails.deployed import DeployedTemplate
 
-__all__ = ["RenderedEmail", "Renderer"]
+__all__ = ["RenderedEmail", "Renderer", "template_data"]
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -114,6 +114,7 @@ class Renderer:
         utm: Mapping[str, Any] | None = None,
         deployed: DeployedTemplate | None = None,
         literal_subject: bool = False,
+        data: Mapping[str, Any] | None = None,
     ) -> RenderedEmail:
         """Render ``template`` for ``contact``; raises TemplateError for anything the template
         (or subject, or preheader) does wrong, never a partial email.
@@ -125,6 +126,8 @@ class Renderer:
         campaign version deployed them (``emails.deployed``); without it the workspace's files
         are used. ``literal_subject`` takes ``subject`` as already rendered (the outbox keeps
         what the person received), so contact data in it is never evaluated as a template.
+        ``data`` is what a transactional API call gave the template, seen there as ``data``
+        (``{{ data.order_id }}``), read-only like ``contact`` (``template_data``).
         """
         if contact.id is None:
             raise ValueError("render needs a stored contact: the unsubscribe link names its id")
@@ -144,6 +147,8 @@ class Renderer:
             "preferences_url": unsubscribe_url,
             "view_in_browser_url": view_url,
         }
+        if data is not None:
+            context["data"] = template_data(data)
         track = track and not for_browser
         # Header values must be one line: a newline from contact data would otherwise let a field
         # value inject headers, or make the message unbuildable.
@@ -193,6 +198,17 @@ class Renderer:
             preheader=rendered_preheader,
             view_url=view_url,
         )
+
+
+def template_data(value: Any) -> Any:
+    """A transactional call's JSON data as templates see it: every object a ``Record``, so
+    ``data.order.items`` is the field ``items``, never the dict's method, and the template can
+    read the values but call nothing on them (the sandbox refuses the rest)."""
+    if isinstance(value, Mapping):
+        return Record({str(k): template_data(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return [template_data(v) for v in value]
+    return value
 
 
 def _one_line(value: str) -> str:

@@ -8,10 +8,11 @@ are recorded on the outbox row and returned, not raised, so one bad address cann
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import TypeVar
@@ -24,7 +25,9 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
 from contacts import outbox, repository, splits, suppressions
+from contacts.attachments import attachments_of
 from contacts.db import session_scope
+from contacts.erasure import is_erased
 from contacts.marketing_consent import consent_refusal
 from contacts.models import (
     Contact,
@@ -262,7 +265,8 @@ class JourneyActivities:
         with session_scope(self.engine) as session:
             contact = repository.get_contact(session, inp.contact_id, lock=inp.cap_max > 0)
             paused = contact.paused_until
-            if paused is not None and paused > _moment(inp.now):
+            # a pause on the preference page is about marketing; a receipt goes out now
+            if paused is not None and paused > _moment(inp.now) and not inp.transactional:
                 # paused on the preference page: the journey waits and sends when it ends
                 return SendEmailResult(
                     message_id=inp.message_id, state="deferred", retry_at=paused.isoformat()
@@ -309,10 +313,9 @@ class JourneyActivities:
                 return SendEmailResult(message_id=row.id, state="interrupted", error=INTERRUPTED)
             if row.state != MessageState.pending:
                 return _AlreadyDone(message_id=row.id, state=str(row.state), error=row.error)
-            if contact.status != ContactStatus.subscribed:
-                outbox.finish_send(
-                    session, row.id, MessageState.suppressed, f"contact is {contact.status}"
-                )
+            stopped = _stopped(contact, transactional=inp.transactional)
+            if stopped is not None:
+                outbox.finish_send(session, row.id, MessageState.suppressed, stopped)
                 return SendEmailResult(message_id=row.id, state="suppressed")
             refused = consent_refusal(
                 contact.marketing_consent,
@@ -337,7 +340,12 @@ class JourneyActivities:
     def _compose(self, inp: SendEmailInput, contact: Contact) -> str | _Composed:
         """The MIME bytes, envelope sender and tracked links; or the template's error."""
         try:
-            deployed = self.deployed.get(inp.campaign_id, inp.campaign_version, inp.template)
+            # a transactional email has no campaign version: the workspace's current template
+            deployed = (
+                None
+                if inp.transactional
+                else self.deployed.get(inp.campaign_id, inp.campaign_version, inp.template)
+            )
             rendered = self.renderer.render(
                 template=inp.template,
                 subject=inp.subject,
@@ -349,9 +357,17 @@ class JourneyActivities:
                 track=inp.track,
                 utm=inp.utm,
                 deployed=deployed,
+                data=inp.data if inp.transactional else None,
             )
         except TemplateError as exc:
             return str(exc)
+        if inp.transactional:
+            # No one-click List-Unsubscribe: it would end marketing mail, not receipts, so
+            # offering it on one misleads (the template may still link the preference page).
+            rendered = replace(rendered, unsubscribe_url="")
+        files = self._attachments(inp) if inp.attachments else []
+        if isinstance(files, str):
+            return files
         config = self.workspace.config
         sender = inp.from_addr or config.from_
         domain = domain_of(config.from_)
@@ -367,10 +383,24 @@ class JourneyActivities:
             unsubscribe_mailto=config.unsubscribe_mailto,
             list_id=mailing.list_id,
             feedback_id=mailing.feedback_id(inp.step_id),
+            attachments=files,
         )
         return _Composed(
             data=data, sender=_address(sender), links=rendered.links, subject=rendered.subject
         )
+
+    def _attachments(self, inp: SendEmailInput) -> list[tuple[str, str, bytes]] | str:
+        """The message's stored attachments as (filename, content type, bytes); or why it
+        cannot go (fewer rows than the send expects, or bytes that no longer match their
+        SHA-256): failed, never sent without a file the caller attached or with another."""
+        with session_scope(self.engine) as session:
+            rows = attachments_of(session, inp.message_id)
+        if len(rows) != inp.attachments:
+            return f"attachments: {len(rows)} stored, {inp.attachments} expected"
+        for row in rows:
+            if hashlib.sha256(row.content).hexdigest() != row.sha256:
+                return f"attachments: {row.filename!r} does not match its SHA-256"
+        return [(row.filename, row.content_type, row.content) for row in rows]
 
     def _claim(self, inp: SendEmailInput, composed: str | _Composed) -> SendEmailResult | None:
         """Store the links and subject and count the attempt (None: go ahead and send), unless
@@ -381,11 +411,10 @@ class JourneyActivities:
                     session, inp.message_id, MessageState.failed, f"template: {composed}"
                 )
                 return SendEmailResult(message_id=inp.message_id, state="failed", error=composed)
-            status = repository.get_contact(session, inp.contact_id).status
-            if status != ContactStatus.subscribed:
-                outbox.finish_send(
-                    session, inp.message_id, MessageState.suppressed, f"contact is {status}"
-                )
+            contact = repository.get_contact(session, inp.contact_id)
+            stopped = _stopped(contact, transactional=inp.transactional)
+            if stopped is not None:
+                outbox.finish_send(session, inp.message_id, MessageState.suppressed, stopped)
                 return SendEmailResult(message_id=inp.message_id, state="suppressed")
             outbox.store_links(session, inp.message_id, composed.links)
             outbox.record_subject(session, inp.message_id, composed.subject)
@@ -630,6 +659,24 @@ def record_refusal(
         soft_limit=soft_limit,
         recorded=recorded,
     )
+
+
+def _stopped(contact: Contact, *, transactional: bool) -> str | None:
+    """Why the contact's status stops this email (the outbox row's reason), or None.
+
+    Marketing and journey mail goes to subscribed contacts only. A transactional email (a
+    receipt, a password reset) has its own category: an unsubscribe from marketing, or a
+    double opt-in not confirmed yet, does not stop it; a bounced or complained address does,
+    and so does an erased contact (erasure makes it ``unsubscribed`` with a tombstone address)."""
+    if contact.status == ContactStatus.subscribed:
+        return None
+    if not transactional:
+        return f"contact is {contact.status}"
+    if is_erased(contact):
+        return "contact is erased"
+    if contact.status in (ContactStatus.bounced, ContactStatus.complained):
+        return f"contact is {contact.status}"
+    return None
 
 
 def _moment(iso: str) -> datetime:

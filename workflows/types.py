@@ -158,6 +158,15 @@ class SendEmailInput:
     #: False for a marketing campaign that says ``without_consent: allowed``: its email also
     #: goes to contacts without marketing consent (``contacts.marketing_consent``)
     consent_required: bool = True
+    #: an email of the transactional API (``workflows.transactional``), its own category: a
+    #: marketing unsubscribe or a pause does not stop it; a bounce, a complaint, an erasure and
+    #: the suppression lists' addresses and domains do (``marketing`` is False with it)
+    transactional: bool = False
+    #: the values the API call gave the template, seen there as ``data`` (small: ids and
+    #: amounts, not files; attachments stay in the database)
+    data: dict[str, Any] = field(default_factory=dict)
+    #: how many attachments ``contacts.attachments`` holds for this message (0: none)
+    attachments: int = 0
 
 
 @dataclass

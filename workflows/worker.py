@@ -43,6 +43,7 @@ from workflows.resend_activity import ResendActivities
 from workflows.router import EventRouter
 from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
+from workflows.transactional import TransactionalEmail
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
@@ -55,6 +56,7 @@ WORKFLOWS: Sequence[type] = (
     ScoreDecay,
     ResendWorkflow,
     BroadcastWorkflow,
+    TransactionalEmail,
 )
 
 
