@@ -56,6 +56,7 @@ SCOPES: dict[str, str] = {
     "suppressions:write": "add, remove and import suppressed addresses and domains",
     "sales:read": "list sales teams and reps",
     "sales:write": "manage sales teams and reps; set a contact's owner and stage",
+    "send": "send transactional email (POST /api/messages) and read those emails' state",
 }
 
 

@@ -332,6 +332,7 @@ class Hit(SQLModel, table=True):
 from contacts.attachments import MessageAttachment  # noqa: E402, F401
 from contacts.broadcast_models import BroadcastRecipient, BroadcastSend  # noqa: E402, F401
 from contacts.dashboard_models import DashboardSession, Role, User  # noqa: E402
+from contacts.idempotency import IdempotencyKey  # noqa: E402, F401
 from contacts.pacing import DomainDay, DomainPace, DomainSlot  # noqa: E402, F401
 from contacts.ratelimits import RateLimitCounter  # noqa: E402, F401
 from contacts.rollup_models import CampaignCounter, CampaignReach  # noqa: E402

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     #: carries them base64-encoded, so ``DRIP_MAX_BODY_BYTES`` (or the route's own limit) must
     #: leave room for about 4/3 of this.
     tx_attachments_max_bytes: int = Field(default=10_000_000, ge=0)
+    #: Requests one API key may make to ``POST /api/messages`` and ``/api/messages/batch`` per
+    #: minute (a batch is one request), counted in the database so every API process shares
+    #: the limit; past it the API answers 429 with ``Retry-After``.
+    tx_rate_per_minute: int = Field(default=600, ge=1)
 
     #: Budget of one template render (subject, preheader, HTML or text part), so one careless
     #: template cannot wedge a worker: a render running longer is stopped, and one producing

@@ -19,7 +19,7 @@ from jinja2 import meta, nodes
 
 from emails._sandbox import Sandbox
 
-__all__ = ["Issue", "Refs", "check_jinja"]
+__all__ = ["Issue", "Refs", "check_jinja", "unguarded_reads"]
 
 #: ``(line, severity, rule, message)``; ``emails.lint`` adds the file.
 Issue = tuple[int, Literal["error", "warning"], str, str]
@@ -99,11 +99,24 @@ def _hint(name: str, names: Collection[str], fields: Collection[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _contact_field(node: nodes.Node | None) -> str | None:
-    """``X`` for ``contact.X`` or ``contact['X']``."""
+def unguarded_reads(source: str, root: str) -> dict[str, int]:
+    """Each ``root.X`` the template reads where a missing X fails the render (printed,
+    compared, filtered; not under ``default()``, ``is defined`` or a truth test), with its first
+    line: the transactional API asks the caller's ``data`` for these. Raises
+    ``jinja2.TemplateSyntaxError``."""
+    refs = Refs()
+    _walk(_ENV.parse(source), frozenset(), refs, root)
+    found: dict[str, int] = {}
+    for name, lineno in refs.unguarded:
+        found.setdefault(name, lineno)
+    return found
+
+
+def _contact_field(node: nodes.Node | None, root: str = "contact") -> str | None:
+    """``X`` for ``contact.X`` or ``contact['X']`` (``root`` instead of ``contact``)."""
     if isinstance(node, nodes.Getattr | nodes.Getitem):
         target = node.node
-        if isinstance(target, nodes.Name) and target.name == "contact":
+        if isinstance(target, nodes.Name) and target.name == root:
             if isinstance(node, nodes.Getattr):
                 return node.attr
             if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
@@ -111,84 +124,84 @@ def _contact_field(node: nodes.Node | None) -> str | None:
     return None
 
 
-def _walk(node: nodes.Node, guarded: frozenset[str], refs: Refs) -> None:
+def _walk(node: nodes.Node, guarded: frozenset[str], refs: Refs, root: str = "contact") -> None:
     """Record each ``contact.X`` that is printed, compared or filtered while X may be missing."""
-    name = _contact_field(node)
+    name = _contact_field(node, root)
     if name is not None:
         refs.fields.add(name)
         if name not in guarded:
             refs.unguarded.append((name, node.lineno))
         return
     if isinstance(node, nodes.If):
-        _truth(node.test, guarded, refs)
+        _truth(node.test, guarded, refs, root)
         for child in node.body:
-            _walk(child, guarded | _truthy(node.test), refs)
-        otherwise = guarded | _falsy(node.test)
+            _walk(child, guarded | _truthy(node.test, root), refs, root)
+        otherwise = guarded | _falsy(node.test, root)
         for elif_ in node.elif_:
-            _walk(elif_, otherwise, refs)
-            otherwise |= _falsy(elif_.test)
+            _walk(elif_, otherwise, refs, root)
+            otherwise |= _falsy(elif_.test, root)
         for child in node.else_:
-            _walk(child, otherwise, refs)
+            _walk(child, otherwise, refs, root)
         return
     if isinstance(node, nodes.CondExpr):
-        _truth(node.test, guarded, refs)
-        _walk(node.expr1, guarded | _truthy(node.test), refs)
+        _truth(node.test, guarded, refs, root)
+        _walk(node.expr1, guarded | _truthy(node.test, root), refs, root)
         if node.expr2 is not None:
-            _walk(node.expr2, guarded | _falsy(node.test), refs)
+            _walk(node.expr2, guarded | _falsy(node.test, root), refs, root)
         return
     if isinstance(node, nodes.Filter | nodes.Test):
         safe = _DEFAULT_FILTERS if isinstance(node, nodes.Filter) else _SAFE_TESTS
-        name = _contact_field(node.node)
+        name = _contact_field(node.node, root)
         if name is not None and node.name in safe:
             guarded = guarded | {name}
-    _note_numeric(node, refs)
+    _note_numeric(node, refs, root)
     for child in node.iter_child_nodes():
-        _walk(child, guarded, refs)
+        _walk(child, guarded, refs, root)
 
 
-def _truth(test: nodes.Node, guarded: frozenset[str], refs: Refs) -> None:
+def _truth(test: nodes.Node, guarded: frozenset[str], refs: Refs, root: str) -> None:
     """A condition: a missing field in a truth position is just false."""
-    name = _contact_field(test)
+    name = _contact_field(test, root)
     if name is not None:
         refs.fields.add(name)
     elif isinstance(test, nodes.Not):
-        _truth(test.node, guarded, refs)
+        _truth(test.node, guarded, refs, root)
     elif isinstance(test, nodes.And):
-        _truth(test.left, guarded, refs)
-        _truth(test.right, guarded | _truthy(test.left), refs)
+        _truth(test.left, guarded, refs, root)
+        _truth(test.right, guarded | _truthy(test.left, root), refs, root)
     elif isinstance(test, nodes.Or):
-        _truth(test.left, guarded, refs)
-        _truth(test.right, guarded | _falsy(test.left), refs)
+        _truth(test.left, guarded, refs, root)
+        _truth(test.right, guarded | _falsy(test.left, root), refs, root)
     else:
-        _walk(test, guarded, refs)
+        _walk(test, guarded, refs, root)
 
 
-def _truthy(test: nodes.Node) -> frozenset[str]:
+def _truthy(test: nodes.Node, root: str) -> frozenset[str]:
     """Fields certainly present when ``test`` holds."""
-    name = _contact_field(test)
+    name = _contact_field(test, root)
     if name is not None:
         return frozenset({name})
     if isinstance(test, nodes.Test) and test.name == "defined":
-        return _truthy(test.node)
+        return _truthy(test.node, root)
     if isinstance(test, nodes.Not):
-        return _falsy(test.node)
+        return _falsy(test.node, root)
     if isinstance(test, nodes.And):
-        return _truthy(test.left) | _truthy(test.right)
+        return _truthy(test.left, root) | _truthy(test.right, root)
     return frozenset()
 
 
-def _falsy(test: nodes.Node) -> frozenset[str]:
+def _falsy(test: nodes.Node, root: str) -> frozenset[str]:
     """Fields certainly present when ``test`` does not hold."""
     if isinstance(test, nodes.Test) and test.name == "undefined":
-        return _truthy(test.node)
+        return _truthy(test.node, root)
     if isinstance(test, nodes.Not):
-        return _truthy(test.node)
+        return _truthy(test.node, root)
     if isinstance(test, nodes.Or):
-        return _falsy(test.left) | _falsy(test.right)
+        return _falsy(test.left, root) | _falsy(test.right, root)
     return frozenset()
 
 
-def _note_numeric(node: nodes.Node, refs: Refs) -> None:
+def _note_numeric(node: nodes.Node, refs: Refs, root: str) -> None:
     """Fields compared with or added to a number get a number in the sample contact, so
     ``contact.visits > 3`` does not fail only because a sample value had the wrong type."""
     if isinstance(node, nodes.Compare):
@@ -198,4 +211,4 @@ def _note_numeric(node: nodes.Node, refs: Refs) -> None:
     else:
         return
     if any(isinstance(o, nodes.Const) and isinstance(o.value, int | float) for o in operands):
-        refs.numeric.update(n for o in operands if (n := _contact_field(o)) is not None)
+        refs.numeric.update(n for o in operands if (n := _contact_field(o, root)) is not None)

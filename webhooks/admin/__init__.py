@@ -21,6 +21,7 @@ from webhooks.admin import (
     lead,
     merge,
     messages,
+    messages_tx,
     sales,
     suppressions,
 )
@@ -40,5 +41,7 @@ router.include_router(journeys.router)
 router.include_router(sales.router)
 router.include_router(alerts.router)
 router.include_router(messages.router)
+# after messages: GET /messages/interrupted is not GET /messages/{message_id}
+router.include_router(messages_tx.router)
 router.include_router(broadcasts.router)
 router.include_router(suppressions.router)

@@ -87,6 +87,7 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid parameters or body",
+    429: "Too many requests for this API key; retry after Retry-After seconds",
     503: "A dependency (Temporal) is unreachable; retry later",
 }
 

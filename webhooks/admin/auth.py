@@ -34,6 +34,7 @@ __all__ = [
     "MessagesRead",
     "MessagesResend",
     "RequireScope",
+    "Send",
     "SuppressionsRead",
     "SuppressionsWrite",
     "bearer",
@@ -138,3 +139,4 @@ BroadcastsRead = Annotated[Caller, _scope("broadcasts:read")]
 BroadcastsSend = Annotated[Caller, _scope("broadcasts:send")]
 SuppressionsRead = Annotated[Caller, _scope("suppressions:read")]
 SuppressionsWrite = Annotated[Caller, _scope("suppressions:write")]
+Send = Annotated[Caller, _scope("send")]
