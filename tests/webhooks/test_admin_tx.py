@@ -211,22 +211,32 @@ async def test_missing_template_data_is_422_naming_it(
         assert s.exec(select(Contact)).all() == [] and s.exec(select(Message)).all() == []
 
 
-async def test_bad_bodies_are_4xx_problems(
-    http: httpx.AsyncClient, engine: Engine, settings: Settings
-) -> None:
+async def test_bad_bodies_are_4xx_problems(http: httpx.AsyncClient, engine: Engine) -> None:
     headers = make_key(engine, "send")
     both = _receipt(to={"email": ANN, "contact_id": 1})
     assert (await http.post("/api/messages", json=both, headers=headers)).status_code == 422
     not_b64 = _receipt(attachments=[{"filename": "a.txt", "content": "***"}])
     r = await http.post("/api/messages", json=not_b64, headers=headers)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attachments.0.content"
-    cap = settings.tx_attachments_max_bytes
-    huge = base64.b64encode(b"x" * (cap + 1)).decode()
-    big = _receipt(attachments=[{"filename": "a.bin", "content": huge}])
-    r = await http.post("/api/messages", json=big, headers=headers)
-    assert r.status_code == 413 and r.headers["content-type"] == PROBLEM_JSON
     no_scope = make_key(engine, "messages:read")
     assert (await http.post("/api/messages", json=_receipt(), headers=no_scope)).status_code == 403
+
+
+async def test_attachments_over_the_cap_are_413(
+    settings: Settings, engine: Engine, tx_workspace: Workspace
+) -> None:
+    capped = settings.model_copy(update={"tx_attachments_max_bytes": 1000})
+    async with api_client(capped, tx_workspace, engine) as http:
+        headers = make_key(engine, "send")
+        files = [
+            {"filename": f"{n}.bin", "content": base64.b64encode(b"x" * 500).decode()}
+            for n in ("a", "b", "c")
+        ]
+        r = await http.post("/api/messages", json=_receipt(attachments=files), headers=headers)
+        assert r.status_code == 413 and r.headers["content-type"] == PROBLEM_JSON
+        assert "1500 bytes exceed the 1000-byte limit" in r.json()["detail"]
+        with session_scope(engine) as s:
+            assert s.exec(select(Message)).all() == []
 
 
 async def test_rate_limit_is_429_with_retry_after(
