@@ -19,12 +19,18 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from contacts._sql import insert_ignore
 
 __all__ = [
+    "TX_CAMPAIGN",
     "Attachment",
     "AttachmentsTooLarge",
     "MessageAttachment",
     "attachments_of",
     "store_attachments",
 ]
+
+
+#: the ``campaign_id`` of a transactional email's outbox row (``workflows.transactional``): no
+#: campaign id has a ':', so it never names a campaign
+TX_CAMPAIGN = "tx:api"
 
 
 class AttachmentsTooLarge(ValueError):

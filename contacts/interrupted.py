@@ -23,6 +23,7 @@ from sqlalchemy.sql import Select
 from sqlmodel import Session, col, select
 
 from contacts import outbox, repository
+from contacts.attachments import TX_CAMPAIGN
 from contacts.models import Contact, Event, Message, MessageState, utcnow
 
 __all__ = [
@@ -118,6 +119,9 @@ def resend_refusal(message: Message | None, message_id: str) -> str:
         )
     if message.state != MessageState.interrupted:
         return f"it is {message.state}, not interrupted: only interrupted emails are resent"
+    if message.campaign_id == TX_CAMPAIGN:
+        # its data lives only in its workflow's input, so it cannot be rebuilt here
+        return "a transactional email is not resent: ask the application for a new message"
     return ""
 
 

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 from emails.render import RenderedEmail
 
-__all__ = ["build_message", "domain_of", "message_date"]
+__all__ = ["build_message", "check_attachment", "check_sender", "domain_of", "message_date"]
 
 _ID_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")  # RFC 5322 dot-atom text
 _URI = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
@@ -47,6 +47,8 @@ _WORD_PAYLOAD = 54
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 #: an RFC 2045 token (a content type's type or subtype)
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+#: the longest attachment filename or content type (their columns in ``message_attachments``)
+_MAX_NAME = 255
 _HEADERS = HeaderRegistry()
 _POLICY = SMTP.clone(max_line_length=_FOLD_AT)
 _PART_HEAD = (
@@ -267,15 +269,40 @@ def build_message(
     return b"".join(parts)
 
 
+def check_sender(from_addr: str, reply_to: str | None) -> None:
+    """ValueError unless ``build_message`` can write these as the From and Reply-To headers:
+    for values a caller gives (the transactional API), checked when it asks, not at send time."""
+    _address_header("From", from_addr)
+    if not parseaddr(from_addr)[1]:
+        raise ValueError(f"From is not a valid address: {from_addr!r}")
+    if reply_to:
+        _address_header("Reply-To", reply_to)
+
+
+def check_attachment(filename: str, content_type: str) -> tuple[str, str]:
+    """The (type, subtype) of an attachment ``build_message`` can write; ValueError for a
+    filename that is empty, too long or not one line, or a content type that is not
+    ``type/subtype``."""
+    if not filename or len(filename) > _MAX_NAME:
+        raise ValueError(f"an attachment's filename has 1 to {_MAX_NAME} characters")
+    _one_line("filename", filename)
+    maintype, slash, subtype = content_type.partition("/")
+    if (
+        len(content_type) > _MAX_NAME
+        or not slash
+        or not _TOKEN.fullmatch(maintype)
+        or not _TOKEN.fullmatch(subtype)
+    ):
+        raise ValueError(f"not a MIME content type: {content_type!r}")
+    return maintype.lower(), subtype.lower()
+
+
 def _attachment(filename: str, content_type: str, content: bytes) -> bytes:
     """One attached file as a MIME part, base64 (lines of 76, never touched by a relay, so
     the DKIM signature holds). The stdlib writes its headers: a filename may need RFC 2231
     encoding, and a line break or control character in it is refused (ValueError), never
     written into a header."""
-    _one_line("filename", filename)
-    maintype, slash, subtype = content_type.partition("/")
-    if not slash or not _TOKEN.fullmatch(maintype) or not _TOKEN.fullmatch(subtype):
-        raise ValueError(f"not a MIME content type: {content_type!r}")
+    maintype, subtype = check_attachment(filename, content_type)
     part = EmailMessage(policy=_POLICY)
     part.set_content(
         content, maintype, subtype, disposition="attachment", filename=filename, cte="base64"

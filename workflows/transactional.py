@@ -34,11 +34,12 @@ with workflow.unsafe.imports_passed_through():
 
     from campaigns.workspace import Workspace
     from contacts import outbox
-    from contacts.attachments import Attachment, store_attachments
+    from contacts.attachments import TX_CAMPAIGN, Attachment, store_attachments
     from contacts.db import session_scope
     from contacts.models import Message
     from drip.settings import Settings, get_settings
     from emails import domain_of, open_token
+    from emails.message import check_attachment, check_sender
     from workflows.journey import SEND_RETRY
     from workflows.types import SendEmailInput, SendEmailResult
 
@@ -53,8 +54,6 @@ __all__ = [
     "tx_workflow_id",
 ]
 
-#: the outbox rows' ``campaign_id``: no campaign id has a ':', so it never names a campaign
-TX_CAMPAIGN = "tx:api"
 #: a message id becomes the ``Message-ID``'s left part and the outbox key: plain characters
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 
@@ -150,10 +149,16 @@ class TransactionalEmail:
 
 
 def _check(req: TxRequest, workspace: Workspace) -> None:
+    """Refuse now what the send could never write: a bad sender or attachment found only at
+    send time would fail the activity on every retry."""
     if not _MESSAGE_ID.fullmatch(req.message_id):
         raise ValueError(f"message id {req.message_id!r}: letters, digits, '.', '_', '-' (<= 60)")
     if req.template not in workspace.templates:
         raise ValueError(f"no template {req.template!r} in the workspace")
+    config = workspace.config
+    check_sender(req.from_addr or config.from_, req.reply_to or config.reply_to)
+    for attachment in req.attachments:
+        check_attachment(attachment.filename, attachment.content_type)
 
 
 async def start_transactional(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,10 +25,12 @@ from contacts import outbox, repository, suppressions
 from contacts.attachments import Attachment, AttachmentsTooLarge, attachments_of
 from contacts.db import session_scope
 from contacts.erasure import erase_contact
-from contacts.models import ContactStatus, Message, MessageState
+from contacts.models import ContactStatus, Link, Message, MessageState, utcnow
 from drip.settings import Settings
 from tests.engine_support import Journeys, journeys, workspace_with
 from tests.workflows.test_smtp_faults import FaultySmtp
+from workflows.activities import INTERRUPTED
+from workflows.resend_activity import request_resends
 from workflows.transactional import (
     TX_CAMPAIGN,
     TransactionalEmail,
@@ -129,6 +132,7 @@ async def test_a_marketing_unsubscribed_contact_still_gets_the_receipt_with_its_
     html = received.html()
     assert "Order A-17 for Ann" in html
     assert "<li>Tent x1</li>" in html
+    assert "/t/o/" in html  # tracked by default: the pixel
     # a key named like a dict method is the value, never the method
     assert "Items field: 3 boxes; total 120.00" in html
     # not list mail: no one-click unsubscribe (it would end marketing mail, not receipts)
@@ -301,12 +305,69 @@ async def test_a_bad_request_is_refused_before_anything_is_recorded(
 ) -> None:
     async with journeys(time_env, settings, engine, tx_workspace, smtp.mailbox) as d:
         ann = d.contact(ANN)
+        pdf = b"%PDF-1.4"
         for bad in (
             _request(ann, template="no-such-template"),
             _request(ann, message_id="<not@an-id>"),
+            _request(ann, from_addr="Shop <shop@acme.example>\r\nBcc: all@example.com"),
+            _request(ann, reply_to="not an address"),
+            _request(ann, attachments=[Attachment("a.pdf", "pdf", pdf)]),
+            _request(ann, attachments=[Attachment("a\r\nX-Evil: 1.pdf", "application/pdf", pdf)]),
+            _request(ann, attachments=[Attachment("", "application/pdf", pdf)]),
         ):
             with pytest.raises(ValueError):
                 await start_transactional(
                     d.env.client, engine, tx_workspace, bad, settings=settings
                 )
     assert d.messages() == []
+
+
+async def test_a_paused_contact_gets_it_now_and_untracked_means_as_written(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: FaultySmtp,
+    tx_workspace: Workspace,
+) -> None:
+    """A pause on the preference page holds marketing mail, not a receipt; ``track=False``
+    sends the links as written and no pixel."""
+    async with journeys(time_env, settings, engine, tx_workspace, smtp.mailbox) as d:
+        ann = d.contact(ANN)
+        with session_scope(engine) as s:
+            contact = repository.get_contact(s, ann)
+            contact.paused_until = utcnow() + timedelta(days=30)
+            s.add(contact)
+        result = await _send(d, settings, tx_workspace, _request(ann, track=False))
+    assert result.state == "sent"
+    [received] = smtp.mailbox.messages
+    assert "/t/o/" not in received.html() and "/t/c/" not in received.html()
+    with session_scope(engine) as s:
+        assert outbox.get_message(s, "m-1") is not None
+        assert s.exec(select(Link).where(Link.message_id == "m-1")).all() == []
+
+
+async def test_an_interrupted_transactional_email_is_not_resent(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    smtp: FaultySmtp,
+    tx_workspace: Workspace,
+) -> None:
+    """Its data lives only in its workflow's input: a resend could not rebuild it, so it is
+    refused, and the row stays ``interrupted``."""
+    async with journeys(time_env, settings, engine, tx_workspace, smtp.mailbox) as d:
+        ann = d.contact(ANN)
+        await _send(d, settings, tx_workspace, _request(ann))
+        with session_scope(engine) as s:
+            outbox.finish_send(s, "m-1", MessageState.interrupted, INTERRUPTED)
+        [outcome] = await request_resends(
+            d.env.client,
+            engine,
+            ["m-1"],
+            requested_by="test (ops)",
+            task_queue=settings.temporal_task_queue,
+        )
+    assert outcome.state == "refused"
+    assert outcome.detail.startswith("a transactional email is not resent")
+    assert _row(engine, "m-1").state == MessageState.interrupted
+    assert len(smtp.mailbox.messages) == 1
