@@ -27,6 +27,7 @@ from campaigns._base import Identifier as Identifier
 from campaigns._base import Strict
 from campaigns.consent import ConsentConfig
 from campaigns.deliverability import Deliverability
+from campaigns.webhooks_out import WebhookEndpointConfig
 
 __all__ = [
     "FORM_RESERVED_NAMES",
@@ -603,6 +604,10 @@ class WorkspaceConfig(_Strict):
     consent: ConsentConfig = Field(
         default_factory=ConsentConfig,
         description="what contacts created by the events API get: marketing consent or not",
+    )
+    webhooks: list[WebhookEndpointConfig] = Field(
+        default_factory=list,
+        description="receivers of drip's events (outgoing webhooks), synced at each deploy",
     )
 
     @field_validator("timezone")

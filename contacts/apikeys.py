@@ -56,6 +56,8 @@ SCOPES: dict[str, str] = {
     "suppressions:write": "add, remove and import suppressed addresses and domains",
     "sales:read": "list sales teams and reps",
     "sales:write": "manage sales teams and reps; set a contact's owner and stage",
+    "webhooks:read": "list outgoing webhook endpoints and their deliveries",
+    "webhooks:write": "register, change, remove outgoing webhook endpoints; rotate secrets; resend",
     "send": "send transactional email (POST /api/messages) and read those emails' state",
 }
 

@@ -345,5 +345,6 @@ from contacts.sales_models import (  # noqa: E402
     StageChange,
 )
 from contacts.suppressions import Suppression  # noqa: E402, F401
+from contacts.webhook_endpoints import WebhookAttempt, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from contacts.webhook_events import WebhookEvent  # noqa: E402, F401
 from contacts.webhook_tokens import WebhookToken  # noqa: E402

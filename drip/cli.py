@@ -41,6 +41,7 @@ from drip import (
     cli_scores,
     cli_suppressions,
     cli_users,
+    cli_webhooks,
 )
 from drip._runtime import ApiServer, run_with_temporal, shared_metrics, stop_on_signals
 from drip.preflight import warn_at_start
@@ -71,6 +72,7 @@ app.add_typer(cli_users.app, name="users")
 app.add_typer(cli_deliverability.app, name="deliverability")
 app.add_typer(cli_suppressions.app, name="suppressions")
 app.add_typer(cli_dkim.app, name="dkim")
+app.add_typer(cli_webhooks.app, name="webhooks")
 
 console = Console()
 err = Console(stderr=True)

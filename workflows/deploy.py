@@ -10,7 +10,9 @@ is new in this deploy sends at once, without restarting a worker.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -20,7 +22,9 @@ from campaigns.plan import Plan, plan_from_dict
 from campaigns.workspace import Workspace
 from contacts import deploys
 from contacts.db import session_scope
+from contacts.errors import InvalidValue
 from contacts.models import CampaignVersion
+from contacts.webhook_endpoints import sync_workspace_endpoints
 
 __all__ = ["Deployment", "deploy_workspace", "live_plans", "plan_of"]
 
@@ -71,6 +75,7 @@ def deploy_workspace(
     with session_scope(engine) as session:
         pending = _pending(session, workspace)
         if not dry_run:
+            sync_workspace_endpoints(session, webhook_entries(workspace))
             for d in pending:
                 if d.changed:
                     plan = workspace.plans[d.campaign_id]
@@ -95,6 +100,32 @@ def deploy_workspace(
                         source=source,
                     )
     return pending
+
+
+def webhook_entries(workspace: Workspace) -> list[dict[str, Any]]:
+    """workspace.yaml's ``webhooks:`` as ``sync_workspace_endpoints`` takes them, each secret
+    read from its ``secret_env`` (missing there: a deploy error, not a generated secret the
+    receiver does not know)."""
+    entries = []
+    for hook in workspace.config.webhooks:
+        secret = None
+        if hook.secret_env is not None:
+            secret = os.environ.get(hook.secret_env)
+            if not secret:
+                raise InvalidValue(
+                    f"webhooks.{hook.name}.secret_env", f"{hook.secret_env} is not set"
+                )
+        entries.append(
+            {
+                "name": hook.name,
+                "url": hook.url,
+                "events": hook.events,
+                "owner": hook.owner,
+                "filter": hook.filter,
+                "secret": secret,
+            }
+        )
+    return entries
 
 
 def live_plan(session: Session, campaign_id: str) -> Plan | None:

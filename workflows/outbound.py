@@ -72,6 +72,7 @@ __all__ = [
     "OutboundRefused",
     "OutboundRetryable",
     "post_json",
+    "post_signed_body",
     "verify_signature",
 ]
 
@@ -202,6 +203,30 @@ async def post_json(
         async with asyncio.timeout(policy.timeout):
             addresses = await _checked_addresses(target, policy)
             return await _send(target, addresses, body, headers, policy)
+    except TimeoutError as exc:
+        raise OutboundRetryable(
+            f"POST to {target.host} timed out after {policy.timeout:g}s"
+        ) from exc
+
+
+async def post_signed_body(
+    url: str, body: bytes, headers: Mapping[str, str], *, policy: OutboundPolicy
+) -> Delivery:
+    """POST ``body`` with the caller's signature ``headers`` to ``url``, if the policy allows
+    it, with the same checks, pinning and outcomes as ``post_json``: for senders that sign by
+    another scheme (outgoing event webhooks sign the Standard Webhooks way)."""
+    target = _target(url, policy)
+    sent = {
+        "Host": target.url.netloc.decode("ascii"),
+        "Content-Type": "application/json",
+        "User-Agent": f"drip/{__version__}",
+        "Accept-Encoding": "identity",
+        **headers,
+    }
+    try:
+        async with asyncio.timeout(policy.timeout):
+            addresses = await _checked_addresses(target, policy)
+            return await _send(target, addresses, body, sent, policy)
     except TimeoutError as exc:
         raise OutboundRetryable(
             f"POST to {target.host} timed out after {policy.timeout:g}s"

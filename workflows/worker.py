@@ -36,7 +36,7 @@ from workflows.client import connect
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.metrics import MetricsServer, WorkerMetrics, sdk_metrics_url, temporal_runtime
-from workflows.notify import NotifyActivities
+from workflows.notify import NotifyActivities, outbound_policy
 from workflows.positions import ensure_search_attributes
 from workflows.resend import ResendWorkflow
 from workflows.resend_activity import ResendActivities
@@ -44,6 +44,8 @@ from workflows.router import EventRouter
 from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_decay_schedule
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
 from workflows.transactional import TransactionalEmail
+from workflows.webhook_lane import WebhookLane
+from workflows.webhooks_out import WebhookDispatcher, WebhookOutActivities
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
 
@@ -56,6 +58,7 @@ WORKFLOWS: Sequence[type] = (
     ScoreDecay,
     ResendWorkflow,
     BroadcastWorkflow,
+    WebhookLane,
     TransactionalEmail,
 )
 
@@ -243,6 +246,12 @@ def build_worker(
     )
     activities.extra += broadcasts.all()
     activities.extra += ScoreDecayActivities(engine=engine, plan=workspace.sales).all()
+    activities.extra += WebhookOutActivities(
+        engine=engine,
+        policy=outbound_policy(settings, workspace),
+        transport=transport,
+        sender=workspace.config.from_,
+    ).all()
     activities.extra += SalesActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, client=client
     ).all()
@@ -308,11 +317,16 @@ async def _run(
         sweep = asyncio.create_task(
             router.sweep_forever(on_routed=metrics.events_swept.inc), name="event-sweep"
         )
+        dispatcher = WebhookDispatcher(
+            client=client, engine=engine, task_queue=settings.temporal_task_queue
+        )
+        dispatch = asyncio.create_task(dispatcher.run_forever(), name="webhook-dispatch")
         _log_start(settings, server.url)
         try:
             await worker.run()
         finally:
             sweep.cancel()
+            dispatch.cancel()
             log.info("worker stopped (task queue %s)", settings.temporal_task_queue)
     finally:
         engine.dispose()

@@ -162,6 +162,15 @@ async def test_openapi_documents_every_admin_route_with_security_and_problems(
         ("DELETE", "/api/suppressions/{entry}"),
         ("POST", "/api/suppressions/import"),
         ("GET", "/api/suppressions/export"),
+        ("GET", "/api/webhooks"),
+        ("POST", "/api/webhooks"),
+        ("GET", "/api/webhooks/{endpoint_id}"),
+        ("PATCH", "/api/webhooks/{endpoint_id}"),
+        ("DELETE", "/api/webhooks/{endpoint_id}"),
+        ("POST", "/api/webhooks/{endpoint_id}/rotate-secret"),
+        ("GET", "/api/webhooks/{endpoint_id}/deliveries"),
+        ("GET", "/api/webhooks/deliveries/{delivery_id}"),
+        ("POST", "/api/webhooks/deliveries/{delivery_id}/resend"),
     }
     for key, op in operations.items():
         assert op["security"] == [{"ApiKey": []}], key

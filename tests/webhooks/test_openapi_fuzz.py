@@ -70,6 +70,13 @@ STATE_DEPENDENT: dict[str, tuple[list[str], str]] = {
     "/v1/page": (["422"], "stored values are checked by contacts"),
     "/v1/screen": (["422"], "stored values are checked by contacts"),
     "/v1/batch": (["422"], "stored values are checked by contacts"),
+    # an endpoint's URL must be https without userinfo, its event types drip's, its filter
+    # the condition language, its owner an address and a secret whsec_ base64: no schema says
+    "/api/webhooks": (["422"], "URL, event types, filter, owner and secret are checked"),
+    "/api/webhooks/{endpoint_id}": (["422"], "URL, event types, filter and owner are checked"),
+    "/api/webhooks/{endpoint_id}/rotate-secret": (["422"], "a secret is whsec_ and base64"),
+    # a resend queues the delivery through Temporal, which is down here (503)
+    "/api/webhooks/deliveries/{delivery_id}/resend": (["503"], "a resend needs Temporal"),
 }
 
 
@@ -83,7 +90,12 @@ def _config() -> SchemathesisConfig:
     ]
     # /readyz documents its 503 (Temporal is down here): a documented answer, not a crash;
     # so do the transactional sends, which start a Temporal workflow
-    for path in ("/readyz", "/api/messages", "/api/messages/batch"):
+    for path in (
+        "/readyz",
+        "/api/messages",
+        "/api/messages/batch",
+        "/api/webhooks/deliveries/{delivery_id}/resend",
+    ):
         operations.append(
             {
                 "include-path": path,

@@ -24,6 +24,7 @@ from webhooks.admin import (
     messages_tx,
     sales,
     suppressions,
+    webhooks_out,
 )
 from webhooks.admin._common import AdminProblem, Problem
 
@@ -45,3 +46,4 @@ router.include_router(messages.router)
 router.include_router(messages_tx.router)
 router.include_router(broadcasts.router)
 router.include_router(suppressions.router)
+router.include_router(webhooks_out.router)

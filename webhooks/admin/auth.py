@@ -37,6 +37,8 @@ __all__ = [
     "Send",
     "SuppressionsRead",
     "SuppressionsWrite",
+    "WebhooksRead",
+    "WebhooksWrite",
     "bearer",
 ]
 
@@ -140,3 +142,5 @@ BroadcastsSend = Annotated[Caller, _scope("broadcasts:send")]
 SuppressionsRead = Annotated[Caller, _scope("suppressions:read")]
 SuppressionsWrite = Annotated[Caller, _scope("suppressions:write")]
 Send = Annotated[Caller, _scope("send")]
+WebhooksRead = Annotated[Caller, _scope("webhooks:read")]
+WebhooksWrite = Annotated[Caller, _scope("webhooks:write")]

@@ -61,6 +61,7 @@ NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/dashboard/team", "Team", frozenset({Role.admin, Role.sales})),
     ("/dashboard/admin/users", "Users", frozenset({Role.admin})),
     ("/dashboard/admin/delivery", "Delivery", frozenset({Role.admin})),
+    ("/dashboard/admin/webhooks", "Webhooks", frozenset({Role.admin})),
 )
 
 #: (path, label) shown to every signed-in user when drip runs in dev (``DRIP_ENV=dev``)

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from contacts import users
 from contacts.db import session_scope
 from contacts.users import SignedIn
-from webhooks.dashboard import delivery
+from webhooks.dashboard import delivery, webhooks_out
 from webhooks.dashboard._auth import require
 from webhooks.dashboard._render import render
 from webhooks.deps import EngineDep
@@ -23,6 +23,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin")
 Admin = Annotated[SignedIn, Depends(require())]
 router.include_router(delivery.router)
+router.include_router(webhooks_out.router)
 
 
 @router.get("/users")
