@@ -55,6 +55,7 @@ from contacts.models import (
 )
 from contacts.repository import get_contact, record_event
 from contacts.rollups import move_reach
+from contacts.webhook_sources import stage_changed
 
 __all__ = ["MergeRefused", "MergeResult", "is_tombstone", "merge_contacts", "merged_tombstone"]
 
@@ -275,16 +276,17 @@ def _merge_sales(
     replays the combined history from the start, as ``drip scores rebuild`` would."""
     assert keep.id is not None and gone.id is not None
     if stage_rank(gone.stage) > stage_rank(keep.stage):
-        session.add(
-            StageChange(
-                contact_id=keep.id,
-                from_stage=keep.stage,
-                to_stage=gone.stage,
-                reason=f"merged with contact {gone.id}, who was {gone.stage}",
-                by=actor[:200],
-                at=now,
-            )
+        change = StageChange(
+            contact_id=keep.id,
+            from_stage=keep.stage,
+            to_stage=gone.stage,
+            reason=f"merged with contact {gone.id}, who was {gone.stage}",
+            by=actor[:200],
+            at=now,
         )
+        session.add(change)
+        session.flush()
+        stage_changed(session, change)
         keep.stage = gone.stage
         session.add(keep)
     for moved in (StageChange, LeadAlert):

@@ -34,6 +34,8 @@ from contacts.models import (
     StageChange,
     utcnow,
 )
+from contacts.webhook_events import LEAD_ACKNOWLEDGED
+from contacts.webhook_sources import lead_event
 
 __all__ = [
     "ALERT_STATES",
@@ -176,6 +178,8 @@ def acknowledge_alert(
     won = bool(getattr(result, "rowcount", 0))
     alert = get_alert(session, alert_id)
     session.refresh(alert)
+    if won:
+        lead_event(session, LEAD_ACKNOWLEDGED, alert)
     return alert, won
 
 

@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from contacts.broadcast_models import FINISHED, BroadcastRecipient, BroadcastSend, SendState
 from contacts.models import ContactStatus, Link, Message, MessageState, utcnow
+from contacts.webhook_events import BROADCAST_FINISHED, BROADCAST_STARTED, emit
 
 __all__ = [
     "CONTACT_STATES",
@@ -112,9 +113,26 @@ def set_state(
         row.note = note[:500]
     if state is SendState.sending and row.started_at is None:
         row.started_at = moment
+        emit(session, BROADCAST_STARTED, contact_id=None, data=_send_data(row))
     if state in FINISHED:
         row.finished_at = moment
+        emit(session, BROADCAST_FINISHED, contact_id=None, data=_send_data(row))
     session.add(row)
+
+
+def _send_data(row: BroadcastSend) -> dict[str, Any]:
+    """The payload of ``broadcast.started`` and ``broadcast.finished``: which send of which
+    broadcast, where it stands (``state``: ``sending``, or how it ended) and its times; the
+    figures are the API's (``GET /api/broadcasts/{id}``)."""
+    return {
+        "broadcast_id": row.broadcast_id,
+        "send_id": row.id,
+        "number": row.number,
+        "state": str(row.state),
+        "audience": row.audience,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    }
 
 
 def _json_text(dialect: str, column: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:

@@ -33,6 +33,7 @@ from contacts.models import (
     utcnow,
 )
 from contacts.repository import get_contact, record_event
+from contacts.webhook_events import WebhookEvent
 
 __all__ = ["ERASED_DOMAIN", "ErasureResult", "erase_contact", "is_erased", "tombstone"]
 
@@ -99,6 +100,13 @@ def erase_contact(session: Session, contact_id: int, *, requested_by: str) -> Er
         sa.update(LeadAlert)
         .where(col(LeadAlert.contact_id) == contact_id)
         .values(reason="(erased on request)", owner=None)
+    )
+    # outgoing webhook events about the person keep only ids: one not yet delivered must not
+    # carry the address out after the erasure (``contacts.webhook_sources``)
+    session.execute(
+        sa.update(WebhookEvent)
+        .where(col(WebhookEvent.contact_id) == contact_id)
+        .values(data={"contact_id": contact_id, "erased": True})
     )
     unsubscribe, _ = record_event(
         session,

@@ -47,6 +47,8 @@ from sqlmodel import Session, col
 from contacts.broadcast_events import event_name, with_broadcast
 from contacts.models import Event, Hit, Link, Message
 from contacts.rollups import add_bot_hits, add_reach
+from contacts.webhook_events import MESSAGE_CLICKED, MESSAGE_OPENED
+from contacts.webhook_sources import EventRow, emails_of, emit_rows, message_data
 
 __all__ = [
     "ALL_LINKS_WINDOW",
@@ -210,6 +212,7 @@ def consume(
         row.reason = _reason(row, classify_user_agent, clicked, after_send)
     result = Consumed(consumed=consumed, flagged=sum(1 for r in rows if r.reason), unknown=unknown)
     _record_events(session, [r for r in rows if r.reason is None], now, result)
+    _emit_webhooks(session, rows)
     bots: dict[tuple[str, str], int] = {}
     for r in rows:
         if r.reason is not None and r.message is not None:
@@ -377,6 +380,37 @@ def _record_events(session: Session, rows: list[_Row], now: datetime, result: Co
                 col(Event.dedupe_key).in_(part), col(Event.routed_at).is_(None)
             )
         ).scalars()
+
+
+def _emit_webhooks(session: Session, rows: list[_Row]) -> None:
+    """A ``message.opened`` or ``message.clicked`` webhook event for every hit of a known
+    message, with the filter's verdict (``machine``, ``bot_reason``): receivers see what
+    the reports count, and decide for themselves what a scanner's hit is worth. Consuming
+    stamps the hit in this transaction, so each hit gives one event."""
+    if not rows:
+        return
+    emails = emails_of(session, [r.message.contact_id for r in rows if r.message])
+    events: list[EventRow] = []
+    for r in rows:
+        assert r.message is not None
+        m = r.message
+        data = message_data(
+            message_id=m.id,
+            contact_id=m.contact_id,
+            email=emails.get(m.contact_id),
+            campaign_id=m.campaign_id,
+            step_id=m.step_id,
+        )
+        data.update(
+            machine=r.reason is not None,
+            bot_reason=r.reason,
+            occurred_at=r.received_at.astimezone(UTC).isoformat(),
+        )
+        if r.link is not None:
+            data.update(url=r.link.url, position=r.link.position)
+        kind = MESSAGE_OPENED if r.kind == "open" else MESSAGE_CLICKED
+        events.append((kind, m.contact_id, data))
+    emit_rows(session, events)
 
 
 def unconsumed_count(session: Session) -> int:

@@ -18,6 +18,8 @@ from sqlmodel import Session, col, select
 
 from contacts._sql import insert_ignore
 from contacts.models import Link, Message, MessageState, utcnow
+from contacts.webhook_events import MESSAGE_SENT, emit
+from contacts.webhook_sources import contact_email, iso, message_data
 
 __all__ = [
     "begin_send",
@@ -125,10 +127,32 @@ def note_failure(session: Session, message_id: str, error: str) -> None:
 def finish_send(
     session: Session, message_id: str, state: MessageState, error: str | None = None
 ) -> None:
+    """Move the row to its final ``state``. The move to ``sent`` is also the ``message.sent``
+    webhook event, written in this transaction and only by the move that made it sent (a
+    repeated call matches no row), whatever sent it: a journey, a resend, a transactional
+    email."""
     values: dict[str, object] = {"state": state.value, "error": error[:2000] if error else None}
-    if state is MessageState.sent:
-        values["sent_at"] = utcnow()
-    session.execute(sa.update(Message).where(col(Message.id) == message_id).values(**values))
+    update = sa.update(Message).where(col(Message.id) == message_id)
+    if state is not MessageState.sent:
+        session.execute(update.values(**values))
+        return
+    values["sent_at"] = utcnow()
+    moved = session.execute(
+        update.where(col(Message.state) != MessageState.sent.value)
+        .values(**values)
+        .returning(col(Message.contact_id), col(Message.campaign_id), col(Message.step_id))
+    ).first()
+    if moved is not None:
+        contact_id, campaign_id, step_id = moved
+        about = message_data(
+            message_id=message_id,
+            contact_id=contact_id,
+            email=contact_email(session, contact_id),
+            campaign_id=campaign_id,
+            step_id=step_id,
+        )
+        data = {**about, "sent_at": iso(values["sent_at"])}  # type: ignore[arg-type]
+        emit(session, MESSAGE_SENT, contact_id=contact_id, data=data)
 
 
 def record_subject(session: Session, message_id: str, subject: str) -> None:

@@ -31,6 +31,8 @@ from contacts.models import (
     utcnow,
 )
 from contacts.rollups import add_reach
+from contacts.webhook_events import JOURNEY_CONVERTED, JOURNEY_EXITED, JOURNEY_STARTED
+from contacts.webhook_sources import contact_changed, emit_for_event, journey_event
 
 __all__ = [
     "end_enrolment",
@@ -103,18 +105,20 @@ def upsert_contact(
         ["email"],
     )
     contact = session.exec(select(Contact).where(Contact.email == address).with_for_update()).one()
-    changed = False
+    changed: list[str] = []
     if fields:
         merged = {**contact.fields, **{k: v for k, v in fields.items() if v not in (None, "")}}
         if merged != contact.fields:
+            changed = sorted(k for k in merged if merged[k] != contact.fields.get(k))
             contact.fields = merged
-            changed = True
     if consent_source:
         record_consent(session, contact, source=consent_source, ip=consent_ip, at=now)
     if changed:
         contact.updated_at = now
         session.add(contact)
         session.flush()
+    if created or changed:
+        contact_changed(session, contact, created=created, fields_changed=changed)
     return contact, created
 
 
@@ -188,6 +192,19 @@ def update_contact(
         if recorded is not None and change.id is not None:
             recorded.append(change.id)
     if tags != contact.tags or fields != contact.fields or score != contact.score:
+        contact_changed(
+            session,
+            contact,
+            tags_added=[t for t in tags if t not in contact.tags],
+            tags_removed=[t for t in contact.tags if t not in tags],
+            fields_changed=sorted(
+                k
+                for k in set(fields) | set(contact.fields)
+                if fields.get(k) != contact.fields.get(k)
+            ),
+            score=score if score != contact.score else None,
+            source=source,
+        )
         contact.tags, contact.fields, contact.score = tags, fields, score
         contact.updated_at = utcnow()
         session.add(contact)
@@ -255,6 +272,17 @@ def record_event(
         ["dedupe_key"],
     )
     event = session.exec(select(Event).where(Event.dedupe_key == dedupe_key)).one()
+    if created:  # the outgoing webhook, once, with the event (``contacts.webhook_sources``)
+        emit_for_event(
+            session,
+            contact_id=contact_id,
+            type=type,
+            name=name,
+            source=source,
+            properties=event.properties,
+            message=message,
+            occurred_at=event.occurred_at,
+        )
     if created and message is not None and type in ("open", "click"):
         # the campaign's unique openers and clickers
         add_reach(session, [(message.campaign_id, message.step_id, type, contact_id)])
@@ -399,8 +427,9 @@ def record_enrolment(
     workflow_id: str,
     number: int = 1,
 ) -> Enrolment:
-    """The enrolment row for a journey; recording the same journey twice returns the first row."""
-    insert_ignore(
+    """The enrolment row for a journey; recording the same journey twice returns the first row
+    (and only the first writes ``journey.started``)."""
+    started = insert_ignore(
         session,
         Enrolment,
         {
@@ -414,13 +443,23 @@ def record_enrolment(
         },
         ["workflow_id"],
     )
-    return session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
+    enrolment = session.exec(select(Enrolment).where(Enrolment.workflow_id == workflow_id)).one()
+    if started:
+        journey_event(session, JOURNEY_STARTED, enrolment)
+    return enrolment
 
 
 def end_enrolment(
     session: Session, workflow_id: str, state: EnrolmentState, reason: str = ""
 ) -> bool:
-    """Close a running enrolment; False if it was already closed (a retried activity)."""
+    """Close a running enrolment; False if it was already closed (a retried activity). The
+    close is ``journey.converted`` (the goal) or ``journey.exited`` (any other end)."""
+    closed = session.exec(
+        select(Enrolment).where(
+            col(Enrolment.workflow_id) == workflow_id,
+            col(Enrolment.state) == EnrolmentState.running.value,
+        )
+    ).first()
     result = session.execute(
         sa.update(Enrolment)
         .where(
@@ -429,7 +468,13 @@ def end_enrolment(
         )
         .values(state=state.value, ended_at=utcnow(), end_reason=reason[:500] or None)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    if closed is not None:
+        session.refresh(closed)
+        ended = JOURNEY_CONVERTED if state is EnrolmentState.converted else JOURNEY_EXITED
+        journey_event(session, ended, closed)
+    return True
 
 
 def latest_enrolment(session: Session, campaign_id: str, contact_id: int) -> Enrolment | None:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -49,6 +49,8 @@ from contacts.consent import TOPIC_LEFT_TAG
 from contacts.db import session_scope
 from contacts.marketing_consent import consent_refusal
 from contacts.models import ContactStatus, Event, Message, MessageState, utcnow
+from contacts.webhook_events import MESSAGE_SENT
+from contacts.webhook_sources import EventRow, emit_rows, message_data
 from drip.settings import Settings
 from emails import Renderer, domain_of, open_token
 from emails.errors import DomainDeferred, PermanentSendError, SendWithdrawn, TransientSendError
@@ -209,8 +211,9 @@ class _Ledger:
         sent = [m for kind, m, _, _ in ops if kind == "sent"]
         taken: set[str] = set()
         with self._engine.begin() as conn:
-            if sent:
-                conn.execute(sql.sent, {"ids": sent, "now": now})
+            if sent:  # and their ``message.sent`` webhook events, in this transaction
+                moved = conn.execute(sql.sent, {"ids": sent, "now": now}).all()
+                emit_rows(conn, [_sent_event(row, now) for row in moved])
             for kind, message_id, error, _ in ops:
                 if kind == "failed":
                     conn.execute(sql.failed, {"mid": message_id, "why": error[:2000]})
@@ -248,10 +251,12 @@ class _Statements:
         by_id = m.id == sa.bindparam("mid")
         error: sa.BindParameter[str] = sa.bindparam("why", type_=sa.String())
         now = sa.bindparam("now", type_=messages.c.sent_at.type)
+        email = sa.select(contacts.c.email).where(contacts.c.id == m.contact_id)
         self.sent = (
             messages.update()
             .where(m.id.in_(sa.bindparam("ids", expanding=True)), state == "sending")
             .values(state=MessageState.sent.value, sent_at=now, error=None)
+            .returning(m.id, m.contact_id, m.campaign_id, m.step_id, email.scalar_subquery())
         )
         self.failed = (
             messages.update().where(by_id).values(state=MessageState.failed.value, error=error)
@@ -290,6 +295,19 @@ class _Statements:
 
 
 _STATEMENTS = _Statements()
+
+
+def _sent_event(row: Sequence[Any], now: datetime) -> EventRow:
+    """The ``message.sent`` event of one row the ledger's ``sent`` UPDATE moved."""
+    message_id, contact_id, campaign_id, step_id, email = row
+    data = message_data(
+        message_id=message_id,
+        contact_id=contact_id,
+        email=email,
+        campaign_id=campaign_id,
+        step_id=step_id,
+    )
+    return (MESSAGE_SENT, contact_id, {**data, "sent_at": now.isoformat()})
 
 
 class BroadcastActivities:

@@ -35,6 +35,8 @@ from campaigns.sales import STAGES, SalesPlan, stage_rank
 from contacts._sql import insert_ignore
 from contacts.db import session_scope
 from contacts.models import Contact, Event, LeadAlert, ScoreChange, StageChange, utcnow
+from contacts.webhook_events import LEAD_QUALIFIED
+from contacts.webhook_sources import lead_event, stage_changed
 from drip.settings import Settings
 from workflows.assignment import assign_owner
 from workflows.facts import contact_facts
@@ -118,6 +120,7 @@ class SalesPipeline:
             session.add(contact)
             session.add(change)
             session.flush()
+            stage_changed(session, change)
             return change
         return None
 
@@ -181,6 +184,7 @@ class SalesPipeline:
         )
         if not created:
             return None
+        lead_event(session, LEAD_QUALIFIED, session.get_one(LeadAlert, alert_id))
         return self.follow_up(alert_id, channels)
 
     def follow_up(self, alert_id: str, channels: list[str]) -> LeadAlertInput:

@@ -29,6 +29,7 @@ from campaigns.sales import Stage
 from contacts import erasure, repository
 from contacts.db import session_scope
 from contacts.models import Contact, SalesRep, SalesTeam, StageChange, utcnow
+from contacts.webhook_sources import stage_changed
 from webhooks.admin._common import AdminProblem, CappedRoute, FreeText, OneLine, problems
 from webhooks.admin.auth import Caller, RequireScope
 from webhooks.admin.contacts import ContactId, contact_or_404
@@ -400,6 +401,7 @@ async def set_stage(
             contact.stage, contact.updated_at = body.stage, change.at
             session.add_all([change, contact])
             session.flush()
+            stage_changed(session, change)
         return StageResult(
             id=contact_id,
             stage=body.stage,
