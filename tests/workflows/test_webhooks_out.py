@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 
 from contacts.db import session_scope
 from contacts.webhook_endpoints import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_secret
-from contacts.webhook_events import CONTACT_CREATED, CONTACT_UPDATED, emit
+from contacts.webhook_events import CONTACT_CREATED, CONTACT_UPDATED, EVENT_TYPES, emit
 from drip.settings import Settings
 from emails.sender import SmtpTransport
 from tests.receiver import Received, Server
@@ -174,6 +174,23 @@ async def test_an_event_arrives_once_signed_the_standard_webhooks_way(
     assert request.headers["webhook-id"] == payload["id"]
     [delivery] = rig.deliveries()
     assert (delivery.attempts, delivery.last_status) == (1, 200)
+
+
+async def test_every_event_type_arrives_once_through_the_workers_dispatch_loop(
+    rig: Rig, receiver: Receiver
+) -> None:
+    secret = new_secret()
+    rig.endpoint(receiver.url("/hook"), secret)
+    for n, type_ in enumerate(EVENT_TYPES):
+        rig.emit(type_, None if type_.startswith("broadcast.") else n, n=n)
+    loop = asyncio.create_task(rig.dispatcher.run_forever(interval=0.05))
+    try:
+        await rig.until(_delivered(rig, len(EVENT_TYPES)))
+    finally:
+        loop.cancel()
+    arrived = [Webhook(secret).verify(r.body, r.headers) for r in receiver.received]
+    assert sorted(p["type"] for p in arrived) == sorted(EVENT_TYPES)
+    assert len({p["id"] for p in arrived}) == len(EVENT_TYPES)
 
 
 async def test_a_receiver_down_for_an_hour_gets_everything_after_in_order_per_contact(
