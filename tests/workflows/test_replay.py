@@ -19,6 +19,7 @@ from tests.workflows.recording import HISTORIES
 from workflows.broadcast import BroadcastWorkflow
 from workflows.followup import LeadAlertWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.transactional import TransactionalEmail
 from workflows.types import JourneyInput, JourneyResult
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
@@ -35,6 +36,8 @@ def test_histories_are_recorded() -> None:
     assert {"broadcast-ab", "broadcast-continued"} <= names, names
     # recorded by tests/e2e/test_domain_pacing.py: a later round, a warm-up's held journey
     assert {"broadcast-held-round", "warm-up-held"} <= names, names
+    # recorded by tests/workflows/test_transactional.py: a send, a domain's wait, a send
+    assert "transactional-deferred" in names, names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
@@ -42,7 +45,7 @@ async def test_recorded_history_replays(path: Path) -> None:
     history = _load(path)
     assert history.events, "an empty history proves nothing"
     result = await Replayer(
-        workflows=[JourneyWorkflow, LeadAlertWorkflow, BroadcastWorkflow]
+        workflows=[JourneyWorkflow, LeadAlertWorkflow, BroadcastWorkflow, TransactionalEmail]
     ).replay_workflow(history)
     assert result.replay_failure is None
 

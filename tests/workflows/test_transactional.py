@@ -28,6 +28,7 @@ from contacts.erasure import erase_contact
 from contacts.models import ContactStatus, Link, Message, MessageState, utcnow
 from drip.settings import Settings
 from tests.engine_support import Journeys, journeys, workspace_with
+from tests.workflows.recording import maybe_record
 from tests.workflows.test_smtp_faults import FaultySmtp
 from workflows.activities import INTERRUPTED
 from workflows.resend_activity import request_resends
@@ -286,6 +287,7 @@ async def test_a_domain_deferral_is_waited_out_and_sent_once(
         result = await _send(d, settings, workspace, _request(ann))  # joins the one started
         handle = d.env.client.get_workflow_handle(tx_workflow_id("m-1"))
         kinds = [e.event_type async for e in handle.fetch_history_events()]
+        await maybe_record(handle, "transactional-deferred")
     assert result.state == "sent"
     assert smtp.mailbox.faults["RCPT"] == 1
     assert len(smtp.mailbox.to(ANN)) == 1
