@@ -5,7 +5,8 @@ everything that identifies the person is removed: the address becomes a tombston
 (``erased-<id>@invalid``, which can never be typed into a form or match an import), fields,
 tags, score and the consent IP are cleared, every event's properties (user agents, IPs, URLs,
 field values before and after a change) are emptied, and sent messages lose their rendered
-subject and error text (both may quote the name or address). A tracked link whose URL contains
+subject and error text (both may quote the name or address); a transactional email's
+attachments (an invoice, a ticket) are deleted. A tracked link whose URL contains
 the address is pointed at nothing personal.
 
 The contact is also made ``unsubscribed`` and an ``unsubscribe`` event is recorded: routing it
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from contacts.attachments import MessageAttachment
 from contacts.models import (
     Contact,
     ContactScore,
@@ -92,6 +94,10 @@ def erase_contact(session: Session, contact_id: int, *, requested_by: str) -> Er
             sa.func.lower(col(Link.url)).contains(address.lower(), autoescape=True),
         )
         .values(url="about:blank")
+    )
+    # a transactional email's attachments (an invoice, a ticket) are the person's documents
+    session.execute(
+        sa.delete(MessageAttachment).where(col(MessageAttachment.message_id).in_(message_ids))
     )
     # the score's reasons quote page paths and event names; alerts quote what sales were told
     for dropped in (ScoreChange, ContactScore):

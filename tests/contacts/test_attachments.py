@@ -1,14 +1,23 @@
 """A transactional email's attachments in the database (``contacts.attachments``), on SQLite and
 PostgreSQL: every byte back as stored, in order, written once per message, and refused over
-the size cap with nothing written."""
+the size cap with nothing written, and deleted with the contact's erasure."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from contacts.attachments import Attachment, AttachmentsTooLarge, attachments_of, store_attachments
+from contacts import outbox, repository
+from contacts.attachments import (
+    TX_CAMPAIGN,
+    Attachment,
+    AttachmentsTooLarge,
+    attachments_of,
+    store_attachments,
+)
 from contacts.db import session_scope
+from contacts.erasure import erase_contact
+from contacts.models import Message
 
 BINARY = bytes(range(256)) * 64 + b"\x00\r\n\x00"
 
@@ -50,3 +59,34 @@ def test_over_the_cap_nothing_is_stored(any_engine: Engine) -> None:
         store_attachments(s, "m-1", files, max_bytes=119)
     with session_scope(any_engine) as s:
         assert attachments_of(s, "m-1") == []
+
+
+def test_erasure_deletes_the_contacts_attachments_only(any_engine: Engine) -> None:
+    """An invoice or a ticket is the person's document: erasure takes it, not another's."""
+    with session_scope(any_engine) as s:
+        ids = []
+        for n, email in enumerate(["ann@example.com", "bob@example.com"]):
+            contact, _ = repository.upsert_contact(s, email, {}, consent_source="test")
+            assert contact.id is not None
+            ids.append(contact.id)
+            outbox.reserve_message(
+                s,
+                Message(
+                    id=f"m-{n}",
+                    key=f"tx:m-{n}",
+                    contact_id=contact.id,
+                    campaign_id=TX_CAMPAIGN,
+                    step_id="receipt",
+                    workflow_id=f"tx:m-{n}",
+                    template="receipt",
+                    open_token=f"token-{n}",
+                ),
+            )
+            store_attachments(
+                s, f"m-{n}", [Attachment("i.pdf", "application/pdf", b"%PDF")], max_bytes=9
+            )
+    with session_scope(any_engine) as s:
+        erase_contact(s, ids[0], requested_by="test")
+    with session_scope(any_engine) as s:
+        assert attachments_of(s, "m-0") == []
+        assert [a.content for a in attachments_of(s, "m-1")] == [b"%PDF"]
