@@ -24,6 +24,7 @@ __all__ = [
     "AttachmentsTooLarge",
     "MessageAttachment",
     "attachments_of",
+    "drop_contents",
     "store_attachments",
 ]
 
@@ -97,6 +98,36 @@ def store_attachments(
             },
             ["message_id", "position"],
         )
+
+
+#: outbox states after which a transactional email never reads its attachments again (an
+#: interrupted one is not resent: ``contacts.interrupted.resend_refusal``)
+_FINAL = ("sent", "failed", "suppressed", "interrupted")
+
+
+def drop_contents(session: Session, message_id: str) -> int:
+    """Empty the stored bytes of a message's attachments once its outbox row is final, keeping
+    their names, sizes and hashes (what the API shows); the number of files emptied.
+
+    Why: a receipt's PDF in every row would grow the database by its size with every email,
+    forever, for bytes nothing reads again. A row not final yet (an attempt still sending, or
+    back to ``pending`` for a retry) keeps them, whoever asks."""
+    messages = SQLModel.metadata.tables["messages"]
+    final = (
+        sa.select(messages.c.id)
+        .where(messages.c.id == message_id, messages.c.state.in_(_FINAL))
+        .exists()
+    )
+    result = session.execute(
+        sa.update(MessageAttachment)
+        .where(
+            col(MessageAttachment.message_id) == message_id,
+            sa.func.length(col(MessageAttachment.content)) > 0,
+            final,
+        )
+        .values(content=b"")
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def attachments_of(session: Session, message_id: str) -> list[MessageAttachment]:

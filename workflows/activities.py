@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from campaigns.conditions import evaluate, parse_condition
 from campaigns.workspace import Workspace
 from contacts import outbox, repository, splits, suppressions
-from contacts.attachments import attachments_of
+from contacts.attachments import attachments_of, drop_contents
 from contacts.db import session_scope
 from contacts.erasure import is_erased
 from contacts.marketing_consent import consent_refusal
@@ -159,7 +159,7 @@ class JourneyActivities:
         """Send one journey email at most once: the outbox row is claimed before SMTP."""
         async with heartbeating(every=2.0):
             try:
-                return await self._observed(inp)
+                result = await self._observed(inp)
             except SendWithdrawn as exc:
                 # A stopping worker handed the send back before MAIL FROM, the row still
                 # ``pending``: the retry (any worker) sends it. Benign, so a stop with many
@@ -167,6 +167,15 @@ class JourneyActivities:
                 raise ApplicationError(
                     str(exc), type="SendWithdrawn", category=ApplicationErrorCategory.BENIGN
                 ) from exc
+            if inp.attachments and result.state != "deferred":
+                # the files are in the message now; only their names, sizes and hashes stay
+                message_id = inp.message_id
+                await self._db(lambda: self._drop_attachments(message_id))
+            return result
+
+    def _drop_attachments(self, message_id: str) -> None:
+        with session_scope(self.engine) as session:
+            drop_contents(session, message_id)
 
     async def _observed(self, inp: SendEmailInput) -> SendEmailResult:
         """``_send_email``, counted and timed by outcome (``workflows.metrics``); a failed or

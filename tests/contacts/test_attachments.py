@@ -4,7 +4,10 @@ the size cap with nothing written, and deleted with the contact's erasure."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from contacts import outbox, repository
@@ -13,11 +16,12 @@ from contacts.attachments import (
     Attachment,
     AttachmentsTooLarge,
     attachments_of,
+    drop_contents,
     store_attachments,
 )
 from contacts.db import session_scope
 from contacts.erasure import erase_contact
-from contacts.models import Message
+from contacts.models import Message, MessageState
 
 BINARY = bytes(range(256)) * 64 + b"\x00\r\n\x00"
 
@@ -90,3 +94,35 @@ def test_erasure_deletes_the_contacts_attachments_only(any_engine: Engine) -> No
     with session_scope(any_engine) as s:
         assert attachments_of(s, "m-0") == []
         assert [a.content for a in attachments_of(s, "m-1")] == [b"%PDF"]
+
+
+@pytest.mark.parametrize("state", list(MessageState))
+def test_the_bytes_are_dropped_only_once_the_message_is_final(
+    any_engine: Engine, state: MessageState
+) -> None:
+    """A row still pending or sending (a retry to come) keeps the files it will attach."""
+    with session_scope(any_engine) as s:
+        contact, _ = repository.upsert_contact(s, "ann@example.com", {}, consent_source="test")
+        assert contact.id is not None
+        outbox.reserve_message(
+            s,
+            Message(
+                id="m-1",
+                key="tx:m-1",
+                contact_id=contact.id,
+                campaign_id=TX_CAMPAIGN,
+                step_id="receipt",
+                workflow_id="tx:m-1",
+                template="receipt",
+                open_token="token-1",
+            ),
+        )
+        s.execute(sa.update(Message).values(state=state.value))
+        store_attachments(s, "m-1", [Attachment("i.pdf", "application/pdf", b"%PDF")], max_bytes=9)
+    with session_scope(any_engine) as s:
+        dropped = drop_contents(s, "m-1")
+    with session_scope(any_engine) as s:
+        [row] = attachments_of(s, "m-1")
+    final = state not in (MessageState.pending, MessageState.sending)
+    assert (dropped, row.content) == ((1, b"") if final else (0, b"%PDF"))
+    assert (row.size, row.sha256) == (4, hashlib.sha256(b"%PDF").hexdigest())
