@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from contacts import outbox
     from contacts.attachments import TX_CAMPAIGN, Attachment, store_attachments
     from contacts.db import session_scope
-    from contacts.models import Message
+    from contacts.models import Contact, Message
     from drip.settings import Settings, get_settings
     from emails import domain_of, open_token
     from emails.message import check_attachment, check_sender
@@ -175,11 +175,13 @@ async def start_transactional(
     second start of ``tx:<message id>`` is refused and ignored).
 
     Raises ValueError for a request that cannot be sent (a message id unfit for a Message-ID,
-    an unknown template, ``contacts.attachments.AttachmentsTooLarge``); the contact must exist.
+    an unknown template or contact, ``contacts.attachments.AttachmentsTooLarge``).
     """
     settings = settings or get_settings()
     _check(req, workspace)
     with session_scope(engine) as session:
+        if session.get(Contact, req.contact_id) is None:
+            raise ValueError(f"no contact {req.contact_id}")
         outbox.reserve_message(
             session,
             Message(

@@ -311,6 +311,7 @@ async def test_a_bad_request_is_refused_before_anything_is_recorded(
         pdf = b"%PDF-1.4"
         for bad in (
             _request(ann, template="no-such-template"),
+            _request(ann + 1),  # no such contact
             _request(ann, message_id="<not@an-id>"),
             _request(ann, from_addr="Shop <shop@acme.example>\r\nBcc: all@example.com"),
             _request(ann, reply_to="not an address"),
