@@ -4,13 +4,16 @@ time-skipping server, real SMTP (aiosmtpd) and SQLite.
 ``POST /api/messages`` answers 202 with the message id, and the email arrives; the same
 ``Idempotency-Key`` and body give the first answer and no second email; another body under the
 key is a 409; missing template data is a 422 naming it; a key past its rate gets 429 with
-``Retry-After``; a batch answers per recipient; ``GET /api/messages/{id}`` follows the message.
+``Retry-After``; a batch answers per recipient; ``GET /api/messages/{id}`` follows the message
+and its opens. A marketing-unsubscribed contact gets a receipt, a bounced one does not; a retry
+after a 503 (Temporal away) sends the message its key claimed, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,12 +27,12 @@ from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace, load_workspace
-from contacts import idempotency
+from contacts import idempotency, repository
 from contacts.db import session_scope
 from contacts.idempotency import IdempotencyKey
-from contacts.models import Contact, Message, utcnow
+from contacts.models import Contact, ContactStatus, Message, utcnow
 from drip.settings import Settings
-from tests.support import SmtpServer, api_client, copy_workspace, running_stack
+from tests.support import SmtpServer, api_client, copy_workspace, free_port, running_stack
 from tests.webhooks._admin import make_key
 from webhooks.problems import PROBLEM_JSON
 
@@ -178,6 +181,86 @@ async def test_batch_answers_per_recipient(
     assert (await _state(engine, ok["id"])).state == "sent"
     await smtp.mailbox.wait_for(lambda m: len(m.to("bo@example.com")) == 1)
     assert smtp.mailbox.to("cy@example.com") == []
+
+
+async def test_unsubscribed_contact_gets_a_receipt_and_a_bounced_one_does_not(
+    stack: httpx.AsyncClient, engine: Engine, smtp: SmtpServer
+) -> None:
+    with session_scope(engine) as s:
+        ids = {}
+        for email, status in (
+            ("gone@example.com", "unsubscribed"),
+            ("dead@example.com", "bounced"),
+        ):
+            contact, _ = repository.upsert_contact(s, email)
+            assert contact.id is not None
+            repository.set_status(s, contact.id, ContactStatus(status))
+            ids[status] = contact.id
+    headers = make_key(engine, "send")
+    states = {}
+    for status, contact_id in ids.items():
+        r = await stack.post(
+            "/api/messages", json=_receipt(to={"contact_id": contact_id}), headers=headers
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["contact_id"] == contact_id
+        await _state(engine, r.json()["id"])
+        got = await stack.get(f"/api/messages/{r.json()['id']}", headers=headers)
+        states[status] = (got.json()["state"], got.json()["error"])
+    assert states["unsubscribed"] == ("sent", None)
+    assert states["bounced"][0] == "suppressed" and states["bounced"][1]
+    await smtp.mailbox.wait_for(lambda m: len(m.to("gone@example.com")) == 1)
+    assert smtp.mailbox.to("dead@example.com") == []
+    unknown = await stack.post(
+        "/api/messages", json=_receipt(to={"contact_id": 999}), headers=headers
+    )
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "to.contact_id"
+
+
+async def test_get_lists_the_opens_of_a_tracked_email(
+    stack: httpx.AsyncClient, engine: Engine, smtp: SmtpServer
+) -> None:
+    headers = make_key(engine, "send")
+    r = await stack.post("/api/messages", json=_receipt(), headers=headers)
+    message_id = r.json()["id"]
+    await smtp.mailbox.wait_for(lambda m: len(m.to(ANN)) == 1)
+    [email] = smtp.mailbox.to(ANN)
+    pixel = re.search(r"http://testserver(/t/o/[^\"]+)", email.html())
+    assert pixel is not None, email.html()
+    assert (await stack.get(pixel.group(1))).status_code == 200
+    deadline = time.monotonic() + 30
+    while not (
+        events := (await stack.get(f"/api/messages/{message_id}", headers=headers)).json()["events"]
+    ):
+        assert time.monotonic() < deadline, "the open never showed"
+        await asyncio.sleep(0.05)
+    assert [e["type"] for e in events] == ["open"]
+
+
+async def test_a_retry_after_503_sends_the_message_it_claimed(
+    settings: Settings,
+    engine: Engine,
+    tx_workspace: Workspace,
+    time_env: WorkflowEnvironment,
+    smtp: SmtpServer,
+) -> None:
+    headers = {**make_key(engine, "send"), "Idempotency-Key": "retry-me"}
+    away = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    async with api_client(away, tx_workspace, engine) as http:
+        r = await http.post("/api/messages", json=_receipt(), headers=headers)
+    assert r.status_code == 503 and r.headers["content-type"] == PROBLEM_JSON
+    with session_scope(engine) as s:
+        [claim] = s.exec(select(IdempotencyKey)).all()
+    assert claim.status is None
+    [reserved] = claim.reserved["message_ids"]
+    async with running_stack(time_env.client, settings, engine, tx_workspace) as http:
+        r = await http.post("/api/messages", json=_receipt(), headers=headers)
+        assert r.status_code == 202 and r.json()["id"] == reserved
+        assert (await _state(engine, reserved)).state == "sent"
+        await smtp.mailbox.wait_for(lambda m: len(m.to(ANN)) == 1)
+        again = await http.post("/api/messages", json=_receipt(), headers=headers)
+        assert again.json() == r.json()
+    assert len(smtp.mailbox.to(ANN)) == 1
 
 
 # --- without Temporal: everything refused before a send is started ----------------------------
