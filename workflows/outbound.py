@@ -45,6 +45,7 @@ Receivers can trust and dedupe what we send:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -71,6 +72,7 @@ __all__ = [
     "OutboundPolicy",
     "OutboundRefused",
     "OutboundRetryable",
+    "new_client",
     "post_json",
     "post_signed_body",
     "verify_signature",
@@ -210,11 +212,18 @@ async def post_json(
 
 
 async def post_signed_body(
-    url: str, body: bytes, headers: Mapping[str, str], *, policy: OutboundPolicy
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    policy: OutboundPolicy,
+    client: httpx.AsyncClient | None = None,
 ) -> Delivery:
     """POST ``body`` with the caller's signature ``headers`` to ``url``, if the policy allows
     it, with the same checks, pinning and outcomes as ``post_json``: for senders that sign by
-    another scheme (outgoing event webhooks sign the Standard Webhooks way)."""
+    another scheme (outgoing event webhooks sign the Standard Webhooks way). ``client``
+    (``new_client``, for this URL's host only) keeps connections for the caller's next POSTs;
+    the addresses are checked on every call all the same."""
     target = _target(url, policy)
     sent = {
         "Host": target.url.netloc.decode("ascii"),
@@ -226,7 +235,7 @@ async def post_signed_body(
     try:
         async with asyncio.timeout(policy.timeout):
             addresses = await _checked_addresses(target, policy)
-            return await _send(target, addresses, body, sent, policy)
+            return await _send(target, addresses, body, sent, policy, client)
     except TimeoutError as exc:
         raise OutboundRetryable(
             f"POST to {target.host} timed out after {policy.timeout:g}s"
@@ -382,20 +391,31 @@ def _default_tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def new_client(policy: OutboundPolicy) -> httpx.AsyncClient:
+    """A client as every call here makes one: ``post_signed_body`` takes one to reuse its
+    connections for several POSTs to one host (the caller closes it). Only for one host name:
+    a connection is made with that name's SNI and certificate, so another name must not reuse
+    it even where both resolve to one address."""
+    verify = _default_tls() if policy.verify is True else policy.verify
+    return httpx.AsyncClient(
+        verify=verify, timeout=policy.timeout, trust_env=False, follow_redirects=False
+    )
+
+
 async def _send(
     target: _Target,
     addresses: list[IPAddress],
     body: bytes,
     headers: dict[str, str],
     policy: OutboundPolicy,
+    client: httpx.AsyncClient | None = None,
 ) -> Delivery:
-    verify = _default_tls() if policy.verify is True else policy.verify
     # For a name, SNI and certificate verification use the name although we connect to an IP.
     extensions = {} if target.literal else {"sni_hostname": target.host}
     failures: list[str] = []
-    async with httpx.AsyncClient(
-        verify=verify, timeout=policy.timeout, trust_env=False, follow_redirects=False
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(new_client(policy))
         for address in addresses:
             request = client.build_request(
                 "POST",

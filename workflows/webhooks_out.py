@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -57,7 +59,13 @@ from contacts.webhook_endpoints import (
 from contacts.webhook_events import WebhookEvent, mark_dispatched, undispatched
 from emails.errors import PermanentSendError
 from emails.sender import Transport
-from workflows.outbound import OutboundPolicy, OutboundRefused, OutboundRetryable, post_signed_body
+from workflows.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    OutboundRetryable,
+    new_client,
+    post_signed_body,
+)
 from workflows.webhook_lane import LaneInput, WebhookLane, lane_id
 
 __all__ = [
@@ -71,6 +79,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FAILING_LIMIT = timedelta(days=1)
+#: signal-with-start calls the dispatcher has in flight at once (one per lane)
+SIGNALS_AT_ONCE = 32
 
 
 def sign(msg_id: str, timestamp: int, body: bytes, secrets: list[str]) -> str:
@@ -119,9 +129,27 @@ class WebhookOutActivities:
         return [self.deliver, self.give_up]
 
     @activity.defn(name="webhooks_out_deliver")
-    async def deliver(self, delivery_id: int) -> None:
-        """One attempt; raises to be retried, ``WebhookRefused`` when no retry can help."""
+    async def deliver(self, delivery_ids: list[int]) -> None:
+        """One attempt of each delivery in order, skipping those delivered already; raises at
+        the first failure, to be retried (``WebhookRefused``: no retry can help)."""
         now = activity.info().current_attempt_scheduled_time
+        # a lane's deliveries go to one endpoint: its connections are reused in the batch (by
+        # host name: an endpoint whose URL changed meanwhile gets connections of its own)
+        async with contextlib.AsyncExitStack() as stack:
+            clients: dict[str, httpx.AsyncClient] = {}
+
+            def client_for(host: str) -> httpx.AsyncClient:
+                if host not in clients:
+                    clients[host] = new_client(self.policy)
+                    stack.push_async_callback(clients[host].aclose)
+                return clients[host]
+
+            for delivery_id in delivery_ids:
+                await self._deliver_one(delivery_id, now, client_for)
+
+    async def _deliver_one(
+        self, delivery_id: int, now: datetime, client_for: Callable[[str], httpx.AsyncClient]
+    ) -> None:
         loaded = await asyncio.to_thread(self._load, delivery_id)
         if loaded is None:
             return  # delivered already (a repeated signal or a retry after success)
@@ -141,7 +169,9 @@ class WebhookOutActivities:
         policy = replace(self.policy, allowed_hosts=frozenset({host} if host else ()))
         status: int | None = None
         try:
-            answer = await post_signed_body(endpoint.url, body, headers, policy=policy)
+            answer = await post_signed_body(
+                endpoint.url, body, headers, policy=policy, client=client_for(host or "")
+            )
             status = answer.status
             error = None if answer.ok else (answer.error or f"HTTP {answer.status}")
         except OutboundRefused as exc:
@@ -156,14 +186,32 @@ class WebhookOutActivities:
             raise ApplicationError(error, type="WebhookFailed")
 
     @activity.defn(name="webhooks_out_give_up")
-    async def give_up(self, delivery_id: int, reason: str, at: str) -> None:
-        """Mark the delivery failed after its day of retries; the endpoint too, if all its
-        attempts have failed for a day (the last retry may come just before the day is up).
-        ``at`` is the lane's clock when the retries ran out."""
+    async def give_up(
+        self, delivery_ids: list[int], reason: str, at: str, expired: bool
+    ) -> list[int]:
+        """After a day of retries (``expired``) or a refusal, mark the first undelivered
+        delivery of the batch failed, and the endpoint disabled if all its attempts have
+        failed for a day; returns the ones after it, still to deliver. ``at`` is the lane's
+        clock then."""
         now = datetime.fromisoformat(at)
-        disable = await asyncio.to_thread(self._give_up, delivery_id, reason, now)
+        pending = await asyncio.to_thread(self._pending, delivery_ids)
+        if not pending:
+            return []
+        disable = await asyncio.to_thread(self._give_up, pending[0], reason, now, expired)
         if disable is not None:
             await self._tell_owner(*disable)
+        return pending[1:]
+
+    def _pending(self, delivery_ids: list[int]) -> list[int]:
+        with session_scope(self.engine) as s:
+            states = dict(
+                s.exec(
+                    select(WebhookDelivery.id, WebhookDelivery.state).where(
+                        col(WebhookDelivery.id).in_(delivery_ids)
+                    )
+                ).all()
+            )
+        return [i for i in delivery_ids if states.get(i) == DeliveryState.pending]
 
     def _load(self, delivery_id: int) -> tuple[WebhookEndpoint, WebhookEvent] | None:
         with session_scope(self.engine) as s:
@@ -239,7 +287,9 @@ class WebhookOutActivities:
         except PermanentSendError as exc:
             log.warning("could not tell %s that endpoint %s is disabled: %s", owner, name, exc)
 
-    def _give_up(self, delivery_id: int, reason: str, now: datetime) -> tuple[str, str] | None:
+    def _give_up(
+        self, delivery_id: int, reason: str, now: datetime, expired: bool
+    ) -> tuple[str, str] | None:
         with session_scope(self.engine) as s:
             delivery = s.get(WebhookDelivery, delivery_id)
             if delivery is None or delivery.state != DeliveryState.pending:
@@ -258,7 +308,7 @@ class WebhookOutActivities:
                     WebhookAttempt.delivery_id == delivery_id
                 )
             ).one()
-            if first is not None and endpoint.failing_since <= _aware(first):
+            if expired and first is not None and endpoint.failing_since <= _aware(first):
                 now = max(now, endpoint.failing_since + FAILING_LIMIT)
             return _disable_if_failing(s, endpoint, now, reason)
 
@@ -306,8 +356,17 @@ class WebhookDispatcher:
         if plan is None:
             return 0
         seqs, lanes = plan
+        # one signal per lane with its deliveries in order; the lanes are signalled at once
+        queued: dict[tuple[int, int | None], list[int]] = {}
         for endpoint_id, contact_id, delivery_id in lanes:
-            await signal_lane(self.client, self.task_queue, endpoint_id, contact_id, delivery_id)
+            queued.setdefault((endpoint_id, contact_id), []).append(delivery_id)
+        gate = asyncio.Semaphore(SIGNALS_AT_ONCE)
+
+        async def signal(lane: tuple[int, int | None], ids: list[int]) -> None:
+            async with gate:
+                await signal_lane(self.client, self.task_queue, lane[0], lane[1], ids)
+
+        await asyncio.gather(*(signal(lane, ids) for lane, ids in queued.items()))
         await asyncio.to_thread(self._stamp, seqs)
         return len(seqs)
 
@@ -370,7 +429,11 @@ def _passes(endpoint: WebhookEndpoint, event: WebhookEvent) -> bool:
 
 
 async def signal_lane(
-    client: Client, task_queue: str, endpoint_id: int, contact_id: int | None, delivery_id: int
+    client: Client,
+    task_queue: str,
+    endpoint_id: int,
+    contact_id: int | None,
+    delivery_ids: list[int],
 ) -> None:
     handle: WorkflowHandle[Any, Any] = await client.start_workflow(
         WebhookLane.run,
@@ -378,7 +441,7 @@ async def signal_lane(
         id=lane_id(endpoint_id, contact_id),
         task_queue=task_queue,
         start_signal="enqueue",
-        start_signal_args=[delivery_id],
+        start_signal_args=[delivery_ids],
     )
     del handle
 
@@ -400,4 +463,4 @@ async def resend_delivery(
     """Deliver ``delivery_id`` again (failed or not): pending again, queued on its lane.
     LookupError if there is no such delivery."""
     endpoint_id, contact_id = await asyncio.to_thread(_reopen, engine, delivery_id)
-    await signal_lane(client, task_queue, endpoint_id, contact_id, delivery_id)
+    await signal_lane(client, task_queue, endpoint_id, contact_id, [delivery_id])

@@ -220,15 +220,18 @@ async def test_a_receiver_down_for_an_hour_gets_everything_after_in_order_per_co
 
 
 async def test_a_private_address_is_refused_without_retrying(rig: Rig, receiver: Receiver) -> None:
-    rig.endpoint("https://10.0.0.1/hook", new_secret())
+    endpoint_id = rig.endpoint("https://10.0.0.1/hook", new_secret())
     rig.emit(CONTACT_CREATED, 3)
+    rig.emit(CONTACT_UPDATED, 3)  # queued behind it in the same lane: refused in its turn
     await rig.dispatcher.dispatch_once()
-    await rig.until(lambda: rig.deliveries()[0].state == "failed")
+    await rig.until(lambda: [d.state for d in rig.deliveries()] == ["failed", "failed"])
 
-    [delivery] = rig.deliveries()
-    assert delivery.attempts == 1
-    assert "refused" in (delivery.last_error or "")
+    for delivery in rig.deliveries():
+        assert delivery.attempts == 1
+        assert "refused" in (delivery.last_error or "")
     assert receiver.received == []
+    # a refusal is not a day of failures: the endpoint stays enabled
+    assert rig.endpoint_row(endpoint_id).enabled
 
 
 async def test_a_resend_delivers_again_with_the_same_id(rig: Rig, receiver: Receiver) -> None:
