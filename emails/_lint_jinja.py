@@ -19,7 +19,7 @@ from jinja2 import meta, nodes
 
 from emails._sandbox import Sandbox
 
-__all__ = ["Issue", "Refs", "check_jinja", "unguarded_reads"]
+__all__ = ["Issue", "Refs", "check_jinja", "data_reads", "unguarded_reads"]
 
 #: ``(line, severity, rule, message)``; ``emails.lint`` adds the file.
 Issue = tuple[int, Literal["error", "warning"], str, str]
@@ -110,6 +110,13 @@ def unguarded_reads(source: str, root: str) -> dict[str, int]:
     for name, lineno in refs.unguarded:
         found.setdefault(name, lineno)
     return found
+
+
+def data_reads(source: str, root: str, refs: Refs) -> None:
+    """Add each ``root.X`` the template reads (guarded or not) to ``refs``, so lint's sample
+    render can give the transactional API's ``data`` a value for each. Raises
+    ``jinja2.TemplateSyntaxError``."""
+    _walk(_ENV.parse(source), frozenset(), refs, root)
 
 
 def _contact_field(node: nodes.Node | None, root: str = "contact") -> str | None:

@@ -13,6 +13,7 @@ Functions return :class:`Finding` rows and print nothing; the CLI formats them.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 from collections.abc import Collection, Iterator, Sequence
@@ -30,7 +31,7 @@ from campaigns.loader import Loc, Located, load_yaml
 from campaigns.workspace import Workspace
 from contacts.models import Contact
 from drip.settings import Settings
-from emails._lint_jinja import Refs, check_jinja
+from emails._lint_jinja import Refs, check_jinja, data_reads
 from emails.errors import TemplateBudgetError, TemplateError
 from emails.render import RenderedEmail, Renderer
 from emails.templates import _HTML as SANDBOX  # the emails' own sandbox, not a copy
@@ -68,6 +69,10 @@ TEXT_NAMES = frozenset(
     }
 )
 BODY_NAMES = TEXT_NAMES | {"subject", "preheader"}
+#: What the transactional API (``POST /api/messages``) gives a template besides those: the
+#: call's data. Lint cannot know the keys (each call brings its own, and the API answers 422
+#: when one the template needs is missing), so any ``data.X`` is fine here.
+DATA_NAME = "data"
 _SAMPLE = {"first_name": "Alex", "last_name": "Sample", "company": "Sample Ltd"}
 _SAMPLE_EMAIL = "alex.sample@example.com"
 
@@ -188,16 +193,29 @@ def _lint_template(
     except (OSError, UnicodeDecodeError) as exc:
         return [Finding(where, 0, "error", "unreadable", str(exc))]
     found: list[Finding] = []
-    if not uses:
-        found.append(Finding(where, 0, "warning", "unused-template", "no campaign sends it"))
     # A field is sure only if every campaign sending the template brings it.
     known = frozenset.intersection(*(u.known for u in uses)) if uses else frozenset({"email"})
     refs = Refs()
+    data = Refs()
     files: set[str] = set()
     for file, text, markup in _sources(workspace, path, source):
         files.add(file)
         found += _markup(text, file) if markup else _plain_links(text, file)
-        found += _jinja(text, file, 0, BODY_NAMES, known, refs, fields=sample)
+        found += _jinja(text, file, 0, BODY_NAMES | {DATA_NAME}, known, refs, fields=sample)
+        with contextlib.suppress(jinja2.TemplateSyntaxError):  # _jinja reported it
+            data_reads(text, DATA_NAME, data)
+    # A template reading ``data`` is the transactional API's: the app calling the API sends
+    # it, so no campaign sending it is what its author expects, not something to warn about.
+    transactional = _reads_name(workspace, path, source, DATA_NAME)
+    if not uses and not transactional:
+        found.append(Finding(where, 0, "warning", "unused-template", "no campaign sends it"))
+    if uses and transactional:
+        senders = ", ".join(sorted({u.sender for u in uses}))
+        message = (
+            f"reads {DATA_NAME}, which only the transactional API gives a template, "
+            f"but {senders} sends it"
+        )
+        found.append(Finding(where, 0, "error", "data-in-campaign", message))
     for each in uses:
         for key, text in (("subject", each.subject), ("preheader", each.preheader)):
             line = each.line(key)
@@ -206,6 +224,11 @@ def _lint_template(
         return found  # the render would only repeat it
     guessed = {f: 1 if f in refs.numeric else f"sample {f}" for f in refs.fields}
     contact = Contact(id=1, email=_SAMPLE_EMAIL, fields={**guessed, **sample})
+    sample_data = (
+        {k: 1 if k in data.numeric else _SampleValue(f"sample {k}") for k in data.fields}
+        if transactional
+        else None
+    )
     lines: dict[tuple[str, str], _Use | None] = {}
     for each in uses:
         lines.setdefault((each.subject, each.preheader), each)
@@ -222,6 +245,7 @@ def _lint_template(
                 step_id=name,
                 track=True,
                 utm=use.utm if use else None,
+                data=sample_data,
             )
         except TemplateBudgetError as exc:
             found.append(
@@ -235,6 +259,33 @@ def _lint_template(
             found += lint_rendered(rendered, where, workspace.config.postal_address)
             checked = True
     return found
+
+
+class _SampleValue(str):
+    """A sample value of the transactional API's ``data``: printable, and also usable as a list
+    of one (``{% for line in data.lines %}``) whose items have any attribute
+    (``{{ line.name }}``), since lint cannot know the shape a call gives."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> _SampleValue:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _SampleValue(f"{self} {name}")
+
+    def __iter__(self) -> Iterator[str]:
+        yield self
+
+
+def _reads_name(workspace: Workspace, path: Path, source: str, name: str) -> bool:
+    """Whether the template's sources (its partials, ``.txt`` part, layout) read ``name``."""
+    for _, text, _ in _sources(workspace, path, source):
+        try:
+            if name in jinja2.meta.find_undeclared_variables(SANDBOX.parse(text)):
+                return True
+        except jinja2.TemplateSyntaxError:
+            continue
+    return False
 
 
 def _over_budget(

@@ -3,6 +3,8 @@ author's line, and the demo workspace itself lints clean."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from campaigns.workspace import load_workspace
 from drip.settings import Settings
 from emails import RenderedEmail
 from emails.lint import Finding, lint_rendered, lint_workspace
-from tests.support import EXAMPLES, ROOT, copy_workspace
+from tests.support import EXAMPLES, ROOT, copy_workspace, venv_binary
 
 ADDRESS = "Acme Outdoor Ltd, 1 Harbour Street, Bristol BS1 4XX, United Kingdom"
 
@@ -295,3 +297,44 @@ def test_a_hand_written_text_part_is_checked_and_must_carry_the_postal_address(
         (text_part, 3, "warning", "insecure-link"),
     ]
     assert "the text part lacks the workspace's postal address" in found[0].message
+
+
+RECEIPT = _text(
+    "<p>Order {{ data.order_id }}, total {{ data.total }}</p>\n"
+    "{% for line in data.lines %}<p>{{ line.name }}</p>{% endfor %}\n"
+    "{% if data.note %}<p>{{ data.note }}</p>{% endif %}"
+)
+
+
+def test_a_transactional_template_reading_data_lints_clean_and_is_not_unused(root: Path) -> None:
+    """``data`` is the transactional API's per-call template data: the API checks its keys per
+    call (a missing one is a 422), and the app calling it is what sends the template."""
+    assert _lint(root, RECEIPT, used=False) == []
+
+
+def test_an_undefined_name_beside_data_is_still_an_error(root: Path) -> None:
+    found = _lint(root, RECEIPT + _text("{{ order_id }}"), used=False)
+    assert _rules(found) == [(13, "error", "unresolved-variable")]
+
+
+def test_a_campaign_sending_a_template_that_reads_data_is_an_error(root: Path) -> None:
+    found = _lint(root, RECEIPT)
+    assert ("error", "data-in-campaign") in [(f.severity, f.rule) for f in found]
+
+
+def test_the_cli_lints_a_transactional_template_clean_with_strict(root: Path) -> None:
+    (root / "emails" / "custom.mjml").write_text(RECEIPT, encoding="utf-8")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
+        "DRIP_HOME": str(root / ".drip"),
+        "DRIP_WORKSPACE": str(root),
+    }
+    run = subprocess.run(
+        [venv_binary("drip"), "emails", "lint", "--strict", "custom"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
