@@ -32,7 +32,14 @@ from contacts.db import session_scope
 from contacts.idempotency import IdempotencyKey
 from contacts.models import Contact, ContactStatus, Message, utcnow
 from drip.settings import Settings
-from tests.support import SmtpServer, api_client, copy_workspace, free_port, running_stack
+from tests.support import (
+    SmtpServer,
+    api_client,
+    copy_workspace,
+    free_port,
+    running_stack,
+    venv_binary,
+)
 from tests.webhooks._admin import make_key
 from webhooks.problems import PROBLEM_JSON
 
@@ -360,3 +367,22 @@ def test_idempotency_keys_expire_after_a_day(any_engine: Engine) -> None:
     with session_scope(engine) as s:
         assert idempotency.prune(s, now=later + idempotency.TTL + timedelta(seconds=1)) == 1
         assert s.exec(select(IdempotencyKey)).all() == []
+
+
+async def test_a_send_that_cannot_be_started_without_a_key_is_marked_failed_not_left_pending(
+    settings: Settings, engine: Engine, tx_workspace: Workspace
+) -> None:
+    """Temporal goes away after the API connected: the answer is a 503, and without an
+    Idempotency-Key no retry can name the message, so its row says it was not sent instead of
+    staying pending for ever (with a key, the retry sends it: the test above)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server")
+    )
+    async with api_client(settings, tx_workspace, engine, env.client) as http:
+        await env.shutdown()
+        r = await http.post("/api/messages", json=_receipt(), headers=make_key(engine, "send"))
+    assert r.status_code == 503 and r.headers["content-type"] == PROBLEM_JSON
+    with session_scope(engine) as s:
+        [row] = s.exec(select(Message).where(Message.campaign_id == "tx:api")).all()
+    assert row.state == "failed"
+    assert (row.error or "").startswith("not sent: the send could not be started")

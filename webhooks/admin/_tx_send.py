@@ -15,11 +15,11 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from temporalio.client import Client
 
-from contacts import repository
+from contacts import outbox, repository
 from contacts.attachments import Attachment
 from contacts.db import session_scope
 from contacts.errors import InvalidEmail, NotFound
-from contacts.models import MarketingConsent
+from contacts.models import MarketingConsent, MessageState
 from emails.data_check import TemplateNeeds
 from webhooks._ratelimit import Limit, retry_after
 from webhooks.admin._common import AdminProblem
@@ -144,12 +144,26 @@ def _contact_id(engine: Any, to: Recipient, field: str) -> int:
         return contact.id
 
 
+def _not_started(engine: Any, message_id: str, exc: BaseException) -> None:
+    with session_scope(engine) as session:
+        outbox.finish_send(
+            session,
+            message_id,
+            MessageState.failed,
+            f"not sent: the send could not be started ({type(exc).__name__}); ask again",
+        )
+
+
 class Sender:
     """What every message of one request shares: the app's parts, the template, the client."""
 
-    def __init__(self, engine: Any, settings: Any, workspace: Any, client: Client) -> None:
+    def __init__(
+        self, engine: Any, settings: Any, workspace: Any, client: Client, *, keyed: bool = False
+    ) -> None:
         self.engine, self.settings = engine, settings
         self.workspace, self.client = workspace, client
+        #: the request has an Idempotency-Key: a retry with it finishes a send not started
+        self.keyed = keyed
 
     async def send(
         self,
@@ -186,6 +200,10 @@ class Sender:
             raise AdminProblem(422, "Invalid request", str(exc)) from None
         except Exception as exc:  # Temporal went away between connecting and starting
             log.warning("transactional %s: start failed: %s", message_id, exc)
+            if not self.keyed:
+                # nothing will ever send this row (no retry can name it): say so on it,
+                # rather than leave it pending for good
+                await run_in_threadpool(_not_started, self.engine, message_id, exc)
             raise AdminProblem(
                 503, "Service Unavailable", f"the send could not be started ({type(exc).__name__})"
             ) from None

@@ -176,7 +176,9 @@ async def send_message(
     attachments = decode_attachments(body.attachments, settings.tx_attachments_max_bytes)
 
     async def work(ids: list[str]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        sender = Sender(engine, settings, workspace, await client_of(gateway))
+        sender = Sender(
+            engine, settings, workspace, await client_of(gateway), keyed=bool(idempotency_key)
+        )
         accepted = await sender.send(
             ids[0],
             body.to,
@@ -220,7 +222,9 @@ async def send_batch(
     template_problem(body.template, needs)
 
     async def work(ids: list[str]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        sender = Sender(engine, settings, workspace, await client_of(gateway))
+        sender = Sender(
+            engine, settings, workspace, await client_of(gateway), keyed=bool(idempotency_key)
+        )
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def one(index: int) -> BatchResult:
