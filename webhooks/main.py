@@ -18,7 +18,13 @@ from webhooks._ratelimit import RateLimiter
 from webhooks.esp import mailgun, postmark, sendgrid, ses
 from webhooks.journeys import JourneyGateway
 from webhooks.metrics import ApiMetrics
-from webhooks.middleware import ClientAddressMiddleware, OperationsMiddleware, TrustedProxies
+from webhooks.middleware import (
+    TRANSACTIONAL_PATHS,
+    ClientAddressMiddleware,
+    OperationsMiddleware,
+    TrustedProxies,
+    transactional_body_limit,
+)
 from webhooks.openapi import document_problems
 from webhooks.problems import install_problem_handlers
 from webhooks.routes import ack, forms, operations, segment, tracking, unsubscribe, view
@@ -95,8 +101,12 @@ def create_app(
     # (request id, body cap, metrics, access log; /t/ paths only bump a counter)
     app.include_router(operations.router)
     app.state.metrics = ApiMetrics(db)
+    tx_limit = transactional_body_limit(settings.max_body_bytes, settings.tx_attachments_max_bytes)
     app.add_middleware(
-        OperationsMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+        OperationsMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        path_limits=dict.fromkeys(TRANSACTIONAL_PATHS, tx_limit),
     )
     if settings.trusted_proxies:  # outermost of all: every layer sees the client's address
         proxies = TrustedProxies(settings.trusted_proxies, settings.proxy_header)

@@ -13,7 +13,9 @@ For every other request:
   without one (chunked) is counted as it streams, and reading past the cap raises
   ``BodyTooLarge``, an ``HTTPException`` the problem handlers turn into 413 problem JSON (a
   page for a browser's form post, as ``problems.negotiated_problem`` decides). Routes may
-  enforce lower limits themselves.
+  enforce lower limits themselves. A few paths get their own, larger cap (``path_limits``):
+  the transactional API's, whose attachments (``DRIP_TX_ATTACHMENTS_MAX_BYTES``) arrive as
+  base64 in the JSON body (``transactional_body_limit``).
 - **NUL**: a query string, or an ``/api/`` or ``/dashboard/`` path, carrying a NUL is a 400
   problem before any route runs.
 - **Metrics** by route template and status, and one ``drip.access`` log line (INFO) with
@@ -32,7 +34,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from starlette.exceptions import HTTPException
@@ -78,11 +80,32 @@ def _has_nul(scope: Scope) -> bool:
     )
 
 
+#: the transactional API's paths, whose bodies carry attachments
+TRANSACTIONAL_PATHS = ("/api/messages", "/api/messages/batch")
+
+
+def transactional_body_limit(max_body_bytes: int, attachments_max_bytes: int) -> int:
+    """The body cap of the transactional API: its attachments cap as base64 (4 characters for
+    each 3 bytes), plus the general cap for the rest of the JSON (recipient, subject, data,
+    filenames). Without it the general cap (1 MB) would refuse every attachment over about
+    750 KB, long before ``DRIP_TX_ATTACHMENTS_MAX_BYTES`` (10 MB) is reached."""
+    return max_body_bytes + 4 * -(-attachments_max_bytes // 3)
+
+
 class OperationsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ApiMetrics,
+        max_body_bytes: int,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        #: exact paths with a cap of their own instead of ``max_body_bytes``
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +136,7 @@ class OperationsMiddleware:
         id_header = (b"x-request-id", request_id.encode())
         status = 500  # what the client gets if the app raises before answering
         response_started = False
-        limit = self.max_body_bytes
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
         received = 0
 
         async def capped_receive() -> Message:
