@@ -99,7 +99,7 @@ class WebhookDelivery(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     endpoint_id: int = Field(index=True)
-    event_seq: int
+    event_seq: int = Field(index=True)
     event_id: str = Field(max_length=40)
     event_type: str = Field(max_length=40)
     contact_id: int | None = None

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     #: contact enters a segment at most this long after starting to match it.
     segment_sweep_seconds: float = Field(default=300.0, ge=1.0)
 
+    #: Outgoing webhook events, their deliveries and attempts are deleted this many days after
+    #: their last attempt (``contacts/webhook_retention.py``, an hourly Temporal Schedule).
+    #: A week: a failing delivery is retried for a day, then its endpoint's owner is emailed;
+    #: seven more days cover a weekend and a fix before the failed deliveries can no longer be
+    #: resent. Events no endpoint wanted are deleted once dispatched, whatever this says.
+    webhook_retention_days: int = Field(default=7, ge=1)
+
     #: Webhook steps and sales chat alerts POST only to hosts the workspace allowlists, and never
     #: into loopback, private or link-local networks unless one is listed here (CIDRs, e.g. an
     #: internal CRM at ``10.1.2.0/24``).

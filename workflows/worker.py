@@ -45,6 +45,11 @@ from workflows.score_decay import ScoreDecay, ScoreDecayActivities, start_score_
 from workflows.segments import SegmentActivities, SegmentSweep, ensure_segment_schedule
 from workflows.transactional import TransactionalEmail
 from workflows.webhook_lane import WebhookLane
+from workflows.webhook_retention import (
+    WebhookPrune,
+    WebhookPruneActivities,
+    start_webhook_prune_schedule,
+)
 from workflows.webhooks_out import WebhookDispatcher, WebhookOutActivities
 
 __all__ = ["WORKFLOWS", "build_worker", "run_worker"]
@@ -60,6 +65,7 @@ WORKFLOWS: Sequence[type] = (
     BroadcastWorkflow,
     WebhookLane,
     TransactionalEmail,
+    WebhookPrune,
 )
 
 
@@ -252,6 +258,9 @@ def build_worker(
         transport=transport,
         sender=workspace.config.from_,
     ).all()
+    activities.extra += WebhookPruneActivities(
+        engine=engine, retention=timedelta(days=settings.webhook_retention_days)
+    ).all()
     activities.extra += SalesActivities(
         settings=settings, engine=engine, workspace=workspace, transport=transport, client=client
     ).all()
@@ -314,6 +323,7 @@ async def _run(
     try:
         await _start_segment_schedule(client, settings)
         await start_score_decay_schedule(client, settings, workspace.sales)
+        await start_webhook_prune_schedule(client, settings)
         sweep = asyncio.create_task(
             router.sweep_forever(on_routed=metrics.events_swept.inc), name="event-sweep"
         )
