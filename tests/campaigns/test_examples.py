@@ -23,6 +23,7 @@ from contacts.hits import TRAP_URL
 from contacts.models import Contact
 from drip.settings import Settings
 from emails import Renderer
+from emails.data_check import needs_of
 from tests.support import EXAMPLES, api_client
 
 CAMPAIGNS = {
@@ -68,6 +69,8 @@ def test_each_file_is_named_after_its_campaign_and_matches_the_json_schema(
 def test_every_example_uses_its_own_templates(demo: Workspace) -> None:
     used = {s.template for p in demo.plans.values() for s in p.steps.values() if s.template}
     used |= {name for p in demo.broadcast_plans.values() for name in p.templates}
+    # the transactional API's (the README's receipt): they read the call's ``data``
+    used |= {name for name in demo.templates if needs_of(demo, name, None).needed}
     assert used == set(demo.templates)  # no template missing, none left over
 
 
