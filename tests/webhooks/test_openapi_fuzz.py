@@ -198,3 +198,62 @@ def test_every_operation_answers_within_its_documented_contract(
     assert {"unsupported_method", "negative_data_rejection", "positive_data_acceptance"} <= checked
     report = "\n\n".join(f"== {op} [{check}]\n{text}" for (op, check), text in failures.items())
     assert not failures, f"{len(failures)} contract break(s):\n\n{report}"
+
+
+#: the operations that start Temporal work: fuzzed again with Temporal up, where no 5xx is allowed
+NEEDS_TEMPORAL = (
+    "POST /api/messages",
+    "POST /api/messages/batch",
+    "POST /api/webhooks/deliveries/{delivery_id}/resend",
+)
+
+
+def test_the_routes_that_start_temporal_work_answer_no_5xx_while_it_is_up(
+    settings: Settings, workspace: Workspace, engine: Engine, dev_env: Any
+) -> None:
+    """The run above is an outage (no Temporal), where these routes answer their documented
+    503; here they are fuzzed again with a real Temporal dev server, and any 5xx fails."""
+    live = settings.model_copy(
+        update={"env": "dev", "temporal_address": dev_env.client.service_client.config.target_host}
+    )
+    deploy_workspace(engine, workspace)
+    app = create_app(live, workspace, engine=engine)
+    # only these operations: the document cut down to their paths (their schemas' refs kept)
+    raw = app.openapi()
+    wanted = {label.split(" ", 1)[1] for label in NEEDS_TEMPORAL}
+    raw = {**raw, "paths": {p: ops for p, ops in raw["paths"].items() if p in wanted}}
+    # one send the workspace can make (its receipt template and the data it reads), so the
+    # examples phase reaches Temporal; the rest is generated
+    send = raw["paths"]["/api/messages"]["post"]["requestBody"]["content"]["application/json"]
+    send["example"] = {
+        "template": "receipt",
+        "to": {"email": "fuzz@example.com"},
+        "subject": "Your receipt",
+        "data": {"order_id": "A-1", "total": "1.00", "note": ""},
+    }
+    schema = schemathesis.openapi.from_dict(raw, config=_config())
+    schema.app = app
+    admin = make_key(engine)
+
+    @schema.auth()
+    class _Keys:
+        def get(self, case: Any, context: Any) -> str:
+            return "keys"
+
+        def set(self, case: Any, data: str, context: Any) -> None:
+            # schemathesis fills the security scheme with an empty token: replace that one
+            headers = dict(case.headers or {})
+            if headers.get("Authorization", "").strip() in ("", "Bearer"):
+                case.headers = {**headers, **admin}
+
+    statuses: dict[str, set[int]] = {label: set() for label in NEEDS_TEMPORAL}
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished) and event.recorder.label in statuses:
+            for interaction in event.recorder.interactions.values():
+                if interaction.response is not None:
+                    statuses[event.recorder.label].add(interaction.response.status_code)
+        elif isinstance(event, events.FatalError):
+            raise AssertionError(f"schemathesis stopped: {event.exception!r}")
+    assert all(statuses.values()), statuses  # each was fuzzed
+    assert 202 in statuses["POST /api/messages"], statuses  # a send reached Temporal
+    assert not [s for seen in statuses.values() for s in seen if s >= 500], statuses
