@@ -26,7 +26,14 @@ from sqlmodel import Session
 
 from contacts.cleaning import dumps_json
 
-__all__ = ["alembic_config", "create_db_engine", "migrate", "migration_lock", "session_scope"]
+__all__ = [
+    "alembic_config",
+    "create_db_engine",
+    "migrate",
+    "migrated_engine",
+    "migration_lock",
+    "session_scope",
+]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the PostgreSQL advisory lock every drip version takes around migrations ("drip" in ASCII);
@@ -81,6 +88,18 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     processes at once (they take turns under ``migration_lock``)."""
     with migration_lock(engine):
         command.upgrade(alembic_config(engine), revision)
+
+
+@contextmanager
+def migrated_engine(url: str) -> Iterator[Engine]:
+    """An engine on ``url`` with its schema brought up to date, disposed of afterwards: what a
+    one-shot command needs (the CLI's subcommands open one each)."""
+    engine = create_db_engine(url)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @contextmanager

@@ -10,8 +10,7 @@ a lead qualifying does, minus the alert.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Annotated, NoReturn
 from zoneinfo import ZoneInfo
@@ -25,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from campaigns import CampaignError
 from campaigns.sales import SalesPlan, load_sales_plan
-from contacts.db import create_db_engine, migrate, session_scope
+from contacts.db import migrated_engine, session_scope
 from contacts.models import SalesRep, SalesTeam, utcnow
 from drip.cli_journeys import find_contact, plural
 from drip.settings import get_settings
@@ -48,14 +47,8 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    engine = create_db_engine(get_settings().database_url)
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
+def _engine() -> AbstractContextManager[Engine]:
+    return migrated_engine(get_settings().database_url)
 
 
 def _plan() -> SalesPlan:

@@ -9,8 +9,7 @@ the good rows were still imported), 2 a wrong option.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from rich.table import Column, Table
 from sqlalchemy.engine import Engine
 
 from contacts import suppression_csv, suppressions
-from contacts.db import create_db_engine, migrate, session_scope
+from contacts.db import migrated_engine, session_scope
 from contacts.errors import NotFound
 from contacts.suppressions import InvalidSuppression, SuppressionKind
 from drip.settings import get_settings
@@ -34,14 +33,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    engine = create_db_engine(get_settings().database_url)
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
+def _engine() -> AbstractContextManager[Engine]:
+    return migrated_engine(get_settings().database_url)
 
 
 def _say(console_: Console, message: str) -> None:

@@ -9,8 +9,7 @@ has the source ``cli`` (a deploy leaves it alone). A secret is printed once, by 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
@@ -21,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from contacts import webhook_endpoints as we
-from contacts.db import create_db_engine, migrate, session_scope
+from contacts.db import create_db_engine, migrate, migrated_engine, session_scope
 from contacts.errors import InvalidValue, NotFound
 from contacts.models import utcnow
 from drip._runtime import run_with_temporal
@@ -36,14 +35,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    engine = create_db_engine(get_settings().database_url)
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
+def _engine() -> AbstractContextManager[Engine]:
+    return migrated_engine(get_settings().database_url)
 
 
 def _say(to: Console, message: str) -> None:
