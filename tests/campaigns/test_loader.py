@@ -86,7 +86,7 @@ BROKEN = [
         "template: goodbye",
         "43:17: steps.reminder.send_email.template: template 'goodbye' does not exist "
         "(known: black-friday, cart-last-chance, cart-reminder, group-case-study, "
-        "group-trip-guide, newsletter-december, sleeping-bag-offer, tips, and 10 more)",
+        "group-trip-guide, newsletter-december, receipt, sleeping-bag-offer, and 11 more)",
     ),
     (
         "  form: newsletter",
