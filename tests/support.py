@@ -9,6 +9,7 @@ import email.policy
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -279,3 +280,23 @@ def sent_message(engine: Engine, secret: bytes, email: str = "reader@example.com
         )
         outbox.finish_send(s, message_id, MessageState.sent)
     return token
+
+
+def run_drip(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``drip`` with ``args`` on the test's database and the example workspace,
+    as an operator runs it (no other ``DRIP_*`` from the environment)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
+        "DRIP_HOME": str(settings.home),
+        "DRIP_WORKSPACE": str(EXAMPLES),
+        "DRIP_DATABASE_URL": settings.database_url,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [venv_binary("drip"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -3,32 +3,17 @@ then the key it printed used against the API."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from sqlalchemy.engine import Engine
 
 from campaigns.workspace import Workspace
 from drip.settings import Settings
-from tests.support import EXAMPLES, api_client, venv_binary
+from tests.support import api_client, run_drip
 
 
 def _drip(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
-        "DRIP_HOME": str(settings.home),
-        "DRIP_WORKSPACE": str(EXAMPLES),
-        "DRIP_DATABASE_URL": settings.database_url,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [venv_binary("drip"), "apikeys", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_drip(settings, "apikeys", *args)
 
 
 async def test_create_list_use_and_revoke(

@@ -3,7 +3,6 @@ executable against a real SQLite file, then the list checked where the sends rea
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,25 +11,11 @@ from sqlalchemy.engine import Engine
 from contacts import suppressions
 from contacts.db import session_scope
 from drip.settings import Settings
-from tests.support import EXAMPLES, venv_binary
+from tests.support import run_drip
 
 
 def _drip(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
-        "DRIP_HOME": str(settings.home),
-        "DRIP_WORKSPACE": str(EXAMPLES),
-        "DRIP_DATABASE_URL": settings.database_url,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [venv_binary("drip"), "suppressions", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_drip(settings, "suppressions", *args)
 
 
 def test_add_list_export_remove_and_import_back(

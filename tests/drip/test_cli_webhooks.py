@@ -3,7 +3,6 @@ SQLite file; what it registers is what the dispatcher reads."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from sqlalchemy.engine import Engine
@@ -12,25 +11,11 @@ from sqlmodel import select
 from contacts.db import session_scope
 from contacts.webhook_endpoints import WebhookDelivery, WebhookEndpoint
 from drip.settings import Settings
-from tests.support import EXAMPLES, venv_binary
+from tests.support import run_drip
 
 
 def _drip(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DRIP_")},
-        "DRIP_HOME": str(settings.home),
-        "DRIP_WORKSPACE": str(EXAMPLES),
-        "DRIP_DATABASE_URL": settings.database_url,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [venv_binary("drip"), "webhooks", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_drip(settings, "webhooks", *args)
 
 
 def test_add_list_rotate_deliveries_and_remove(settings: Settings, engine: Engine) -> None:

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
+from contacts.db import create_db_engine, migrate
 from drip.settings import Settings
+from tests.postgres import postgres_url
 from tests.support import venv_binary
 
 pytestmark = pytest.mark.e2e
@@ -69,3 +72,12 @@ def worker_process(
     worker = WorkerProcess(settings, temporal_target(dev_env), tmp_path / "worker.log")
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A migrated database on the suite's PostgreSQL server, for tests of several processes."""
+    db = create_db_engine(postgres_url(request))
+    migrate(db)
+    yield db
+    db.dispose()

@@ -35,12 +35,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import Workspace, load_workspace
-from contacts.db import create_db_engine, migrate, session_scope
+from contacts.db import session_scope
 from contacts.models import Contact, ContactStatus, Message
 from drip._temporal import TemporalDevServer
 from drip.settings import Settings
 from tests.e2e.conftest import WorkerProcess, temporal_target
-from tests.postgres import postgres_url
 from tests.support import SmtpServer, copy_workspace, free_port, venv_binary
 from tests.workflows.test_smtp_faults import FaultySmtp
 from workflows.broadcast_types import BATCH_ACTIVITY
@@ -390,14 +389,6 @@ async def test_a_relay_answering_421_for_a_while_delays_the_broadcast_and_sends_
 
 
 # --- 4. two workers on PostgreSQL ---------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    db = create_db_engine(postgres_url(request))
-    migrate(db)
-    yield db
-    db.dispose()
 
 
 @pytest.mark.postgres

@@ -29,14 +29,13 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from campaigns.workspace import load_workspace
-from contacts.db import create_db_engine, migrate, session_scope
+from contacts.db import session_scope
 from contacts.models import Contact, MessageState
 from contacts.pacing import DomainDay
 from drip.settings import Settings
 from tests.e2e.conftest import WorkerProcess, temporal_target
 from tests.e2e.test_broadcast_faults import _batches, _rows, _started, _until
 from tests.engine_support import journeys, workspace_with
-from tests.postgres import postgres_url
 from tests.support import Mailbox, SmtpServer, copy_workspace
 from tests.workflows.recording import maybe_record
 from workflows.broadcasts import progress, start_broadcast
@@ -216,14 +215,6 @@ deliverability:
   domains:
     google: {domains: [gmail.com, googlemail.com], per_second: 4, connections: 2}
 """
-
-
-@pytest.fixture
-def pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    db = create_db_engine(postgres_url(request))
-    migrate(db)
-    yield db
-    db.dispose()
 
 
 @pytest.mark.postgres
